@@ -1,0 +1,118 @@
+"""Build recipe for iocploop's C core (cffi, API mode).
+
+`setup.py` hands `ffibuilder` to cffi (``cffi_modules``) for the host system.
+`tools/wine.py` calls `make_ffibuilder("windows")` to emit the C source of the
+Windows module and cross-compiles it with MinGW.
+
+The declarations below mirror ``csrc/ioc_core.h``: keep the two in step.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import cffi
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CSRC = os.path.join(ROOT, "csrc")
+MODULE_NAME = "iocploop._ioc"
+
+CDEF = """
+typedef struct ioc_core ioc_core;
+typedef struct ioc_op ioc_op;
+
+typedef struct ioc_completion {
+    uint64_t token;
+    int64_t result;
+    uint32_t flags;
+} ioc_completion;
+
+typedef struct ioc_stats {
+    uint64_t submitted;
+    uint64_t completed;
+    uint64_t cancels;
+    uint64_t waits;
+    uint64_t enters;
+    uint64_t wakeups_sent;
+    uint64_t wakeups_merged;
+    uint64_t in_flight;
+} ioc_stats;
+
+#define IOC_EVENT_CONSOLE_CTRL 1
+#define IOC_EXT_ACCEPTEX ...
+#define IOC_EXT_CONNECTEX ...
+#define IOC_EXT_GETACCEPTEXSOCKADDRS ...
+#define IOC_EXT_TRANSMITFILE ...
+#define IOC_EXT_DISCONNECTEX ...
+#define IOC_EXT_TRANSMITPACKETS ...
+#define IOC_EXT_WSARECVMSG ...
+#define IOC_EXT_WSASENDMSG ...
+
+int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t errlen);
+int ioc_core_close(ioc_core *core, int drain_ms);
+void ioc_core_forked(ioc_core *core);
+int ioc_associate(ioc_core *core, intptr_t handle);
+int ioc_submit_recv(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
+                    int flags, uint64_t token, ioc_op **op_out);
+int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len,
+                    int flags, uint64_t token, ioc_op **op_out);
+int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
+int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
+int ioc_wakeup(ioc_core *core);
+int ioc_console_ctrl(ioc_core *core, int enable);
+int ioc_extensions(ioc_core *core, intptr_t sock);
+void ioc_get_stats(ioc_core *core, ioc_stats *out);
+const char *ioc_backend_name(void);
+int ioc_err_cancelled(void);
+"""
+
+# Per target: the backend source and the libraries it links.
+SOURCES = {
+    "linux": ["ioc_core_linux.c"],
+    "windows": ["ioc_core_win.c"],
+}
+LIBRARIES = {
+    "linux": [],
+    "windows": ["ws2_32", "mswsock"],
+}
+
+
+def host_target() -> str:
+    if sys.platform == "win32":
+        return "windows"
+    if sys.platform.startswith("linux"):
+        return "linux"
+    raise RuntimeError(
+        f"iocploop has backends for Windows (IOCP) and Linux (io_uring) only, not {sys.platform!r}"
+    )
+
+
+def source_paths(target: str, relative: bool = True) -> list[str]:
+    """Paths of the C sources for target (relative to the project root for setuptools)."""
+    base = "csrc" if relative else CSRC
+    return [os.path.join(base, name) for name in SOURCES[target]]
+
+
+def make_ffibuilder(target: str) -> cffi.FFI:
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    extra_compile_args = ["-O2"] if target == "linux" else []
+    ffi.set_source(
+        MODULE_NAME,
+        '#include "ioc_core.h"',
+        sources=source_paths(target),
+        include_dirs=["csrc"],
+        libraries=LIBRARIES[target],
+        extra_compile_args=extra_compile_args,
+        define_macros=[("WIN32_LEAN_AND_MEAN", None)] if target == "windows" else [],
+    )
+    return ffi
+
+
+ffibuilder = make_ffibuilder(host_target())
+
+if __name__ == "__main__":
+    # Build in place (for development): python _cffi_build/build_core.py
+    os.chdir(ROOT)
+    ffibuilder.compile(verbose=True)

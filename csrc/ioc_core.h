@@ -1,0 +1,131 @@
+/*
+ * ioc_core.h -- the one interface of iocploop's completion core.
+ *
+ * Two backends implement it, chosen at build time:
+ *   ioc_core_win.c    Windows I/O completion port (GetQueuedCompletionStatusEx)
+ *   ioc_core_linux.c  Linux io_uring (raw syscalls, see docs/architecture.md)
+ *
+ * Conventions shared by both backends:
+ *   - A result >= 0 is success (a byte count for recv/send).
+ *   - A result < 0 is a negated system error: -errno on Linux, -winerror
+ *     (WSA* or ERROR_*) on Windows.  Cancelled operations complete with
+ *     IOC_ERR_CANCELLED (-ECANCELED / -ERROR_OPERATION_ABORTED).
+ *   - Every submitted operation yields exactly one completion, unless the
+ *     submit call itself failed (then no completion ever comes and the
+ *     caller may release its buffer at once).
+ *   - Memory handed to a submit call (the buffer) must stay valid until that
+ *     operation's completion has been returned by ioc_wait().  The per-op
+ *     records (OVERLAPPED / SQE user data) are owned by the core and never
+ *     freed before the kernel is done with them.
+ *   - Token 0 is reserved for core events (see IOC_EVENT_*), never an op.
+ *
+ * This header is plain C89-with-stdint so that MSVC, MinGW and GCC all take it.
+ */
+#ifndef IOC_CORE_H
+#define IOC_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ioc_core ioc_core;
+typedef struct ioc_op ioc_op;
+
+/* One dequeued completion as handed to Python. */
+typedef struct ioc_completion {
+    uint64_t token;   /* the caller's token for the op; 0 = core event */
+    int64_t result;   /* bytes (>= 0) or negated system error */
+    uint32_t flags;   /* backend flags (io_uring CQE flags) or event kind */
+} ioc_completion;
+
+/* Counters, cheap to read, for tests and statistics. */
+typedef struct ioc_stats {
+    uint64_t submitted;       /* operations accepted by a submit call */
+    uint64_t completed;       /* operation completions returned to the caller */
+    uint64_t cancels;         /* cancellation requests issued */
+    uint64_t waits;           /* calls of ioc_wait */
+    uint64_t enters;          /* kernel calls made by ioc_wait */
+    uint64_t wakeups_sent;    /* wakeups that actually reached the kernel */
+    uint64_t wakeups_merged;  /* wakeups that needed no kernel call */
+    uint64_t in_flight;       /* operations submitted and not yet completed */
+} ioc_stats;
+
+/* Core event kinds, reported with token 0 in ioc_completion.flags. */
+#define IOC_EVENT_CONSOLE_CTRL 1  /* Windows console control; result = CTRL_* */
+
+/* Open a core.  queue_depth sizes the submission/completion queues.
+ * Returns 0, or a positive system error with a message in err. */
+int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t errlen);
+
+/* Cancel every operation in flight, wait up to drain_ms for the kernel to
+ * finish them, then release the core.  Returns the number of operations the
+ * kernel had not finished by then: their records are deliberately leaked
+ * (never freed while the kernel may still write them); the caller must leak
+ * their buffers too. */
+int ioc_core_close(ioc_core *core, int drain_ms);
+
+/* Mark a core as inherited through fork(): every later call refuses to touch
+ * the kernel object (which belongs to the parent), close only unmaps. */
+void ioc_core_forked(ioc_core *core);
+
+/* Associate a socket or file handle with the core (Windows: the completion
+ * port; Linux: nothing to do).  Returns 0 or a negated system error. */
+int ioc_associate(ioc_core *core, intptr_t handle);
+
+/* Submit a receive / send on a socket.  flags are MSG_* flags.
+ * On success returns 0 and sets *op_out; on failure returns a negated error
+ * and no completion will follow. */
+int ioc_submit_recv(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
+                    int flags, uint64_t token, ioc_op **op_out);
+int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len,
+                    int flags, uint64_t token, ioc_op **op_out);
+
+/* Ask the kernel to cancel op (identified by the record and its token, so a
+ * stale or recycled record is never cancelled by mistake).  The op still
+ * completes through ioc_wait, with IOC_ERR_CANCELLED or with its real result
+ * if it finished first.  Returns 0 when a cancellation was requested, 1 when
+ * the op is no longer in flight, or a negated error. */
+int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
+
+/* Flush queued submissions and wait up to timeout_ns (-1 = forever,
+ * 0 = poll) for completions; store at most max of them in out.
+ * Returns the number stored, or a negated error.  -EINTR (Linux) means a
+ * signal arrived: the caller should let its signal handlers run. */
+int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
+
+/* Wake a core blocked in ioc_wait.  Safe from any thread.  Bursts of
+ * wakeups cost at most one kernel call per sleep of the waiting thread, and
+ * none while it is not sleeping. */
+int ioc_wakeup(ioc_core *core);
+
+/* Windows: route console Ctrl+C / Ctrl+Break to this core while it sleeps
+ * (reported as an IOC_EVENT_CONSOLE_CTRL event); enable = 0 removes it.
+ * Linux: a no-op (signals interrupt the wait with -EINTR). */
+int ioc_console_ctrl(ioc_core *core, int enable);
+
+/* Which optional Winsock extension functions the provider of sock offers:
+ * a bit mask of IOC_EXT_* (Windows), loaded once per provider and cached.
+ * Linux returns 0. */
+#define IOC_EXT_ACCEPTEX            0x01
+#define IOC_EXT_CONNECTEX           0x02
+#define IOC_EXT_GETACCEPTEXSOCKADDRS 0x04
+#define IOC_EXT_TRANSMITFILE        0x08
+#define IOC_EXT_DISCONNECTEX        0x10
+#define IOC_EXT_TRANSMITPACKETS     0x20
+#define IOC_EXT_WSARECVMSG          0x40
+#define IOC_EXT_WSASENDMSG          0x80
+int ioc_extensions(ioc_core *core, intptr_t sock);
+
+void ioc_get_stats(ioc_core *core, ioc_stats *out);
+
+/* Static facts about the backend. */
+const char *ioc_backend_name(void);   /* "iocp" or "io_uring" */
+int ioc_err_cancelled(void);          /* the negated error of a cancelled op */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* IOC_CORE_H */
