@@ -1,0 +1,610 @@
+/*
+ * ioc_core_linux.c -- the io_uring backend of the completion core.
+ *
+ * Raw io_uring syscalls against the kernel's uapi header rather than
+ * liburing: the core needs a dozen operations, the ring setup is ~100 lines,
+ * and this way the build needs nothing beyond the kernel headers that come
+ * with any C toolchain (Debian's liburing is 2.3 and lags the kernel).
+ *
+ * Shape of one loop iteration (ioc_wait):
+ *   submit calls only fill SQEs in the shared ring (no syscall);
+ *   ioc_wait publishes them and, in the same io_uring_enter, waits for
+ *   completions with a timeout (IORING_ENTER_EXT_ARG); CQEs are then reaped
+ *   in a batch from the shared CQ ring.
+ *
+ * Cross-thread wakeup: an eventfd with a read kept posted in the ring.  A
+ * waker writes to the eventfd only when the loop thread says it is sleeping
+ * and no other wakeup is already on its way (see ioc_wakeup).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+
+#define IOC_OP_BACKEND_FIELDS
+#include "ioc_atomic.h"
+#include "ioc_ops.h"
+
+#ifndef IORING_SETUP_SUBMIT_ALL
+#define IORING_SETUP_SUBMIT_ALL (1U << 7)
+#endif
+#ifndef IORING_SETUP_COOP_TASKRUN
+#define IORING_SETUP_COOP_TASKRUN (1U << 8)
+#endif
+#ifndef IORING_SETUP_TASKRUN_FLAG
+#define IORING_SETUP_TASKRUN_FLAG (1U << 9)
+#endif
+#ifndef IORING_SQ_TASKRUN
+#define IORING_SQ_TASKRUN (1U << 2)
+#endif
+
+/* user_data values that are not operation records. */
+#define UD_WAKEUP ((uint64_t)1)
+#define UD_CANCEL ((uint64_t)2)
+
+struct ioc_core {
+    int ring_fd;
+    int event_fd;
+    int forked;
+    int closing;                     /* ioc_core_close is draining */
+    int wake_armed;                  /* the eventfd read is in the kernel */
+    unsigned features;
+
+    /* submission ring */
+    unsigned *sq_khead, *sq_ktail, *sq_kflags, *sq_array;
+    unsigned sq_mask, sq_entries;
+    unsigned sq_local_tail;          /* SQEs filled, published at flush */
+    struct io_uring_sqe *sqes;
+
+    /* completion ring */
+    unsigned *cq_khead, *cq_ktail;
+    unsigned cq_mask;
+    struct io_uring_cqe *cqes;
+
+    void *sq_ring_ptr, *cq_ring_ptr;
+    size_t sq_ring_size, cq_ring_size, sqes_size;
+
+    /* wakeup handshake (see ioc_wakeup) */
+    ioc_atomic_int sleeping;
+    ioc_atomic_int wake_sent;
+    ioc_atomic_int posted;
+    int seen_posted;
+    uint64_t wake_value;             /* target of the eventfd read */
+    ioc_atomic_int wakeups_sent, wakeups_merged;
+
+    ioc_op_pool pool;
+    ioc_stats stats;
+};
+
+static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
+{
+    return (int)syscall(__NR_io_uring_setup, entries, p);
+}
+
+static int sys_io_uring_enter(int fd, unsigned to_submit, unsigned min_complete,
+                              unsigned flags, void *arg, size_t argsz)
+{
+    return (int)syscall(__NR_io_uring_enter, fd, to_submit, min_complete, flags, arg, argsz);
+}
+
+static unsigned load_acquire(const unsigned *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static void store_release(unsigned *p, unsigned v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+
+const char *ioc_backend_name(void) { return "io_uring"; }
+int ioc_err_cancelled(void) { return -ECANCELED; }
+
+/* ---- opening: explain every way io_uring can be unavailable ---- */
+
+static int read_int_file(const char *path, int *value)
+{
+    FILE *f = fopen(path, "r");
+    int ok;
+    if (f == NULL)
+        return 0;
+    ok = fscanf(f, "%d", value) == 1;
+    fclose(f);
+    return ok;
+}
+
+static void explain_setup_failure(int err, char *msg, size_t len)
+{
+    int disabled = 0;
+    int have_sysctl = read_int_file("/proc/sys/kernel/io_uring_disabled", &disabled);
+
+    if (err == ENOSYS) {
+        snprintf(msg, len,
+                 "io_uring is not available: io_uring_setup() failed with ENOSYS. The kernel "
+                 "was built without io_uring (CONFIG_IO_URING) or is older than Linux 5.11, or a "
+                 "seccomp filter answers ENOSYS for it. iocploop needs io_uring on Linux: use a "
+                 "kernel with io_uring enabled, or run this program on asyncio's default loop.");
+    } else if ((err == EPERM || err == EACCES) && have_sysctl && disabled == 2) {
+        snprintf(msg, len,
+                 "io_uring is disabled on this system: io_uring_setup() failed with %s because "
+                 "the sysctl kernel.io_uring_disabled is 2. Set it to 0 (or to 1 and add this "
+                 "user to kernel.io_uring_group) to use iocploop, or run this program on "
+                 "asyncio's default loop.", strerror(err));
+    } else if ((err == EPERM || err == EACCES) && have_sysctl && disabled == 1) {
+        snprintf(msg, len,
+                 "io_uring is restricted on this system: io_uring_setup() failed with %s because "
+                 "kernel.io_uring_disabled is 1 and this process is not in kernel.io_uring_group. "
+                 "Add the user to that group or set the sysctl to 0 to use iocploop, or run "
+                 "this program on asyncio's default loop.", strerror(err));
+    } else if (err == EPERM || err == EACCES) {
+        snprintf(msg, len,
+                 "io_uring is blocked: io_uring_setup() failed with %s. Container runtimes' "
+                 "default seccomp profiles (Docker, containerd, Podman) block io_uring. Allow the "
+                 "io_uring_setup/io_uring_enter/io_uring_register syscalls in the seccomp profile "
+                 "to use iocploop, or run this program on asyncio's default loop.", strerror(err));
+    } else if (err == ENOMEM) {
+        snprintf(msg, len,
+                 "io_uring could not be set up: io_uring_setup() failed with ENOMEM (locked-memory "
+                 "limit, see `ulimit -l`, or memory pressure). Raise RLIMIT_MEMLOCK or use a "
+                 "newer kernel (5.12+ accounts ring memory differently).");
+    } else {
+        snprintf(msg, len, "io_uring could not be set up: io_uring_setup() failed: %s (errno %d).",
+                 strerror(err), err);
+    }
+}
+
+static void unmap_rings(ioc_core *c)
+{
+    if (c->sqes && c->sqes != MAP_FAILED)
+        munmap(c->sqes, c->sqes_size);
+    if (c->cq_ring_ptr && c->cq_ring_ptr != MAP_FAILED && c->cq_ring_ptr != c->sq_ring_ptr)
+        munmap(c->cq_ring_ptr, c->cq_ring_size);
+    if (c->sq_ring_ptr && c->sq_ring_ptr != MAP_FAILED)
+        munmap(c->sq_ring_ptr, c->sq_ring_size);
+    c->sqes = NULL;
+    c->cq_ring_ptr = c->sq_ring_ptr = NULL;
+}
+
+static int setup_ring(ioc_core *c, unsigned depth, char *err, size_t errlen)
+{
+    /* Most capable first; each later set drops what older kernels refuse. */
+    static const unsigned flag_sets[] = {
+        IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL |
+            IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+        IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP,
+    };
+    struct io_uring_params p;
+    size_t i;
+    int fd = -1, e = EINVAL;
+
+    for (i = 0; i < sizeof(flag_sets) / sizeof(flag_sets[0]); i++) {
+        memset(&p, 0, sizeof(p));
+        p.flags = flag_sets[i];
+        p.cq_entries = depth * 4;
+        fd = sys_io_uring_setup(depth, &p);
+        if (fd >= 0)
+            break;
+        e = errno;
+        if (e != EINVAL)
+            break;
+    }
+    if (fd < 0) {
+        explain_setup_failure(e, err, errlen);
+        return e;
+    }
+    c->ring_fd = fd;
+    c->features = p.features;
+    if (!(p.features & IORING_FEAT_EXT_ARG) || !(p.features & IORING_FEAT_NODROP)) {
+        snprintf(err, errlen,
+                 "io_uring on this kernel is too old for iocploop: it lacks "
+                 "IORING_FEAT_EXT_ARG/IORING_FEAT_NODROP (Linux 5.11 or newer is needed). "
+                 "Upgrade the kernel or run this program on asyncio's default loop.");
+        return ENOTSUP;
+    }
+
+    c->sq_ring_size = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+    c->cq_ring_size = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        if (c->cq_ring_size > c->sq_ring_size)
+            c->sq_ring_size = c->cq_ring_size;
+        c->cq_ring_size = c->sq_ring_size;
+    }
+    c->sq_ring_ptr = mmap(NULL, c->sq_ring_size, PROT_READ | PROT_WRITE,
+                          MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQ_RING);
+    if (c->sq_ring_ptr == MAP_FAILED)
+        goto map_failed;
+    if (p.features & IORING_FEAT_SINGLE_MMAP) {
+        c->cq_ring_ptr = c->sq_ring_ptr;
+    } else {
+        c->cq_ring_ptr = mmap(NULL, c->cq_ring_size, PROT_READ | PROT_WRITE,
+                              MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_CQ_RING);
+        if (c->cq_ring_ptr == MAP_FAILED)
+            goto map_failed;
+    }
+    c->sqes_size = p.sq_entries * sizeof(struct io_uring_sqe);
+    c->sqes = mmap(NULL, c->sqes_size, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, fd, IORING_OFF_SQES);
+    if (c->sqes == MAP_FAILED)
+        goto map_failed;
+
+    {
+        char *sq = (char *)c->sq_ring_ptr, *cq = (char *)c->cq_ring_ptr;
+        unsigned k;
+        c->sq_khead = (unsigned *)(sq + p.sq_off.head);
+        c->sq_ktail = (unsigned *)(sq + p.sq_off.tail);
+        c->sq_kflags = (unsigned *)(sq + p.sq_off.flags);
+        c->sq_array = (unsigned *)(sq + p.sq_off.array);
+        c->sq_mask = *(unsigned *)(sq + p.sq_off.ring_mask);
+        c->sq_entries = *(unsigned *)(sq + p.sq_off.ring_entries);
+        c->cq_khead = (unsigned *)(cq + p.cq_off.head);
+        c->cq_ktail = (unsigned *)(cq + p.cq_off.tail);
+        c->cq_mask = *(unsigned *)(cq + p.cq_off.ring_mask);
+        c->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+        /* SQE index i always sits in array slot i: publish once. */
+        for (k = 0; k < c->sq_entries; k++)
+            c->sq_array[k] = k;
+        c->sq_local_tail = *c->sq_ktail;
+    }
+    return 0;
+
+map_failed:
+    e = errno;
+    snprintf(err, errlen, "io_uring ring could not be mapped: %s", strerror(e));
+    return e;
+}
+
+/* ---- submission ---- */
+
+static unsigned sq_unpublished_or_pending(ioc_core *c)
+{
+    /* SQEs filled by us and not yet consumed by the kernel. */
+    return c->sq_local_tail - load_acquire(c->sq_khead);
+}
+
+static int flush_submissions(ioc_core *c, unsigned min_complete, unsigned flags,
+                             void *arg, size_t argsz)
+{
+    int r;
+    store_release(c->sq_ktail, c->sq_local_tail);
+    c->stats.enters++;
+    r = sys_io_uring_enter(c->ring_fd, sq_unpublished_or_pending(c), min_complete, flags, arg, argsz);
+    return r < 0 ? -errno : r;
+}
+
+/* A zeroed SQE, or NULL when the ring is full even after a flush. */
+static struct io_uring_sqe *get_sqe(ioc_core *c)
+{
+    struct io_uring_sqe *sqe;
+    if (sq_unpublished_or_pending(c) >= c->sq_entries) {
+        int r = flush_submissions(c, 0, 0, NULL, 0);
+        if (r < 0 && r != -EBUSY && r != -EAGAIN && r != -EINTR)
+            return NULL;
+        if (sq_unpublished_or_pending(c) >= c->sq_entries)
+            return NULL;
+    }
+    sqe = &c->sqes[c->sq_local_tail & c->sq_mask];
+    memset(sqe, 0, sizeof(*sqe));
+    c->sq_local_tail++;
+    return sqe;
+}
+
+static int arm_wakeup_read(ioc_core *c)
+{
+    struct io_uring_sqe *sqe = get_sqe(c);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_READ;
+    sqe->fd = c->event_fd;
+    sqe->addr = (uint64_t)(uintptr_t)&c->wake_value;
+    sqe->len = sizeof(c->wake_value);
+    sqe->off = (uint64_t)-1;
+    sqe->user_data = UD_WAKEUP;
+    c->wake_armed = 1;
+    return 0;
+}
+
+int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t errlen)
+{
+    ioc_core *c;
+    int e;
+
+    *out = NULL;
+    if (queue_depth < 8)
+        queue_depth = 8;
+    if (queue_depth > 32768)
+        queue_depth = 32768;
+    c = (ioc_core *)calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return ENOMEM;
+    }
+    c->ring_fd = c->event_fd = -1;
+    ioc_pool_init(&c->pool);
+    e = setup_ring(c, queue_depth, err, errlen);
+    if (e == 0) {
+        c->event_fd = eventfd(0, EFD_CLOEXEC);
+        if (c->event_fd < 0) {
+            e = errno;
+            snprintf(err, errlen, "eventfd() failed: %s", strerror(e));
+        } else if (arm_wakeup_read(c) < 0) {
+            e = EBUSY;
+            snprintf(err, errlen, "could not post the wakeup read");
+        }
+    }
+    if (e != 0) {
+        unmap_rings(c);
+        if (c->ring_fd >= 0)
+            close(c->ring_fd);
+        if (c->event_fd >= 0)
+            close(c->event_fd);
+        free(c);
+        return e;
+    }
+    *out = c;
+    return 0;
+}
+
+void ioc_core_forked(ioc_core *c) { c->forked = 1; }
+
+int ioc_associate(ioc_core *c, intptr_t handle)
+{
+    (void)handle;
+    return c->forked ? -EBADF : 0;
+}
+
+static int submit_socket_op(ioc_core *c, int opcode, int kind, intptr_t sock, void *buf,
+                            uint32_t len, int flags, uint64_t token, ioc_op **op_out)
+{
+    struct io_uring_sqe *sqe;
+    ioc_op *op;
+
+    *op_out = NULL;
+    if (c->forked)
+        return -EBADF;
+    if (token == 0)
+        return -EINVAL;
+    sqe = get_sqe(c);
+    if (sqe == NULL)
+        return -EBUSY;
+    op = ioc_pool_take(&c->pool, token, sock, kind);
+    if (op == NULL) {
+        /* Turn the claimed SQE into a harmless no-op whose CQE is ignored. */
+        sqe->opcode = IORING_OP_NOP;
+        sqe->user_data = UD_CANCEL;
+        return -ENOMEM;
+    }
+    sqe->opcode = (uint8_t)opcode;
+    sqe->fd = (int)sock;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
+    sqe->msg_flags = (uint32_t)flags;
+    sqe->user_data = (uint64_t)(uintptr_t)op;
+    c->stats.submitted++;
+    *op_out = op;
+    return 0;
+}
+
+int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
+                    uint64_t token, ioc_op **op_out)
+{
+    return submit_socket_op(c, IORING_OP_RECV, IOC_OP_RECV, sock, buf, len, flags, token, op_out);
+}
+
+int ioc_submit_send(ioc_core *c, intptr_t sock, const void *buf, uint32_t len, int flags,
+                    uint64_t token, ioc_op **op_out)
+{
+    /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE. */
+    return submit_socket_op(c, IORING_OP_SEND, IOC_OP_SEND, sock, (void *)buf, len,
+                            flags | MSG_NOSIGNAL, token, op_out);
+}
+
+static int submit_cancel(ioc_core *c, ioc_op *op)
+{
+    struct io_uring_sqe *sqe = get_sqe(c);
+    if (sqe == NULL)
+        return -EBUSY;
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->addr = (uint64_t)(uintptr_t)op;
+    sqe->user_data = UD_CANCEL;
+    op->cancel_requested = 1;
+    c->stats.cancels++;
+    return 0;
+}
+
+int ioc_cancel(ioc_core *c, ioc_op *op, uint64_t token)
+{
+    if (c->forked)
+        return -EBADF;
+    if (!ioc_op_is_live(op, token))
+        return 1;
+    if (op->cancel_requested)
+        return 0;
+    return submit_cancel(c, op);
+}
+
+/* ---- completion ---- */
+
+static int reap(ioc_core *c, ioc_completion *out, int max)
+{
+    unsigned head = *c->cq_khead;
+    unsigned tail = load_acquire(c->cq_ktail);
+    int n = 0;
+
+    while (head != tail && n < max) {
+        struct io_uring_cqe *cqe = &c->cqes[head & c->cq_mask];
+        uint64_t ud = cqe->user_data;
+        head++;
+        if (ud == UD_WAKEUP) {
+            /* Consumed the eventfd: later wakeups must signal again. */
+            c->wake_armed = 0;
+            ioc_atomic_store(&c->wake_sent, 0);
+            if (!c->closing)
+                arm_wakeup_read(c);
+            continue;
+        }
+        if (ud == UD_CANCEL)
+            continue;
+        {
+            ioc_op *op = (ioc_op *)(uintptr_t)ud;
+            int64_t res = cqe->res;
+            if (op->cancel_requested && res == -EINTR)
+                res = -ECANCELED;
+            out[n].token = op->token;
+            out[n].result = res;
+            out[n].flags = cqe->flags;
+            n++;
+            if (!(cqe->flags & IORING_CQE_F_MORE))
+                ioc_pool_give_back(&c->pool, op);
+        }
+    }
+    store_release(c->cq_khead, head);
+    c->stats.completed += (uint64_t)n;
+    return n;
+}
+
+static int kernel_has_work_for_us(ioc_core *c)
+{
+    unsigned flags = __atomic_load_n(c->sq_kflags, __ATOMIC_RELAXED);
+    return sq_unpublished_or_pending(c) != 0 ||
+           (flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
+}
+
+int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
+{
+    int n, r;
+
+    if (c->forked)
+        return -EBADF;
+    if (max <= 0)
+        return -EINVAL;
+    c->stats.waits++;
+    n = reap(c, out, max);
+    if (n == 0 && timeout_ns != 0) {
+        struct __kernel_timespec ts;
+        struct io_uring_getevents_arg arg;
+
+        /* Say we are going to sleep, then look once more for wakeups that
+         * raced with that: ioc_wakeup does the mirror image. */
+        ioc_atomic_store(&c->sleeping, 1);
+        if (ioc_atomic_load(&c->posted) != c->seen_posted)
+            timeout_ns = 0;
+        memset(&arg, 0, sizeof(arg));
+        if (timeout_ns > 0) {
+            ts.tv_sec = timeout_ns / 1000000000;
+            ts.tv_nsec = timeout_ns % 1000000000;
+            arg.ts = (uint64_t)(uintptr_t)&ts;
+        }
+        if (timeout_ns != 0) {
+            r = flush_submissions(c, 1, IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG,
+                                  &arg, sizeof(arg));
+        } else {
+            r = flush_submissions(c, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+        }
+        ioc_atomic_store(&c->sleeping, 0);
+        /* -ETIME: timed out; -EINTR: a signal, the caller's handlers run when
+         * we return; -EBUSY/-EAGAIN: completions backed up, reap them. */
+        if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+            return r;
+        n = reap(c, out, max);
+    } else if (kernel_has_work_for_us(c)) {
+        /* Publish submissions (and run deferred task work) without waiting. */
+        r = flush_submissions(c, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+        if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+            return r;
+        n += reap(c, out + n, max - n);
+    }
+    c->seen_posted = ioc_atomic_load(&c->posted);
+    return n;
+}
+
+int ioc_wakeup(ioc_core *c)
+{
+    ioc_atomic_inc(&c->posted);
+    if (ioc_atomic_load(&c->sleeping) && ioc_atomic_exchange(&c->wake_sent, 1) == 0) {
+        uint64_t one = 1;
+        ssize_t w;
+        ioc_atomic_inc(&c->wakeups_sent);
+        do {
+            w = write(c->event_fd, &one, sizeof(one));
+        } while (w < 0 && errno == EINTR);
+        return w < 0 ? -errno : 0;
+    }
+    ioc_atomic_inc(&c->wakeups_merged);
+    return 0;
+}
+
+int ioc_console_ctrl(ioc_core *c, int enable)
+{
+    (void)c;
+    (void)enable;
+    return 0;
+}
+
+int ioc_extensions(ioc_core *c, intptr_t sock)
+{
+    (void)c;
+    (void)sock;
+    return 0;
+}
+
+void ioc_get_stats(ioc_core *c, ioc_stats *out)
+{
+    *out = c->stats;
+    out->in_flight = c->pool.count_in_flight;
+    out->wakeups_sent = (uint64_t)ioc_atomic_load(&c->wakeups_sent);
+    out->wakeups_merged = (uint64_t)ioc_atomic_load(&c->wakeups_merged);
+}
+
+/* ---- closing ---- */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int ioc_core_close(ioc_core *c, int drain_ms)
+{
+    int left = 0;
+
+    if (!c->forked) {
+        ioc_completion sink[64];
+        int64_t deadline = now_ms() + (drain_ms > 0 ? drain_ms : 0);
+        ioc_op *op;
+
+        c->closing = 1;
+        if (c->wake_armed) {
+            struct io_uring_sqe *sqe = get_sqe(c);
+            if (sqe != NULL) {
+                sqe->opcode = IORING_OP_ASYNC_CANCEL;
+                sqe->addr = UD_WAKEUP;
+                sqe->user_data = UD_CANCEL;
+            }
+        }
+        for (op = c->pool.in_flight.next; op != &c->pool.in_flight; op = op->next)
+            if (!op->cancel_requested)
+                submit_cancel(c, op);
+        while (c->pool.count_in_flight > 0 || c->wake_armed) {
+            int64_t rest = deadline - now_ms();
+            if (rest <= 0)
+                break;
+            if (ioc_wait(c, rest * 1000000, sink, 64) < 0)
+                break;
+        }
+        left = (int)c->pool.count_in_flight + c->wake_armed;
+    }
+    /* Closing the ring makes the kernel cancel what is left.  Records (and
+     * the caller's buffers) of operations still in flight are leaked on
+     * purpose: the kernel may finish them after we return. */
+    unmap_rings(c);
+    close(c->ring_fd);
+    close(c->event_fd);
+    if (left == 0) {
+        ioc_pool_free(&c->pool);
+        free(c);
+    }
+    return left;
+}
