@@ -1,0 +1,437 @@
+/*
+ * ioc_core_win.c -- the Windows I/O completion port backend.
+ *
+ * One completion port per core.  Sockets are associated with completion key
+ * KEY_IO; every operation is an OVERLAPPED embedded at the start of an
+ * ioc_op record, so the OVERLAPPED* that GetQueuedCompletionStatusEx hands
+ * back is the record itself.  Other keys carry core events: KEY_WAKEUP for
+ * cross-thread wakeups (PostQueuedCompletionStatus, no socket pair) and
+ * KEY_CTRL for console Ctrl+C / Ctrl+Break while the loop sleeps.
+ *
+ * Completions are always queued to the port, also when an operation
+ * succeeds at once (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS yet): one path
+ * for every result keeps record lifetimes simple.
+ *
+ * Keep this file portable between MSVC and MinGW: no GCC extensions, and
+ * winsock2.h before windows.h.
+ */
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mswsock.h>
+#include <windows.h>
+#include <stdio.h>
+#include <string.h>
+
+#define IOC_OP_BACKEND_FIELDS \
+    OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
+    WSABUF wsabuf; \
+    DWORD msg_flags;
+#include "ioc_atomic.h"
+#include "ioc_ops.h"
+
+#define KEY_IO ((ULONG_PTR)1)
+#define KEY_WAKEUP ((ULONG_PTR)2)
+#define KEY_CTRL ((ULONG_PTR)3)
+
+#ifndef STATUS_CANCELLED
+#define STATUS_CANCELLED ((LONG)0xC0000120L)
+#endif
+
+/* The Winsock extension functions of one provider (see ioc_win_provider). */
+typedef struct ioc_provider {
+    GUID id;
+    int mask;
+    LPFN_ACCEPTEX accept_ex;
+    LPFN_CONNECTEX connect_ex;
+    LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
+    LPFN_TRANSMITFILE transmit_file;
+    LPFN_DISCONNECTEX disconnect_ex;
+    LPFN_TRANSMITPACKETS transmit_packets;
+    LPFN_WSARECVMSG wsa_recv_msg;
+    LPFN_WSASENDMSG wsa_send_msg;
+} ioc_provider;
+
+#define IOC_MAX_PROVIDERS 8
+
+struct ioc_core {
+    HANDLE port;
+    OVERLAPPED_ENTRY *entries;
+    ULONG entries_max;
+
+    /* wakeup handshake (see ioc_wakeup) */
+    ioc_atomic_int sleeping;
+    ioc_atomic_int wake_sent;
+    ioc_atomic_int posted;
+    int seen_posted;
+    ioc_atomic_int wakeups_sent, wakeups_merged;
+
+    int forked;   /* unused on Windows, kept for the shared interface */
+    ioc_provider providers[IOC_MAX_PROVIDERS];
+    int provider_count;
+
+    ioc_op_pool pool;
+    ioc_stats stats;
+};
+
+const char *ioc_backend_name(void) { return "iocp"; }
+int ioc_err_cancelled(void) { return -(int)ERROR_OPERATION_ABORTED; }
+
+int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t errlen)
+{
+    WSADATA wsa;
+    ioc_core *c;
+    int e;
+
+    *out = NULL;
+    if (queue_depth < 8)
+        queue_depth = 8;
+    if (queue_depth > 32768)
+        queue_depth = 32768;
+    e = WSAStartup(MAKEWORD(2, 2), &wsa);
+    if (e != 0) {
+        snprintf(err, errlen, "WSAStartup failed with error %d", e);
+        return e;
+    }
+    c = (ioc_core *)calloc(1, sizeof(*c));
+    if (c != NULL)
+        c->entries = (OVERLAPPED_ENTRY *)calloc(queue_depth, sizeof(OVERLAPPED_ENTRY));
+    if (c == NULL || c->entries == NULL) {
+        if (c != NULL)
+            free(c);
+        WSACleanup();
+        snprintf(err, errlen, "out of memory");
+        return ERROR_NOT_ENOUGH_MEMORY;
+    }
+    c->entries_max = queue_depth;
+    c->port = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, 1);
+    if (c->port == NULL) {
+        e = (int)GetLastError();
+        snprintf(err, errlen, "CreateIoCompletionPort failed with error %d", e);
+        free(c->entries);
+        free(c);
+        WSACleanup();
+        return e;
+    }
+    ioc_pool_init(&c->pool);
+    *out = c;
+    return 0;
+}
+
+void ioc_core_forked(ioc_core *c) { c->forked = 1; }
+
+int ioc_associate(ioc_core *c, intptr_t handle)
+{
+    if (CreateIoCompletionPort((HANDLE)handle, c->port, KEY_IO, 0) == NULL)
+        return -(int)GetLastError();
+    return 0;
+}
+
+/* ---- Winsock extension functions, loaded once per provider ---- */
+
+static void *load_extension(SOCKET s, GUID guid)
+{
+    void *fn = NULL;
+    DWORD bytes = 0;
+    if (WSAIoctl(s, SIO_GET_EXTENSION_FUNCTION_POINTER, &guid, sizeof(guid), &fn, sizeof(fn),
+                 &bytes, NULL, NULL) != 0)
+        return NULL;
+    return fn;
+}
+
+/* The provider entry for sock (loading its functions on first sight), or NULL. */
+static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
+{
+    WSAPROTOCOL_INFOW info;
+    int len = sizeof(info), i;
+    ioc_provider *p;
+    GUID g_accept = WSAID_ACCEPTEX, g_connect = WSAID_CONNECTEX;
+    GUID g_sockaddrs = WSAID_GETACCEPTEXSOCKADDRS, g_transmit = WSAID_TRANSMITFILE;
+    GUID g_disconnect = WSAID_DISCONNECTEX, g_packets = WSAID_TRANSMITPACKETS;
+    GUID g_recvmsg = WSAID_WSARECVMSG, g_sendmsg = WSAID_WSASENDMSG;
+
+    if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
+        return NULL;
+    for (i = 0; i < c->provider_count; i++)
+        if (memcmp(&c->providers[i].id, &info.ProviderId, sizeof(GUID)) == 0)
+            return &c->providers[i];
+    if (c->provider_count == IOC_MAX_PROVIDERS)
+        return NULL;
+    p = &c->providers[c->provider_count++];
+    memset(p, 0, sizeof(*p));
+    p->id = info.ProviderId;
+    p->accept_ex = (LPFN_ACCEPTEX)load_extension(s, g_accept);
+    p->connect_ex = (LPFN_CONNECTEX)load_extension(s, g_connect);
+    p->get_accept_ex_sockaddrs = (LPFN_GETACCEPTEXSOCKADDRS)load_extension(s, g_sockaddrs);
+    p->transmit_file = (LPFN_TRANSMITFILE)load_extension(s, g_transmit);
+    p->disconnect_ex = (LPFN_DISCONNECTEX)load_extension(s, g_disconnect);
+    p->transmit_packets = (LPFN_TRANSMITPACKETS)load_extension(s, g_packets);
+    p->wsa_recv_msg = (LPFN_WSARECVMSG)load_extension(s, g_recvmsg);
+    p->wsa_send_msg = (LPFN_WSASENDMSG)load_extension(s, g_sendmsg);
+    p->mask = (p->accept_ex ? IOC_EXT_ACCEPTEX : 0) | (p->connect_ex ? IOC_EXT_CONNECTEX : 0) |
+              (p->get_accept_ex_sockaddrs ? IOC_EXT_GETACCEPTEXSOCKADDRS : 0) |
+              (p->transmit_file ? IOC_EXT_TRANSMITFILE : 0) |
+              (p->disconnect_ex ? IOC_EXT_DISCONNECTEX : 0) |
+              (p->transmit_packets ? IOC_EXT_TRANSMITPACKETS : 0) |
+              (p->wsa_recv_msg ? IOC_EXT_WSARECVMSG : 0) |
+              (p->wsa_send_msg ? IOC_EXT_WSASENDMSG : 0);
+    return p;
+}
+
+int ioc_extensions(ioc_core *c, intptr_t sock)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    if (p == NULL)
+        return -WSAGetLastError();
+    return p->mask;
+}
+
+/* ---- operations ---- */
+
+int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
+                    uint64_t token, ioc_op **op_out)
+{
+    ioc_op *op;
+    *op_out = NULL;
+    if (token == 0)
+        return -(int)ERROR_INVALID_PARAMETER;
+    op = ioc_pool_take(&c->pool, token, sock, IOC_OP_RECV);
+    if (op == NULL)
+        return -(int)ERROR_NOT_ENOUGH_MEMORY;
+    op->wsabuf.buf = (char *)buf;
+    op->wsabuf.len = len;
+    op->msg_flags = (DWORD)flags;
+    if (WSARecv((SOCKET)sock, &op->wsabuf, 1, NULL, &op->msg_flags, &op->ov, NULL) != 0) {
+        int e = WSAGetLastError();
+        if (e != WSA_IO_PENDING) {
+            /* Failed at once: no completion packet will be queued. */
+            ioc_pool_give_back(&c->pool, op);
+            return -e;
+        }
+    }
+    c->stats.submitted++;
+    *op_out = op;
+    return 0;
+}
+
+int ioc_submit_send(ioc_core *c, intptr_t sock, const void *buf, uint32_t len, int flags,
+                    uint64_t token, ioc_op **op_out)
+{
+    ioc_op *op;
+    *op_out = NULL;
+    if (token == 0)
+        return -(int)ERROR_INVALID_PARAMETER;
+    op = ioc_pool_take(&c->pool, token, sock, IOC_OP_SEND);
+    if (op == NULL)
+        return -(int)ERROR_NOT_ENOUGH_MEMORY;
+    op->wsabuf.buf = (char *)buf;
+    op->wsabuf.len = len;
+    if (WSASend((SOCKET)sock, &op->wsabuf, 1, NULL, (DWORD)flags, &op->ov, NULL) != 0) {
+        int e = WSAGetLastError();
+        if (e != WSA_IO_PENDING) {
+            ioc_pool_give_back(&c->pool, op);
+            return -e;
+        }
+    }
+    c->stats.submitted++;
+    *op_out = op;
+    return 0;
+}
+
+static void request_cancel(ioc_core *c, ioc_op *op)
+{
+    /* ERROR_NOT_FOUND means the operation already finished and its packet is
+     * queued; any other failure means the handle is gone, which aborts the
+     * operation anyway.  Either way its completion still arrives, and the
+     * record stays in flight until then. */
+    CancelIoEx((HANDLE)op->handle, &op->ov);
+    op->cancel_requested = 1;
+    c->stats.cancels++;
+}
+
+int ioc_cancel(ioc_core *c, ioc_op *op, uint64_t token)
+{
+    if (!ioc_op_is_live(op, token))
+        return 1;
+    if (!op->cancel_requested)
+        request_cancel(c, op);
+    return 0;
+}
+
+/* ---- completion ---- */
+
+static int64_t op_result(ioc_op *op, DWORD bytes)
+{
+    LONG status = (LONG)op->ov.Internal;
+    DWORD transferred = 0, flags = 0;
+    int e;
+
+    if (status >= 0)
+        return (int64_t)bytes;
+    if (status == STATUS_CANCELLED)
+        return -(int64_t)ERROR_OPERATION_ABORTED;
+    /* Let Winsock translate the NTSTATUS into the WSA error asyncio expects. */
+    if (WSAGetOverlappedResult((SOCKET)op->handle, &op->ov, &transferred, FALSE, &flags))
+        return (int64_t)transferred;
+    e = WSAGetLastError();
+    if (e == WSAENOTSOCK || e == WSA_INVALID_HANDLE)
+        return -(int64_t)ERROR_OPERATION_ABORTED;   /* socket closed under the op */
+    return -(int64_t)e;
+}
+
+int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
+{
+    ULONG removed = 0, i;
+    DWORD timeout_ms;
+    int n = 0;
+
+    if (max <= 0)
+        return -(int)ERROR_INVALID_PARAMETER;
+    if ((ULONG)max > c->entries_max)
+        max = (int)c->entries_max;
+    c->stats.waits++;
+    if (timeout_ns != 0) {
+        /* Say we are going to sleep, then look once more for wakeups that
+         * raced with that: ioc_wakeup does the mirror image. */
+        ioc_atomic_store(&c->sleeping, 1);
+        if (ioc_atomic_load(&c->posted) != c->seen_posted)
+            timeout_ns = 0;
+    }
+    if (timeout_ns < 0)
+        timeout_ms = INFINITE;
+    else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
+        timeout_ms = INFINITE - 1;
+    else
+        timeout_ms = (DWORD)((timeout_ns + 999999) / 1000000);   /* never wake early */
+    c->stats.enters++;
+    if (!GetQueuedCompletionStatusEx(c->port, c->entries, (ULONG)max, &removed, timeout_ms, FALSE)) {
+        DWORD e = GetLastError();
+        removed = 0;
+        if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION) {
+            ioc_atomic_store(&c->sleeping, 0);
+            return -(int)e;
+        }
+    }
+    ioc_atomic_store(&c->sleeping, 0);
+    for (i = 0; i < removed; i++) {
+        OVERLAPPED_ENTRY *e = &c->entries[i];
+        if (e->lpCompletionKey == KEY_WAKEUP) {
+            ioc_atomic_store(&c->wake_sent, 0);
+            continue;
+        }
+        if (e->lpCompletionKey == KEY_CTRL) {
+            out[n].token = 0;
+            out[n].result = (int64_t)e->dwNumberOfBytesTransferred;
+            out[n].flags = IOC_EVENT_CONSOLE_CTRL;
+            n++;
+            continue;
+        }
+        {
+            ioc_op *op = (ioc_op *)e->lpOverlapped;
+            out[n].token = op->token;
+            out[n].result = op_result(op, e->dwNumberOfBytesTransferred);
+            out[n].flags = 0;
+            n++;
+            ioc_pool_give_back(&c->pool, op);
+        }
+    }
+    c->stats.completed += (uint64_t)n;
+    c->seen_posted = ioc_atomic_load(&c->posted);
+    return n;
+}
+
+int ioc_wakeup(ioc_core *c)
+{
+    ioc_atomic_inc(&c->posted);
+    if (ioc_atomic_load(&c->sleeping) && ioc_atomic_exchange(&c->wake_sent, 1) == 0) {
+        ioc_atomic_inc(&c->wakeups_sent);
+        if (!PostQueuedCompletionStatus(c->port, 0, KEY_WAKEUP, NULL))
+            return -(int)GetLastError();
+        return 0;
+    }
+    ioc_atomic_inc(&c->wakeups_merged);
+    return 0;
+}
+
+/* ---- console Ctrl+C / Ctrl+Break ----
+ * Windows runs console handlers on a thread of its own, newest first, so this
+ * handler runs before the C runtime's (which trips Python's SIGINT).  While
+ * the loop sleeps in the port we take the event and post it to the port; the
+ * Python layer then raises the signal in the loop's thread, which runs the
+ * Python-level handler exactly as an uninterrupted program would.  While the
+ * loop is busy we leave the event to the C runtime. */
+static SRWLOCK g_ctrl_lock = SRWLOCK_INIT;
+static ioc_core *g_ctrl_core = NULL;
+static int g_ctrl_installed = 0;
+
+static BOOL WINAPI console_ctrl_handler(DWORD type)
+{
+    BOOL taken = FALSE;
+    if (type != CTRL_C_EVENT && type != CTRL_BREAK_EVENT)
+        return FALSE;
+    AcquireSRWLockShared(&g_ctrl_lock);
+    if (g_ctrl_core != NULL && ioc_atomic_load(&g_ctrl_core->sleeping))
+        taken = PostQueuedCompletionStatus(g_ctrl_core->port, type, KEY_CTRL, NULL);
+    ReleaseSRWLockShared(&g_ctrl_lock);
+    return taken;
+}
+
+int ioc_console_ctrl(ioc_core *c, int enable)
+{
+    int r = 0;
+    AcquireSRWLockExclusive(&g_ctrl_lock);
+    if (enable) {
+        if (!g_ctrl_installed) {
+            if (SetConsoleCtrlHandler(console_ctrl_handler, TRUE))
+                g_ctrl_installed = 1;
+            else
+                r = -(int)GetLastError();
+        }
+        if (r == 0)
+            g_ctrl_core = c;
+    } else if (g_ctrl_core == c) {
+        g_ctrl_core = NULL;   /* the handler stays installed, idle */
+    }
+    ReleaseSRWLockExclusive(&g_ctrl_lock);
+    return r;
+}
+
+void ioc_get_stats(ioc_core *c, ioc_stats *out)
+{
+    *out = c->stats;
+    out->in_flight = c->pool.count_in_flight;
+    out->wakeups_sent = (uint64_t)ioc_atomic_load(&c->wakeups_sent);
+    out->wakeups_merged = (uint64_t)ioc_atomic_load(&c->wakeups_merged);
+}
+
+/* ---- closing ---- */
+
+int ioc_core_close(ioc_core *c, int drain_ms)
+{
+    ULONGLONG deadline = GetTickCount64() + (ULONGLONG)(drain_ms > 0 ? drain_ms : 0);
+    ioc_completion sink[64];
+    ioc_op *op;
+    int left;
+
+    ioc_console_ctrl(c, 0);
+    for (op = c->pool.in_flight.next; op != &c->pool.in_flight; op = op->next)
+        if (!op->cancel_requested)
+            request_cancel(c, op);
+    while (c->pool.count_in_flight > 0) {
+        ULONGLONG now = GetTickCount64();
+        if (now >= deadline)
+            break;
+        if (ioc_wait(c, (int64_t)(deadline - now) * 1000000, sink, 64) < 0)
+            break;
+    }
+    left = (int)c->pool.count_in_flight;
+    CloseHandle(c->port);
+    WSACleanup();
+    if (left == 0) {
+        ioc_pool_free(&c->pool);
+        free(c->entries);
+        free(c);
+    }
+    /* Otherwise the records stay allocated: the kernel may still write the
+     * OVERLAPPEDs of operations that have not completed. */
+    return left;
+}
