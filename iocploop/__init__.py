@@ -1,0 +1,67 @@
+"""iocploop: a completion-based asyncio event loop.
+
+Windows: an I/O completion port.  Linux: io_uring.  Entry points:
+
+    iocploop.run(main())                                  # like asyncio.run
+    asyncio.Runner(loop_factory=iocploop.new_event_loop)
+    asyncio.run(main(), loop_factory=iocploop.new_event_loop)   # 3.12+
+    iocploop.install()  /  iocploop.EventLoopPolicy       # older code
+    python -m iocploop app.py [args]                      # unmodified programs
+"""
+from __future__ import annotations
+
+import asyncio as _asyncio
+import sys as _sys
+import warnings as _warnings
+
+from ._errors import BackendUnavailableError
+from .loop import Loop
+
+__all__ = ["Loop", "new_event_loop", "run", "EventLoopPolicy", "install",
+           "BackendUnavailableError"]
+__version__ = "0.1.0"
+
+
+def new_event_loop() -> Loop:
+    """A new iocploop event loop.  Raises BackendUnavailableError (with the
+    reason and the fix) where the system's completion facility is unusable."""
+    return Loop()
+
+
+def run(main, *, debug: bool | None = None, loop_factory=None):
+    """Run a coroutine on a new iocploop event loop and return its result,
+    with asyncio.run's semantics (async generators and the default executor
+    are shut down, Ctrl+C cancels the main task)."""
+    with _asyncio.Runner(debug=debug, loop_factory=loop_factory or new_event_loop) as runner:
+        return runner.run(main)
+
+
+def _default_policy_base():
+    # asyncio renamed its default policy when it deprecated policies (3.14).
+    base = getattr(_asyncio.events, "_DefaultEventLoopPolicy", None)
+    if base is None:
+        base = _asyncio.DefaultEventLoopPolicy
+    return base
+
+
+class EventLoopPolicy(_default_policy_base()):
+    """asyncio's default policy, creating iocploop loops.  Event loop policies
+    are deprecated from CPython 3.14: prefer run() or a loop_factory."""
+
+    def new_event_loop(self) -> Loop:
+        return new_event_loop()
+
+    def __repr__(self):
+        return "<iocploop.EventLoopPolicy>"
+
+
+def install() -> None:
+    """Make iocploop the loop that asyncio.run() and asyncio.new_event_loop() use."""
+    if _sys.version_info >= (3, 12):
+        _warnings.warn(
+            "iocploop.install() is deprecated in favor of iocploop.run() or "
+            "asyncio.run(..., loop_factory=iocploop.new_event_loop)",
+            DeprecationWarning, stacklevel=2)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", DeprecationWarning)
+        _asyncio.set_event_loop_policy(EventLoopPolicy())

@@ -1,0 +1,322 @@
+"""The Python face of the C completion core: one `CompletionPort` per loop.
+
+The port owns the C core (an I/O completion port on Windows, an io_uring on
+Linux) and every `Operation` submitted through it.  Ownership rules:
+
+* The C core owns the per-operation records (OVERLAPPED / io_uring user data).
+* The port owns the Python side of each operation, including the buffer the
+  kernel reads or writes, in ``self._ops`` from submission until the kernel's
+  completion has been dequeued, cancelled operations included.  Only then is
+  the operation handed to its callback and forgotten.
+* If the kernel has not finished some operations when the port closes (it
+  should always finish, cancellation is quick), their buffers are kept in
+  ``_ABANDONED`` for the life of the process rather than freed under the
+  kernel's feet.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import warnings
+import weakref
+
+from ._errors import BackendUnavailableError
+from ._ioc import ffi, lib
+
+BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
+ERR_CANCELLED: int = lib.ioc_err_cancelled()
+IS_WINDOWS = sys.platform == "win32"
+
+#: Largest single transfer handed to the kernel (WSABUF.len is a ULONG; keep
+#: well inside a signed 32-bit count on both systems).
+MAX_TRANSFER = 0x7FFFF000
+
+_WAIT_BATCH = 256
+_DRAIN_MS = 5000
+
+_EXTENSION_NAMES = {
+    lib.IOC_EXT_ACCEPTEX: "AcceptEx",
+    lib.IOC_EXT_CONNECTEX: "ConnectEx",
+    lib.IOC_EXT_GETACCEPTEXSOCKADDRS: "GetAcceptExSockaddrs",
+    lib.IOC_EXT_TRANSMITFILE: "TransmitFile",
+    lib.IOC_EXT_DISCONNECTEX: "DisconnectEx",
+    lib.IOC_EXT_TRANSMITPACKETS: "TransmitPackets",
+    lib.IOC_EXT_WSARECVMSG: "WSARecvMsg",
+    lib.IOC_EXT_WSASENDMSG: "WSASendMsg",
+}
+
+# Buffers of operations the kernel never finished before their port closed.
+_ABANDONED: list = []
+_LIVE_PORTS: "weakref.WeakSet[CompletionPort]" = weakref.WeakSet()
+
+
+def os_error(code: int) -> OSError:
+    """An OSError for a positive system error code of this backend."""
+    if IS_WINDOWS:
+        import ctypes
+
+        # errno is derived from winerror by OSError itself.
+        return OSError(0, ctypes.FormatError(code).strip(), None, code)
+    return OSError(code, os.strerror(code))
+
+
+def _fileno(sock) -> int:
+    fd = sock if isinstance(sock, int) else sock.fileno()
+    if fd < 0:
+        raise OSError(9, "Bad file descriptor: the socket is closed")  # EBADF
+    return fd
+
+
+class Operation:
+    """One submitted kernel operation and the memory it uses.
+
+    ``callback(op)`` runs once, in the loop thread, after the kernel reported
+    the operation done.  Then ``op.result`` is the byte count, or a negated
+    system error (``op.error`` builds the OSError; ``op.cancelled`` tells a
+    cancellation apart).
+    """
+
+    __slots__ = ("token", "kind", "callback", "buffer", "result", "done", "_record", "_cbuf",
+                 "__weakref__")
+
+    def __init__(self, token, kind, callback, buffer, record, cbuf):
+        self.token = token
+        self.kind = kind
+        self.callback = callback
+        self.buffer = buffer
+        self.result = None
+        self.done = False
+        self._record = record
+        self._cbuf = cbuf
+
+    @property
+    def cancelled(self) -> bool:
+        return self.result == ERR_CANCELLED
+
+    @property
+    def error(self) -> OSError | None:
+        if self.result is None or self.result >= 0:
+            return None
+        return os_error(-self.result)
+
+    def __repr__(self):
+        state = "pending" if not self.done else f"result={self.result}"
+        return f"<Operation {self.kind} #{self.token} {state}>"
+
+
+class CompletionPort:
+    """A completion core and the operations in flight on it."""
+
+    def __init__(self, queue_depth: int = 256):
+        core_out = ffi.new("ioc_core **")
+        err = ffi.new("char[1024]")
+        rc = lib.ioc_core_open(core_out, queue_depth, err, len(err))
+        if rc != 0:
+            raise BackendUnavailableError(rc, ffi.string(err).decode(errors="replace"))
+        self._core = core_out[0]
+        self._lock = threading.Lock()   # guards _core against close vs. wakeup
+        self._ops: dict[int, Operation] = {}
+        self._next_token = itertools.count(1).__next__
+        self._record_out = ffi.new("ioc_op **")
+        self._events = ffi.new("ioc_completion[]", _WAIT_BATCH)
+        self._associated: "weakref.WeakSet" = weakref.WeakSet()
+        self._forked = False
+        self.on_console_ctrl = None   # set by the loop (Windows)
+        _LIVE_PORTS.add(self)
+
+    backend = BACKEND
+
+    # -- state ---------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._core is None
+
+    @property
+    def pending(self) -> int:
+        """Operations submitted and not yet dispatched to their callback."""
+        return len(self._ops)
+
+    def stats(self) -> dict:
+        core = self._checked_core()
+        out = ffi.new("ioc_stats *")
+        lib.ioc_get_stats(core, out)
+        return {name: getattr(out, name) for name in dir(out)}
+
+    def _checked_core(self):
+        core = self._core
+        if core is None:
+            raise RuntimeError("the completion port is closed")
+        if self._forked:
+            raise RuntimeError(
+                "this event loop was inherited through fork(); its completion port belongs to "
+                "the parent process. Create a new event loop in the child.")
+        return core
+
+    # -- handles -------------------------------------------------------------
+
+    def associate(self, sock) -> None:
+        """Attach a socket to the port (Windows; a no-op on Linux)."""
+        if not IS_WINDOWS or sock in self._associated:
+            return
+        rc = lib.ioc_associate(self._checked_core(), _fileno(sock))
+        if rc < 0:
+            if -rc == 87:  # ERROR_INVALID_PARAMETER
+                raise OSError(0, "the socket is already attached to another completion port; "
+                              "on Windows a socket can belong to one event loop only",
+                              None, 87)
+            raise os_error(-rc)
+        self._associated.add(sock)
+
+    def extensions(self, sock) -> frozenset[str]:
+        """Names of the Winsock extension functions the socket's provider offers."""
+        mask = lib.ioc_extensions(self._checked_core(), _fileno(sock))
+        if mask < 0:
+            raise os_error(-mask)
+        return frozenset(name for bit, name in _EXTENSION_NAMES.items() if mask & bit)
+
+    # -- operations ----------------------------------------------------------
+
+    def recv(self, sock, buffer, callback, flags: int = 0) -> Operation:
+        """Receive into a writable buffer; the port keeps it alive until done."""
+        core = self._checked_core()
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        fd = _fileno(sock)
+        if IS_WINDOWS:
+            self.associate(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_recv(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token,
+                                 self._record_out)
+        if rc < 0:
+            raise os_error(-rc)
+        op = Operation(token, "recv", callback, buffer, self._record_out[0], cbuf)
+        self._ops[token] = op
+        return op
+
+    def send(self, sock, data, callback, flags: int = 0) -> Operation:
+        """Send from a bytes-like object; at most MAX_TRANSFER bytes per call."""
+        core = self._checked_core()
+        cbuf = ffi.from_buffer(data)
+        fd = _fileno(sock)
+        if IS_WINDOWS:
+            self.associate(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_send(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token,
+                                 self._record_out)
+        if rc < 0:
+            raise os_error(-rc)
+        op = Operation(token, "send", callback, data, self._record_out[0], cbuf)
+        self._ops[token] = op
+        return op
+
+    def cancel(self, op: Operation) -> bool:
+        """Ask the kernel to cancel op.  Its callback still runs, later, with
+        the cancellation or with the real result if the kernel finished
+        first.  Returns False if op has already completed."""
+        if op.done or self._ops.get(op.token) is not op:
+            return False
+        rc = lib.ioc_cancel(self._checked_core(), op._record, op.token)
+        if rc < 0:
+            raise os_error(-rc)
+        return rc == 0
+
+    # -- waiting -------------------------------------------------------------
+
+    def select(self, timeout: float | None) -> int:
+        """Flush submissions and wait up to timeout seconds (None: no limit).
+        Returns how many completions wait in the event buffer for `completed`."""
+        core = self._checked_core()
+        if timeout is None:
+            ns = -1
+        elif timeout <= 0:
+            ns = 0
+        else:
+            ns = int(timeout * 1e9)
+        n = lib.ioc_wait(core, ns, self._events, _WAIT_BATCH)
+        if n < 0:
+            raise os_error(-n)
+        return n
+
+    def completed(self, n: int):
+        """The operations of the last `select`, marked done, in kernel order."""
+        events = self._events
+        ops = self._ops
+        for i in range(n):
+            event = events[i]
+            token = event.token
+            if token == 0:
+                self._core_event(event)
+                continue
+            op = ops.pop(token)
+            op.result = event.result
+            op.done = True
+            op._record = op._cbuf = None
+            yield op
+
+    def _core_event(self, event) -> None:
+        if event.flags == lib.IOC_EVENT_CONSOLE_CTRL and self.on_console_ctrl is not None:
+            self.on_console_ctrl(event.result)
+
+    def poll(self, timeout: float | None = 0) -> int:
+        """select + run each completed operation's callback (for tests and tools)."""
+        count = 0
+        for op in self.completed(self.select(timeout)):
+            count += 1
+            op.callback(op)
+        return count
+
+    def wakeup(self) -> None:
+        """Wake a thread blocked in select.  Safe from any thread, and after close."""
+        with self._lock:
+            if self._core is not None and not self._forked:
+                lib.ioc_wakeup(self._core)
+
+    def console_ctrl(self, enable: bool) -> None:
+        """Windows: deliver console Ctrl+C/Ctrl+Break to this port while it sleeps."""
+        if IS_WINDOWS and self._core is not None:
+            rc = lib.ioc_console_ctrl(self._core, 1 if enable else 0)
+            if rc < 0:
+                raise os_error(-rc)
+
+    # -- closing -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Cancel what is in flight, wait for the kernel to finish it, free the core."""
+        with self._lock:
+            core, self._core = self._core, None
+        if core is None:
+            return
+        _LIVE_PORTS.discard(self)
+        if self._forked:
+            lib.ioc_core_close(core, 0)   # only unmaps: the ring is the parent's
+            self._ops.clear()
+            return
+        left = lib.ioc_core_close(core, _DRAIN_MS)
+        ops, self._ops = self._ops, {}
+        if left:
+            _ABANDONED.extend(ops.values())
+            warnings.warn(f"{left} kernel operations did not finish within {_DRAIN_MS} ms of "
+                          "closing the event loop; their buffers are kept alive for good",
+                          ResourceWarning, stacklevel=2)
+        for op in ops.values():
+            op.done = True
+            op.result = ERR_CANCELLED
+            op._record = None
+            if not left:
+                op._cbuf = None
+
+    def _after_fork_in_child(self) -> None:
+        self._forked = True
+        if self._core is not None:
+            lib.ioc_core_forked(self._core)
+
+
+def _mark_ports_forked() -> None:
+    for port in list(_LIVE_PORTS):
+        port._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_mark_ports_forked)

