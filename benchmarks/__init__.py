@@ -1,0 +1,1 @@
+"""iocploop's benchmarks: run side by side with asyncio and uvloop (see README)."""

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test command (README): the suite natively on Linux, then the same suite
+# on Windows CPython 3.11, 3.12 and 3.13 under Wine.
+#   bash tools/test.sh            both
+#   bash tools/test.sh --linux    Linux only
+#   bash tools/test.sh --wine     Windows under Wine only
+# Extra arguments after the flag go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=all
+case "${1:-}" in
+    --linux) what=linux; shift ;;
+    --wine) what=wine; shift ;;
+esac
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r tests/requirements.txt
+status=0
+
+if [ "$what" != wine ]; then
+    echo "=== Linux: build the io_uring core in place, run the tests ==="
+    .venv/bin/python _cffi_build/build_core.py >/tmp/iocploop-build.log 2>&1 \
+        || { cat /tmp/iocploop-build.log; exit 1; }
+    .venv/bin/python -m pytest -p no:cacheprovider tests "$@" || status=$?
+fi
+
+if [ "$what" != linux ]; then
+    echo "=== Windows under Wine: fetch Windows CPython, build with MinGW, run the tests ==="
+    if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/null; then
+        if [ "$(id -u)" = 0 ]; then
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wine64 gcc-mingw-w64-x86-64 >/dev/null
+        else
+            echo "wine64 and gcc-mingw-w64-x86-64 are needed: sudo apt-get install wine64 gcc-mingw-w64-x86-64" >&2
+            exit 1
+        fi
+    fi
+    .venv/bin/python tools/wine.py all "$@" || status=$?
+fi
+exit $status
