@@ -39,7 +39,6 @@ typedef struct ioc_stats {
     uint64_t in_flight;
 } ioc_stats;
 
-#define IOC_EVENT_CONSOLE_CTRL 1
 #define IOC_EXT_ACCEPTEX ...
 #define IOC_EXT_CONNECTEX ...
 #define IOC_EXT_GETACCEPTEXSOCKADDRS ...
@@ -60,11 +59,26 @@ int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
 int ioc_wakeup(ioc_core *core);
-int ioc_console_ctrl(ioc_core *core, int enable);
+int ioc_watch_sigint(ioc_core *core, intptr_t event);
+intptr_t ioc_py_sigint_event(void);
 int ioc_extensions(ioc_core *core, intptr_t sock);
 void ioc_get_stats(ioc_core *core, ioc_stats *out);
 const char *ioc_backend_name(void);
 int ioc_err_cancelled(void);
+"""
+
+# Compiled into the extension module itself, where Python's C API is at hand:
+# the handle of the event the interpreter sets on SIGINT (Windows only; the
+# symbol is exported by python3X.dll, its declaration moved to an internal
+# header in 3.13, so we declare it ourselves).
+PREAMBLE = """
+#include "ioc_core.h"
+#ifdef _WIN32
+PyAPI_FUNC(void *) _PyOS_SigintEvent(void);
+static intptr_t ioc_py_sigint_event(void) { return (intptr_t)_PyOS_SigintEvent(); }
+#else
+static intptr_t ioc_py_sigint_event(void) { return 0; }
+#endif
 """
 
 # Per target: the backend source and the libraries it links.
@@ -94,15 +108,15 @@ def source_paths(target: str, relative: bool = True) -> list[str]:
     return [os.path.join(base, name) for name in SOURCES[target]]
 
 
-def make_ffibuilder(target: str) -> cffi.FFI:
+def make_ffibuilder(target: str, absolute_paths: bool = False) -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     extra_compile_args = ["-O2"] if target == "linux" else []
     ffi.set_source(
         MODULE_NAME,
-        '#include "ioc_core.h"',
-        sources=source_paths(target),
-        include_dirs=["csrc"],
+        PREAMBLE,
+        sources=source_paths(target, relative=not absolute_paths),
+        include_dirs=[CSRC if absolute_paths else "csrc"],
         libraries=LIBRARIES[target],
         extra_compile_args=extra_compile_args,
         define_macros=[("WIN32_LEAN_AND_MEAN", None)] if target == "windows" else [],
@@ -112,7 +126,23 @@ def make_ffibuilder(target: str) -> cffi.FFI:
 
 ffibuilder = make_ffibuilder(host_target())
 
+def build_in_place() -> str:
+    """Compile the host module into iocploop/ (for development and the tests).
+
+    Compiles in a scratch folder: setuptools would otherwise read our
+    pyproject.toml with whatever (possibly old) setuptools runs this."""
+    import glob
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="iocploop-build-") as tmp:
+        built = make_ffibuilder(host_target(), absolute_paths=True).compile(tmpdir=tmp)
+        target = os.path.join(ROOT, "iocploop", os.path.basename(built))
+        for stale in glob.glob(os.path.join(ROOT, "iocploop", "_ioc.*")):
+            os.remove(stale)
+        shutil.copy2(built, target)
+    return target
+
+
 if __name__ == "__main__":
-    # Build in place (for development): python _cffi_build/build_core.py
-    os.chdir(ROOT)
-    ffibuilder.compile(verbose=True)
+    print(build_in_place())

@@ -17,7 +17,7 @@
  *     operation's completion has been returned by ioc_wait().  The per-op
  *     records (OVERLAPPED / SQE user data) are owned by the core and never
  *     freed before the kernel is done with them.
- *   - Token 0 is reserved for core events (see IOC_EVENT_*), never an op.
+ *   - Tokens are the caller's, and never 0.
  *
  * This header is plain C89-with-stdint so that MSVC, MinGW and GCC all take it.
  */
@@ -36,9 +36,9 @@ typedef struct ioc_op ioc_op;
 
 /* One dequeued completion as handed to Python. */
 typedef struct ioc_completion {
-    uint64_t token;   /* the caller's token for the op; 0 = core event */
+    uint64_t token;   /* the caller's token for the op */
     int64_t result;   /* bytes (>= 0) or negated system error */
-    uint32_t flags;   /* backend flags (io_uring CQE flags) or event kind */
+    uint32_t flags;   /* backend flags (io_uring CQE flags) */
 } ioc_completion;
 
 /* Counters, cheap to read, for tests and statistics. */
@@ -52,9 +52,6 @@ typedef struct ioc_stats {
     uint64_t wakeups_merged;  /* wakeups that needed no kernel call */
     uint64_t in_flight;       /* operations submitted and not yet completed */
 } ioc_stats;
-
-/* Core event kinds, reported with token 0 in ioc_completion.flags. */
-#define IOC_EVENT_CONSOLE_CTRL 1  /* Windows console control; result = CTRL_* */
 
 /* Open a core.  queue_depth sizes the submission/completion queues.
  * Returns 0, or a positive system error with a message in err. */
@@ -101,10 +98,12 @@ int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
  * none while it is not sleeping. */
 int ioc_wakeup(ioc_core *core);
 
-/* Windows: route console Ctrl+C / Ctrl+Break to this core while it sleeps
- * (reported as an IOC_EVENT_CONSOLE_CTRL event); enable = 0 removes it.
- * Linux: a no-op (signals interrupt the wait with -EINTR). */
-int ioc_console_ctrl(ioc_core *core, int enable);
+/* Windows: end the current ioc_wait whenever the manual-reset event `event`
+ * is set -- the interpreter's SIGINT event, which Python's C signal handler
+ * sets after tripping the signal (console Ctrl+C, signal.raise_signal from
+ * any thread).  event = 0 stops watching; no callback runs after that.
+ * Linux: a no-op (signals interrupt io_uring_enter with EINTR). */
+int ioc_watch_sigint(ioc_core *core, intptr_t event);
 
 /* Which optional Winsock extension functions the provider of sock offers:
  * a bit mask of IOC_EXT_* (Windows), loaded once per provider and cached.

@@ -535,10 +535,10 @@ int ioc_wakeup(ioc_core *c)
     return 0;
 }
 
-int ioc_console_ctrl(ioc_core *c, int enable)
+int ioc_watch_sigint(ioc_core *c, intptr_t event)
 {
     (void)c;
-    (void)enable;
+    (void)event;
     return 0;
 }
 

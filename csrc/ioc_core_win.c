@@ -6,7 +6,7 @@
  * ioc_op record, so the OVERLAPPED* that GetQueuedCompletionStatusEx hands
  * back is the record itself.  Other keys carry core events: KEY_WAKEUP for
  * cross-thread wakeups (PostQueuedCompletionStatus, no socket pair) and
- * KEY_CTRL for console Ctrl+C / Ctrl+Break while the loop sleeps.
+ * KEY_SIGINT to end a wait when Python's SIGINT event is set.
  *
  * Completions are always queued to the port, also when an operation
  * succeeds at once (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS yet): one path
@@ -31,7 +31,7 @@
 
 #define KEY_IO ((ULONG_PTR)1)
 #define KEY_WAKEUP ((ULONG_PTR)2)
-#define KEY_CTRL ((ULONG_PTR)3)
+#define KEY_SIGINT ((ULONG_PTR)3)
 
 #ifndef STATUS_CANCELLED
 #define STATUS_CANCELLED ((LONG)0xC0000120L)
@@ -53,6 +53,9 @@ typedef struct ioc_provider {
 
 #define IOC_MAX_PROVIDERS 8
 
+struct ioc_core;
+static void on_sigint_packet(struct ioc_core *c);
+
 struct ioc_core {
     HANDLE port;
     OVERLAPPED_ENTRY *entries;
@@ -66,6 +69,8 @@ struct ioc_core {
     ioc_atomic_int wakeups_sent, wakeups_merged;
 
     int forked;   /* unused on Windows, kept for the shared interface */
+    HANDLE sigint_event;   /* Python's SIGINT event while watched, else NULL */
+    HANDLE sigint_wait;    /* the armed thread-pool wait on it */
     ioc_provider providers[IOC_MAX_PROVIDERS];
     int provider_count;
 
@@ -318,11 +323,8 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
             ioc_atomic_store(&c->wake_sent, 0);
             continue;
         }
-        if (e->lpCompletionKey == KEY_CTRL) {
-            out[n].token = 0;
-            out[n].result = (int64_t)e->dwNumberOfBytesTransferred;
-            out[n].flags = IOC_EVENT_CONSOLE_CTRL;
-            n++;
+        if (e->lpCompletionKey == KEY_SIGINT) {
+            on_sigint_packet(c);
             continue;
         }
         {
@@ -352,47 +354,56 @@ int ioc_wakeup(ioc_core *c)
     return 0;
 }
 
-/* ---- console Ctrl+C / Ctrl+Break ----
- * Windows runs console handlers on a thread of its own, newest first, so this
- * handler runs before the C runtime's (which trips Python's SIGINT).  While
- * the loop sleeps in the port we take the event and post it to the port; the
- * Python layer then raises the signal in the loop's thread, which runs the
- * Python-level handler exactly as an uninterrupted program would.  While the
- * loop is busy we leave the event to the C runtime. */
-static SRWLOCK g_ctrl_lock = SRWLOCK_INIT;
-static ioc_core *g_ctrl_core = NULL;
-static int g_ctrl_installed = 0;
-
-static BOOL WINAPI console_ctrl_handler(DWORD type)
+/* ---- SIGINT ----
+ * A thread blocked in GetQueuedCompletionStatusEx is not interrupted by
+ * Ctrl+C.  Python's C signal handler sets a manual-reset event after it has
+ * tripped SIGINT; a thread-pool wait on that event posts KEY_SIGINT to the
+ * port, the wait returns, and Python runs its handler as we return to it.
+ * The wait is one-shot: ioc_wait resets the event and re-arms it, as
+ * time.sleep() resets the same event before it waits. */
+static VOID CALLBACK sigint_fired(PVOID context, BOOLEAN timed_out)
 {
-    BOOL taken = FALSE;
-    if (type != CTRL_C_EVENT && type != CTRL_BREAK_EVENT)
-        return FALSE;
-    AcquireSRWLockShared(&g_ctrl_lock);
-    if (g_ctrl_core != NULL && ioc_atomic_load(&g_ctrl_core->sleeping))
-        taken = PostQueuedCompletionStatus(g_ctrl_core->port, type, KEY_CTRL, NULL);
-    ReleaseSRWLockShared(&g_ctrl_lock);
-    return taken;
+    ioc_core *c = (ioc_core *)context;
+    (void)timed_out;
+    PostQueuedCompletionStatus(c->port, 0, KEY_SIGINT, NULL);
 }
 
-int ioc_console_ctrl(ioc_core *c, int enable)
+static int arm_sigint_wait(ioc_core *c)
 {
-    int r = 0;
-    AcquireSRWLockExclusive(&g_ctrl_lock);
-    if (enable) {
-        if (!g_ctrl_installed) {
-            if (SetConsoleCtrlHandler(console_ctrl_handler, TRUE))
-                g_ctrl_installed = 1;
-            else
-                r = -(int)GetLastError();
-        }
-        if (r == 0)
-            g_ctrl_core = c;
-    } else if (g_ctrl_core == c) {
-        g_ctrl_core = NULL;   /* the handler stays installed, idle */
+    if (!RegisterWaitForSingleObject(&c->sigint_wait, c->sigint_event, sigint_fired, c,
+                                     INFINITE, WT_EXECUTEONLYONCE)) {
+        c->sigint_wait = NULL;
+        return -(int)GetLastError();
     }
-    ReleaseSRWLockExclusive(&g_ctrl_lock);
-    return r;
+    return 0;
+}
+
+/* blocking != 0: return only when no callback can run any more. */
+static void disarm_sigint_wait(ioc_core *c, int blocking)
+{
+    if (c->sigint_wait != NULL) {
+        UnregisterWaitEx(c->sigint_wait, blocking ? INVALID_HANDLE_VALUE : NULL);
+        c->sigint_wait = NULL;
+    }
+}
+
+static void on_sigint_packet(ioc_core *c)
+{
+    disarm_sigint_wait(c, 0);   /* it fired: its callback is done posting */
+    if (c->sigint_event != NULL) {
+        ResetEvent(c->sigint_event);
+        arm_sigint_wait(c);
+    }
+}
+
+int ioc_watch_sigint(ioc_core *c, intptr_t event)
+{
+    disarm_sigint_wait(c, 1);
+    c->sigint_event = (HANDLE)event;
+    if (c->sigint_event == NULL)
+        return 0;
+    ResetEvent(c->sigint_event);
+    return arm_sigint_wait(c);
 }
 
 void ioc_get_stats(ioc_core *c, ioc_stats *out)
@@ -412,7 +423,7 @@ int ioc_core_close(ioc_core *c, int drain_ms)
     ioc_op *op;
     int left;
 
-    ioc_console_ctrl(c, 0);
+    ioc_watch_sigint(c, 0);
     for (op = c->pool.in_flight.next; op != &c->pool.in_flight; op = op->next)
         if (!op->cancel_requested)
             request_cancel(c, op);

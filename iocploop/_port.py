@@ -123,7 +123,6 @@ class CompletionPort:
         self._events = ffi.new("ioc_completion[]", _WAIT_BATCH)
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._forked = False
-        self.on_console_ctrl = None   # set by the loop (Windows)
         _LIVE_PORTS.add(self)
 
     backend = BACKEND
@@ -245,19 +244,11 @@ class CompletionPort:
         ops = self._ops
         for i in range(n):
             event = events[i]
-            token = event.token
-            if token == 0:
-                self._core_event(event)
-                continue
-            op = ops.pop(token)
+            op = ops.pop(event.token)
             op.result = event.result
             op.done = True
             op._record = op._cbuf = None
             yield op
-
-    def _core_event(self, event) -> None:
-        if event.flags == lib.IOC_EVENT_CONSOLE_CTRL and self.on_console_ctrl is not None:
-            self.on_console_ctrl(event.result)
 
     def poll(self, timeout: float | None = 0) -> int:
         """select + run each completed operation's callback (for tests and tools)."""
@@ -273,10 +264,11 @@ class CompletionPort:
             if self._core is not None and not self._forked:
                 lib.ioc_wakeup(self._core)
 
-    def console_ctrl(self, enable: bool) -> None:
-        """Windows: deliver console Ctrl+C/Ctrl+Break to this port while it sleeps."""
+    def watch_sigint(self, enable: bool) -> None:
+        """Windows: let SIGINT (console Ctrl+C, signal.raise_signal) end a wait,
+        so Python's handler runs.  Linux needs nothing: signals interrupt it."""
         if IS_WINDOWS and self._core is not None:
-            rc = lib.ioc_console_ctrl(self._core, 1 if enable else 0)
+            rc = lib.ioc_watch_sigint(self._core, lib.ioc_py_sigint_event() if enable else 0)
             if rc < 0:
                 raise os_error(-rc)
 
@@ -306,6 +298,12 @@ class CompletionPort:
             op._record = None
             if not left:
                 op._cbuf = None
+
+    def __del__(self):
+        # An unclosed loop must not leave a port (and the kernel's view of
+        # our buffers) behind: closing drains whatever is still in flight.
+        if getattr(self, "_core", None) is not None:
+            self.close()
 
     def _after_fork_in_child(self) -> None:
         self._forked = True

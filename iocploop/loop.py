@@ -14,7 +14,6 @@ later milestones; until then those methods raise NotImplementedError.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import threading
 
@@ -63,7 +62,6 @@ class Loop(asyncio.BaseEventLoop):
         # completion port plays that part.
         self._port = CompletionPort(queue_depth)
         self._selector = self._port
-        self._port.on_console_ctrl = self._on_console_ctrl
 
     def __repr__(self):
         return (f"<{type(self).__name__} backend={self._port.backend} "
@@ -73,6 +71,8 @@ class Loop(asyncio.BaseEventLoop):
     # -- the I/O phase of an iteration ----------------------------------------
 
     def _process_events(self, count: int) -> None:
+        if not count:
+            return
         for op in self._port.completed(count):
             try:
                 op.callback(op)
@@ -92,25 +92,19 @@ class Loop(asyncio.BaseEventLoop):
     # -- Ctrl+C ---------------------------------------------------------------
 
     def run_forever(self):
-        # On Windows a console Ctrl+C does not interrupt a thread blocked in
-        # the completion port; the core turns it into a completion while the
-        # loop sleeps (see ioc_console_ctrl).  On Linux the signal interrupts
-        # io_uring_enter and Python runs its handler as we return.
-        ctrl = IS_WINDOWS and threading.current_thread() is threading.main_thread()
-        if ctrl:
-            self._port.console_ctrl(True)
+        # Linux: SIGINT interrupts io_uring_enter and Python runs its handler
+        # as the wait returns.  Windows: nothing interrupts a thread blocked in
+        # the completion port, so while the loop runs in the main thread (the
+        # only one where Python runs signal handlers) the core watches the
+        # interpreter's SIGINT event and ends the wait when it is set.
+        watch = IS_WINDOWS and threading.current_thread() is threading.main_thread()
+        if watch:
+            self._port.watch_sigint(True)
         try:
             return super().run_forever()
         finally:
-            if ctrl and not self._port.closed:
-                self._port.console_ctrl(False)
-
-    def _on_console_ctrl(self, ctrl_type: int) -> None:
-        # Re-raise the event as the signal the C runtime would have raised, in
-        # this thread, so Python's handler (KeyboardInterrupt, or the handler
-        # asyncio.Runner installs) runs exactly as without us.
-        signum = signal.SIGINT if ctrl_type == 0 else getattr(signal, "SIGBREAK", signal.SIGINT)
-        signal.raise_signal(signum)
+            if watch:
+                self._port.watch_sigint(False)
 
     # -- closing --------------------------------------------------------------
 
