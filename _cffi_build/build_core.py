@@ -57,7 +57,8 @@ int ioc_submit_recv(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
 int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len,
                     int flags, uint64_t token, ioc_op **op_out);
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
-int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
+int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
+             int *stored);
 int ioc_wakeup(ioc_core *core);
 int ioc_watch_sigint(ioc_core *core, intptr_t event);
 intptr_t ioc_py_sigint_event(void);

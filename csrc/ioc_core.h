@@ -89,9 +89,12 @@ int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 
 /* Flush queued submissions and wait up to timeout_ns (-1 = forever,
  * 0 = poll) for completions; store at most max of them in out.
- * Returns the number stored, or a negated error.  -EINTR (Linux) means a
+ * Returns the number stored, or a negated error; *stored (if not NULL) gets
+ * the same count before the call returns, so a caller interrupted on the way
+ * back still knows how many completions it holds.  -EINTR (Linux) means a
  * signal arrived: the caller should let its signal handlers run. */
-int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max);
+int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
+             int *stored);
 
 /* Wake a core blocked in ioc_wait.  Safe from any thread.  Bursts of
  * wakeups cost at most one kernel call per sleep of the waiting thread, and

@@ -471,7 +471,7 @@ static int kernel_has_work_for_us(ioc_core *c)
            (flags & (IORING_SQ_TASKRUN | IORING_SQ_CQ_OVERFLOW)) != 0;
 }
 
-int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
+int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int *stored)
 {
     int n, r;
 
@@ -511,11 +511,13 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
     } else if (kernel_has_work_for_us(c)) {
         /* Publish submissions (and run deferred task work) without waiting. */
         r = flush_submissions(c, 0, IORING_ENTER_GETEVENTS, NULL, 0);
-        if (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
-            return r;
+        if (r < 0 && n == 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN)
+            return r;   /* with completions in hand, report them; the error recurs */
         n += reap(c, out + n, max - n);
     }
     c->seen_posted = ioc_atomic_load(&c->posted);
+    if (stored != NULL)
+        *stored = n;
     return n;
 }
 
@@ -591,7 +593,7 @@ int ioc_core_close(ioc_core *c, int drain_ms)
             int64_t rest = deadline - now_ms();
             if (rest <= 0)
                 break;
-            if (ioc_wait(c, rest * 1000000, sink, 64) < 0)
+            if (ioc_wait(c, rest * 1000000, sink, 64, NULL) < 0)
                 break;
         }
         left = (int)c->pool.count_in_flight + c->wake_armed;

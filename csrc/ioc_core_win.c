@@ -283,7 +283,7 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
     return -(int64_t)e;
 }
 
-int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
+int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int *stored)
 {
     ULONG removed = 0, i;
     DWORD timeout_ms;
@@ -338,6 +338,8 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max)
     }
     c->stats.completed += (uint64_t)n;
     c->seen_posted = ioc_atomic_load(&c->posted);
+    if (stored != NULL)
+        *stored = n;
     return n;
 }
 
@@ -431,7 +433,7 @@ int ioc_core_close(ioc_core *c, int drain_ms)
         ULONGLONG now = GetTickCount64();
         if (now >= deadline)
             break;
-        if (ioc_wait(c, (int64_t)(deadline - now) * 1000000, sink, 64) < 0)
+        if (ioc_wait(c, (int64_t)(deadline - now) * 1000000, sink, 64, NULL) < 0)
             break;
     }
     left = (int)c->pool.count_in_flight;

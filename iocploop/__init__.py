@@ -32,6 +32,9 @@ def run(main, *, debug: bool | None = None, loop_factory=None):
     """Run a coroutine on a new iocploop event loop and return its result,
     with asyncio.run's semantics (async generators and the default executor
     are shut down, Ctrl+C cancels the main task)."""
+    if _asyncio.events._get_running_loop() is not None:
+        # Checked before a Runner exists, as asyncio.run does.
+        raise RuntimeError("iocploop.run() cannot be called from a running event loop")
     with _asyncio.Runner(debug=debug, loop_factory=loop_factory or new_event_loop) as runner:
         return runner.run(main)
 

@@ -36,8 +36,9 @@ def main(argv: list[str]) -> None:
             print(USAGE, file=sys.stderr)
             raise SystemExit(2)
         module = argv[1]
+        # `python -m iocploop` already put the current directory first on
+        # sys.path (unless -P / PYTHONSAFEPATH), as `python -m module` would.
         sys.argv = [module, *argv[2:]]   # runpy replaces argv[0] with the path
-        sys.path.insert(0, os.getcwd())
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         return
     script = argv[0]
@@ -45,9 +46,11 @@ def main(argv: list[str]) -> None:
         print(f"iocploop: can't open file {script!r}: no such file", file=sys.stderr)
         raise SystemExit(2)
     sys.argv = list(argv)
-    # As for `python script.py`: the script's folder comes first on sys.path
-    # (in place of ours, the folder of the current directory for -m).
-    sys.path[0] = os.path.dirname(os.path.abspath(script))
+    # As for `python script.py`: the script's folder comes first on sys.path,
+    # in place of the current directory that `-m iocploop` put there; in
+    # safe-path mode (-P) plain Python adds nothing, and neither do we.
+    if not sys.flags.safe_path:
+        sys.path[0] = os.path.dirname(os.path.abspath(script))
     runpy.run_path(script, run_name="__main__")
 
 

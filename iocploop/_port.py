@@ -121,6 +121,8 @@ class CompletionPort:
         self._next_token = itertools.count(1).__next__
         self._record_out = ffi.new("ioc_op **")
         self._events = ffi.new("ioc_completion[]", _WAIT_BATCH)
+        self._batch_size = ffi.new("int[1]")   # written by ioc_wait
+        self._batch_pos = 0                    # next event of the batch to hand out
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._forked = False
         _LIVE_PORTS.add(self)
@@ -225,25 +227,37 @@ class CompletionPort:
 
     def select(self, timeout: float | None) -> int:
         """Flush submissions and wait up to timeout seconds (None: no limit).
-        Returns how many completions wait in the event buffer for `completed`."""
+        Returns how many completions wait in the batch for `completed`.
+
+        Completions the kernel has handed over are never dropped: if the last
+        batch was not consumed to the end (a KeyboardInterrupt from a signal
+        handler or a callback cut it short), its rest is returned first,
+        without waiting.  The core writes the batch size into _batch_size
+        itself, so an exception raised as ioc_wait returns loses nothing."""
         core = self._checked_core()
+        if self._batch_pos < self._batch_size[0]:
+            return self._batch_size[0] - self._batch_pos
         if timeout is None:
             ns = -1
         elif timeout <= 0:
             ns = 0
         else:
             ns = int(timeout * 1e9)
-        n = lib.ioc_wait(core, ns, self._events, _WAIT_BATCH)
+        self._batch_pos = self._batch_size[0] = 0
+        n = lib.ioc_wait(core, ns, self._events, _WAIT_BATCH, self._batch_size)
         if n < 0:
             raise os_error(-n)
         return n
 
-    def completed(self, n: int):
-        """The operations of the last `select`, marked done, in kernel order."""
+    def completed(self, n: int | None = None):
+        """The operations of the current batch, marked done, in kernel order.
+        Each is consumed before it is yielded (n is informational)."""
         events = self._events
         ops = self._ops
-        for i in range(n):
-            event = events[i]
+        size = self._batch_size
+        while self._batch_pos < size[0]:
+            event = events[self._batch_pos]
+            self._batch_pos += 1
             op = ops.pop(event.token)
             op.result = event.result
             op.done = True

@@ -60,13 +60,21 @@ class Loop(asyncio.BaseEventLoop):
         super().__init__()
         # BaseEventLoop's iteration calls self._selector.select(timeout): the
         # completion port plays that part.
-        self._port = CompletionPort(queue_depth)
+        try:
+            self._port = CompletionPort(queue_depth)
+        except BaseException:
+            # A loop that never got its port is born closed, so that
+            # BaseEventLoop.__del__ has nothing to report or close.
+            self._closed = True
+            raise
         self._selector = self._port
 
     def __repr__(self):
-        return (f"<{type(self).__name__} backend={self._port.backend} "
+        port = getattr(self, "_port", None)
+        pending = port.pending if port is not None else 0
+        return (f"<{type(self).__name__} backend={CompletionPort.backend} "
                 f"running={self.is_running()} closed={self.is_closed()} "
-                f"debug={self.get_debug()} pending_ops={self._port.pending}>")
+                f"debug={self.get_debug()} pending_ops={pending}>")
 
     # -- the I/O phase of an iteration ----------------------------------------
 
@@ -97,6 +105,8 @@ class Loop(asyncio.BaseEventLoop):
         # the completion port, so while the loop runs in the main thread (the
         # only one where Python runs signal handlers) the core watches the
         # interpreter's SIGINT event and ends the wait when it is set.
+        self._check_closed()
+        self._check_running()   # a refused nested call must not touch the watch
         watch = IS_WINDOWS and threading.current_thread() is threading.main_thread()
         if watch:
             self._port.watch_sigint(True)
