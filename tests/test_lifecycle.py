@@ -111,6 +111,13 @@ def test_run_forever_reentrant_raises(loop):
             loop.run_forever()
         except RuntimeError as exc:
             errors.append(str(exc))
+        except AssertionError:
+            # CPython 3.13's ProactorEventLoop.run_forever asserts on its
+            # self-reading future before BaseEventLoop checks for re-entry:
+            # a quirk of the reference, not behaviour iocploop may copy.
+            if isinstance(loop, iocploop.Loop):
+                raise
+            errors.append("already running (ProactorEventLoop assertion)")
         coro = asyncio.sleep(0)
         try:
             loop.run_until_complete(coro)

