@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 
 import pytest
@@ -104,33 +105,30 @@ def test_stop_from_callback_after_pending_timer(loop):
 
 
 def test_run_forever_reentrant_raises(loop):
-    errors = []
+    refusals = []
 
     def reenter():
-        try:
-            loop.run_forever()
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        except AssertionError:
-            # CPython 3.13's ProactorEventLoop.run_forever asserts on its
-            # self-reading future before BaseEventLoop checks for re-entry:
-            # a quirk of the reference, not behaviour iocploop may copy.
-            if isinstance(loop, iocploop.Loop):
-                raise
-            errors.append("already running (ProactorEventLoop assertion)")
         coro = asyncio.sleep(0)
-        try:
-            loop.run_until_complete(coro)
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        finally:
-            coro.close()
+        for attempt in (loop.run_forever, lambda: loop.run_until_complete(coro)):
+            try:
+                attempt()
+            except Exception as exc:
+                refusals.append(exc)
+        coro.close()
         loop.stop()
 
     loop.call_soon(reenter)
     assert not run_forever_bounded(loop)
-    assert len(errors) == 2
-    assert all("already running" in e for e in errors)
+    if isinstance(loop, iocploop.Loop) or sys.platform != "win32":
+        assert len(refusals) == 2, refusals
+        assert all(isinstance(e, RuntimeError) and "already running" in str(e)
+                   for e in refusals), refusals
+    else:
+        # The reference, CPython's ProactorEventLoop, refuses the nested
+        # run_forever, but on 3.13 that refusal resets its running state and
+        # the nested run_until_complete then runs (seen under Wine).  Only the
+        # first refusal is asyncio's contract; iocploop refuses both.
+        assert isinstance(refusals[0], RuntimeError) and "already running" in str(refusals[0])
 
 
 def test_running_another_loop_in_the_same_thread_raises(loop):
