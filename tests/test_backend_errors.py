@@ -157,6 +157,43 @@ def test_backend_unavailable_leaves_nothing_behind(tmp_path, err):
     assert stderr.strip() == "", stderr
 
 
+_SYSCTL_CHILD = textwrap.dedent("""
+    import json, iocploop
+    try:
+        iocploop.new_event_loop().close()
+        print(json.dumps({"type": None}))
+    except iocploop.BackendUnavailableError as exc:
+        print(json.dumps({"type": type(exc).__name__, "errno": exc.errno, "message": str(exc)}))
+""")
+
+
+def test_io_uring_disabled_by_sysctl(tmp_path):
+    """kernel.io_uring_disabled=2 for real, for the few milliseconds a child
+    needs; restored whatever happens."""
+    path = "/proc/sys/kernel/io_uring_disabled"
+    before = _io_uring_sysctl()
+    if before is None:
+        pytest.skip("this kernel has no kernel.io_uring_disabled sysctl (added in Linux 6.6)")
+    if not os.access(path, os.W_OK):
+        pytest.skip("changing kernel.io_uring_disabled needs root")
+    script = tmp_path / "sysctl_child.py"
+    script.write_text(_SYSCTL_CHILD, encoding="utf-8")
+    try:
+        with open(path, "w") as f:
+            f.write("2")
+        res = run_python([str(script)], timeout=60, cwd=str(tmp_path))
+    finally:
+        with open(path, "w") as f:
+            f.write(str(before))
+    assert _io_uring_sysctl() == before
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["type"] == "BackendUnavailableError"
+    assert info["errno"] in (errno.EPERM, errno.EACCES)
+    assert "kernel.io_uring_disabled is 2" in info["message"], info["message"]
+    assert "asyncio's default loop" in info["message"]
+
+
 def test_backend_unavailable_error_type():
     exc = iocploop.BackendUnavailableError(errno.EPERM, "io_uring is blocked")
     assert isinstance(exc, OSError)
