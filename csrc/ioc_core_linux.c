@@ -31,8 +31,8 @@
 #include <linux/time_types.h>
 
 #define IOC_OP_BACKEND_FIELDS
-#include "ioc_atomic.h"
 #include "ioc_ops.h"
+#include "ioc_wakeup.h"
 
 #ifndef IORING_SETUP_SUBMIT_ALL
 #define IORING_SETUP_SUBMIT_ALL (1U << 7)
@@ -73,13 +73,8 @@ struct ioc_core {
     void *sq_ring_ptr, *cq_ring_ptr;
     size_t sq_ring_size, cq_ring_size, sqes_size;
 
-    /* wakeup handshake (see ioc_wakeup) */
-    ioc_atomic_int sleeping;
-    ioc_atomic_int wake_sent;
-    ioc_atomic_int posted;
-    int seen_posted;
+    ioc_wake_state wake;             /* see ioc_wakeup.h */
     uint64_t wake_value;             /* target of the eventfd read */
-    ioc_atomic_int wakeups_sent, wakeups_merged;
 
     ioc_op_pool pool;
     ioc_stats stats;
@@ -439,7 +434,7 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
         if (ud == UD_WAKEUP) {
             /* Consumed the eventfd: later wakeups must signal again. */
             c->wake_armed = 0;
-            ioc_atomic_store(&c->wake_sent, 0);
+            ioc_wake_consumed(&c->wake);
             if (!c->closing)
                 arm_wakeup_read(c);
             continue;
@@ -485,11 +480,8 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         struct __kernel_timespec ts;
         struct io_uring_getevents_arg arg;
 
-        /* Say we are going to sleep, then look once more for wakeups that
-         * raced with that: ioc_wakeup does the mirror image. */
-        ioc_atomic_store(&c->sleeping, 1);
-        if (ioc_atomic_load(&c->posted) != c->seen_posted)
-            timeout_ns = 0;
+        if (!ioc_wake_prepare_sleep(&c->wake))
+            timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
         memset(&arg, 0, sizeof(arg));
         if (timeout_ns > 0) {
             ts.tv_sec = timeout_ns / 1000000000;
@@ -502,7 +494,7 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         } else {
             r = flush_submissions(c, 0, IORING_ENTER_GETEVENTS, NULL, 0);
         }
-        ioc_atomic_store(&c->sleeping, 0);
+        ioc_wake_after_sleep(&c->wake);
         /* -ETIME: timed out; -EINTR: a signal, the caller's handlers run when
          * we return; -EBUSY/-EAGAIN: completions backed up, reap them. */
         if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN)
@@ -515,7 +507,7 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
             return r;   /* with completions in hand, report them; the error recurs */
         n += reap(c, out + n, max - n);
     }
-    c->seen_posted = ioc_atomic_load(&c->posted);
+    ioc_wake_end_of_wait(&c->wake);
     if (stored != NULL)
         *stored = n;
     return n;
@@ -523,17 +515,14 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
 
 int ioc_wakeup(ioc_core *c)
 {
-    ioc_atomic_inc(&c->posted);
-    if (ioc_atomic_load(&c->sleeping) && ioc_atomic_exchange(&c->wake_sent, 1) == 0) {
+    if (ioc_wake_request(&c->wake)) {
         uint64_t one = 1;
         ssize_t w;
-        ioc_atomic_inc(&c->wakeups_sent);
         do {
             w = write(c->event_fd, &one, sizeof(one));
         } while (w < 0 && errno == EINTR);
         return w < 0 ? -errno : 0;
     }
-    ioc_atomic_inc(&c->wakeups_merged);
     return 0;
 }
 
@@ -555,8 +544,7 @@ void ioc_get_stats(ioc_core *c, ioc_stats *out)
 {
     *out = c->stats;
     out->in_flight = c->pool.count_in_flight;
-    out->wakeups_sent = (uint64_t)ioc_atomic_load(&c->wakeups_sent);
-    out->wakeups_merged = (uint64_t)ioc_atomic_load(&c->wakeups_merged);
+    ioc_wake_stats(&c->wake, out);
 }
 
 /* ---- closing ---- */

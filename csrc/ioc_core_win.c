@@ -26,8 +26,8 @@
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
     WSABUF wsabuf; \
     DWORD msg_flags;
-#include "ioc_atomic.h"
 #include "ioc_ops.h"
+#include "ioc_wakeup.h"
 
 #define KEY_IO ((ULONG_PTR)1)
 #define KEY_WAKEUP ((ULONG_PTR)2)
@@ -61,12 +61,7 @@ struct ioc_core {
     OVERLAPPED_ENTRY *entries;
     ULONG entries_max;
 
-    /* wakeup handshake (see ioc_wakeup) */
-    ioc_atomic_int sleeping;
-    ioc_atomic_int wake_sent;
-    ioc_atomic_int posted;
-    int seen_posted;
-    ioc_atomic_int wakeups_sent, wakeups_merged;
+    ioc_wake_state wake;   /* see ioc_wakeup.h */
 
     int forked;   /* unused on Windows, kept for the shared interface */
     HANDLE sigint_event;   /* Python's SIGINT event while watched, else NULL */
@@ -192,23 +187,31 @@ int ioc_extensions(ioc_core *c, intptr_t sock)
 
 /* ---- operations ---- */
 
-int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
-                    uint64_t token, ioc_op **op_out)
+/* Start a WSARecv / WSASend on a fresh record.  Success and WSA_IO_PENDING
+ * both mean a packet will reach the port; any other error means none will,
+ * so the record is recycled at once. */
+static int submit_socket_op(ioc_core *c, int kind, intptr_t sock, void *buf, uint32_t len,
+                            int flags, uint64_t token, ioc_op **op_out)
 {
     ioc_op *op;
+    int r;
+
     *op_out = NULL;
     if (token == 0)
         return -(int)ERROR_INVALID_PARAMETER;
-    op = ioc_pool_take(&c->pool, token, sock, IOC_OP_RECV);
+    op = ioc_pool_take(&c->pool, token, sock, kind);
     if (op == NULL)
         return -(int)ERROR_NOT_ENOUGH_MEMORY;
     op->wsabuf.buf = (char *)buf;
     op->wsabuf.len = len;
     op->msg_flags = (DWORD)flags;
-    if (WSARecv((SOCKET)sock, &op->wsabuf, 1, NULL, &op->msg_flags, &op->ov, NULL) != 0) {
+    if (kind == IOC_OP_RECV)
+        r = WSARecv((SOCKET)sock, &op->wsabuf, 1, NULL, &op->msg_flags, &op->ov, NULL);
+    else
+        r = WSASend((SOCKET)sock, &op->wsabuf, 1, NULL, op->msg_flags, &op->ov, NULL);
+    if (r != 0) {
         int e = WSAGetLastError();
         if (e != WSA_IO_PENDING) {
-            /* Failed at once: no completion packet will be queued. */
             ioc_pool_give_back(&c->pool, op);
             return -e;
         }
@@ -218,28 +221,16 @@ int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int fla
     return 0;
 }
 
+int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
+                    uint64_t token, ioc_op **op_out)
+{
+    return submit_socket_op(c, IOC_OP_RECV, sock, buf, len, flags, token, op_out);
+}
+
 int ioc_submit_send(ioc_core *c, intptr_t sock, const void *buf, uint32_t len, int flags,
                     uint64_t token, ioc_op **op_out)
 {
-    ioc_op *op;
-    *op_out = NULL;
-    if (token == 0)
-        return -(int)ERROR_INVALID_PARAMETER;
-    op = ioc_pool_take(&c->pool, token, sock, IOC_OP_SEND);
-    if (op == NULL)
-        return -(int)ERROR_NOT_ENOUGH_MEMORY;
-    op->wsabuf.buf = (char *)buf;
-    op->wsabuf.len = len;
-    if (WSASend((SOCKET)sock, &op->wsabuf, 1, NULL, (DWORD)flags, &op->ov, NULL) != 0) {
-        int e = WSAGetLastError();
-        if (e != WSA_IO_PENDING) {
-            ioc_pool_give_back(&c->pool, op);
-            return -e;
-        }
-    }
-    c->stats.submitted++;
-    *op_out = op;
-    return 0;
+    return submit_socket_op(c, IOC_OP_SEND, sock, (void *)buf, len, flags, token, op_out);
 }
 
 static void request_cancel(ioc_core *c, ioc_op *op)
@@ -294,13 +285,8 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
     if ((ULONG)max > c->entries_max)
         max = (int)c->entries_max;
     c->stats.waits++;
-    if (timeout_ns != 0) {
-        /* Say we are going to sleep, then look once more for wakeups that
-         * raced with that: ioc_wakeup does the mirror image. */
-        ioc_atomic_store(&c->sleeping, 1);
-        if (ioc_atomic_load(&c->posted) != c->seen_posted)
-            timeout_ns = 0;
-    }
+    if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
+        timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
     if (timeout_ns < 0)
         timeout_ms = INFINITE;
     else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
@@ -312,15 +298,15 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         DWORD e = GetLastError();
         removed = 0;
         if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION) {
-            ioc_atomic_store(&c->sleeping, 0);
+            ioc_wake_after_sleep(&c->wake);
             return -(int)e;
         }
     }
-    ioc_atomic_store(&c->sleeping, 0);
+    ioc_wake_after_sleep(&c->wake);
     for (i = 0; i < removed; i++) {
         OVERLAPPED_ENTRY *e = &c->entries[i];
         if (e->lpCompletionKey == KEY_WAKEUP) {
-            ioc_atomic_store(&c->wake_sent, 0);
+            ioc_wake_consumed(&c->wake);
             continue;
         }
         if (e->lpCompletionKey == KEY_SIGINT) {
@@ -337,7 +323,7 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         }
     }
     c->stats.completed += (uint64_t)n;
-    c->seen_posted = ioc_atomic_load(&c->posted);
+    ioc_wake_end_of_wait(&c->wake);
     if (stored != NULL)
         *stored = n;
     return n;
@@ -345,14 +331,9 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
 
 int ioc_wakeup(ioc_core *c)
 {
-    ioc_atomic_inc(&c->posted);
-    if (ioc_atomic_load(&c->sleeping) && ioc_atomic_exchange(&c->wake_sent, 1) == 0) {
-        ioc_atomic_inc(&c->wakeups_sent);
-        if (!PostQueuedCompletionStatus(c->port, 0, KEY_WAKEUP, NULL))
-            return -(int)GetLastError();
-        return 0;
-    }
-    ioc_atomic_inc(&c->wakeups_merged);
+    if (ioc_wake_request(&c->wake) &&
+        !PostQueuedCompletionStatus(c->port, 0, KEY_WAKEUP, NULL))
+        return -(int)GetLastError();
     return 0;
 }
 
@@ -412,8 +393,7 @@ void ioc_get_stats(ioc_core *c, ioc_stats *out)
 {
     *out = c->stats;
     out->in_flight = c->pool.count_in_flight;
-    out->wakeups_sent = (uint64_t)ioc_atomic_load(&c->wakeups_sent);
-    out->wakeups_merged = (uint64_t)ioc_atomic_load(&c->wakeups_merged);
+    ioc_wake_stats(&c->wake, out);
 }
 
 /* ---- closing ---- */

@@ -182,33 +182,24 @@ class CompletionPort:
 
     def recv(self, sock, buffer, callback, flags: int = 0) -> Operation:
         """Receive into a writable buffer; the port keeps it alive until done."""
-        core = self._checked_core()
         cbuf = ffi.from_buffer(buffer, require_writable=True)
-        fd = _fileno(sock)
-        if IS_WINDOWS:
-            self.associate(sock)
-        token = self._next_token()
-        rc = lib.ioc_submit_recv(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token,
-                                 self._record_out)
-        if rc < 0:
-            raise os_error(-rc)
-        op = Operation(token, "recv", callback, buffer, self._record_out[0], cbuf)
-        self._ops[token] = op
-        return op
+        return self._submit(lib.ioc_submit_recv, "recv", sock, buffer, cbuf, callback, flags)
 
     def send(self, sock, data, callback, flags: int = 0) -> Operation:
         """Send from a bytes-like object; at most MAX_TRANSFER bytes per call."""
-        core = self._checked_core()
         cbuf = ffi.from_buffer(data)
+        return self._submit(lib.ioc_submit_send, "send", sock, data, cbuf, callback, flags)
+
+    def _submit(self, submit, kind, sock, buffer, cbuf, callback, flags) -> Operation:
+        core = self._checked_core()
         fd = _fileno(sock)
         if IS_WINDOWS:
             self.associate(sock)
         token = self._next_token()
-        rc = lib.ioc_submit_send(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token,
-                                 self._record_out)
+        rc = submit(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token, self._record_out)
         if rc < 0:
-            raise os_error(-rc)
-        op = Operation(token, "send", callback, data, self._record_out[0], cbuf)
+            raise os_error(-rc)   # refused at once: no completion will follow
+        op = Operation(token, kind, callback, buffer, self._record_out[0], cbuf)
         self._ops[token] = op
         return op
 
