@@ -159,9 +159,16 @@ class CompletionPort:
     # -- handles -------------------------------------------------------------
 
     def associate(self, sock) -> None:
-        """Attach a socket to the port (Windows; a no-op on Linux)."""
+        """Attach a socket to the port (Windows; a no-op on Linux).
+
+        Windows takes socket objects only: the port remembers them weakly, so
+        a handle number reused by a later socket is never mistaken for one
+        already attached."""
         if not IS_WINDOWS or sock in self._associated:
             return
+        if isinstance(sock, int):
+            raise TypeError("on Windows the completion port needs the socket object, "
+                            "not its handle number")
         rc = lib.ioc_associate(self._checked_core(), _fileno(sock))
         if rc < 0:
             if -rc == 87:  # ERROR_INVALID_PARAMETER

@@ -621,3 +621,19 @@ def test_keyboardinterrupt_as_the_wait_returns_loses_no_completion(iocp_loop, pa
     iocp_loop.run_until_complete(asyncio.wait_for(_until_true(lambda: got), 2.0))
     assert got[0].result == 4
     assert port.pending == 0
+
+
+def test_handle_numbers_only_where_they_are_safe(port, pair):
+    """Linux takes a raw fd; Windows wants the socket object (it tracks which
+    sockets are attached to the port, and handle numbers get reused)."""
+    a, b = pair
+    done = []
+    if IS_WINDOWS:
+        with pytest.raises(TypeError, match="socket object"):
+            port.recv(a.fileno(), bytearray(8), done.append)
+        assert port.pending == 0
+    else:
+        port.recv(a.fileno(), bytearray(8), done.append)
+        b.send(b"fd")
+        assert poll_until(port, lambda: done)
+        assert done[0].result == 2
