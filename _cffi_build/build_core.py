@@ -109,10 +109,20 @@ def source_paths(target: str, relative: bool = True) -> list[str]:
     return [os.path.join(base, name) for name in SOURCES[target]]
 
 
-def make_ffibuilder(target: str, absolute_paths: bool = False) -> cffi.FFI:
+# AddressSanitizer build of the Linux core (tools/asan.sh): catches any
+# use-after-free of operation records or buffers the kernel still owns.
+SANITIZE_COMPILE = ["-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"]
+SANITIZE_LINK = ["-fsanitize=address"]
+
+
+def make_ffibuilder(target: str, absolute_paths: bool = False,
+                    sanitize: bool = False) -> cffi.FFI:
     ffi = cffi.FFI()
     ffi.cdef(CDEF)
     extra_compile_args = ["-O2"] if target == "linux" else []
+    extra_link_args = []
+    if sanitize:
+        extra_compile_args, extra_link_args = SANITIZE_COMPILE, SANITIZE_LINK
     ffi.set_source(
         MODULE_NAME,
         PREAMBLE,
@@ -120,6 +130,7 @@ def make_ffibuilder(target: str, absolute_paths: bool = False) -> cffi.FFI:
         include_dirs=[CSRC if absolute_paths else "csrc"],
         libraries=LIBRARIES[target],
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         define_macros=[("WIN32_LEAN_AND_MEAN", None)] if target == "windows" else [],
     )
     return ffi
@@ -127,8 +138,10 @@ def make_ffibuilder(target: str, absolute_paths: bool = False) -> cffi.FFI:
 
 ffibuilder = make_ffibuilder(host_target())
 
-def build_in_place() -> str:
-    """Compile the host module into iocploop/ (for development and the tests).
+
+def build_in_place(package_dir: str = os.path.join(ROOT, "iocploop"),
+                   sanitize: bool = False) -> str:
+    """Compile the host module into package_dir (for development and tests).
 
     Compiles in a scratch folder: setuptools would otherwise read our
     pyproject.toml with whatever (possibly old) setuptools runs this."""
@@ -137,13 +150,18 @@ def build_in_place() -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="iocploop-build-") as tmp:
-        built = make_ffibuilder(host_target(), absolute_paths=True).compile(tmpdir=tmp)
-        target = os.path.join(ROOT, "iocploop", os.path.basename(built))
-        for stale in glob.glob(os.path.join(ROOT, "iocploop", "_ioc.*")):
+        ffi = make_ffibuilder(host_target(), absolute_paths=True, sanitize=sanitize)
+        built = ffi.compile(tmpdir=tmp)
+        target = os.path.join(package_dir, os.path.basename(built))
+        for stale in glob.glob(os.path.join(package_dir, "_ioc.*")):
             os.remove(stale)
         shutil.copy2(built, target)
     return target
 
 
 if __name__ == "__main__":
-    print(build_in_place())
+    # python _cffi_build/build_core.py [--sanitize PACKAGE_DIR]
+    if len(sys.argv) == 3 and sys.argv[1] == "--sanitize":
+        print(build_in_place(sys.argv[2], sanitize=True))
+    else:
+        print(build_in_place())

@@ -12,19 +12,14 @@ case "${1:-}" in
     --linux) what=linux; shift ;;
     --wine) what=wine; shift ;;
 esac
-PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    "$PYTHON" -m venv .venv
-fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -r tests/requirements.txt
+source tools/venv.sh
 status=0
 
 if [ "$what" != wine ]; then
     echo "=== Linux: build the io_uring core in place, run the tests ==="
-    .venv/bin/python _cffi_build/build_core.py >/tmp/iocploop-build.log 2>&1 \
+    "$PY" _cffi_build/build_core.py >/tmp/iocploop-build.log 2>&1 \
         || { cat /tmp/iocploop-build.log; exit 1; }
-    .venv/bin/python -m pytest -p no:cacheprovider tests "$@" || status=$?
+    "$PY" -m pytest -p no:cacheprovider tests "$@" || status=$?
 fi
 
 if [ "$what" != linux ]; then
@@ -38,6 +33,6 @@ if [ "$what" != linux ]; then
             exit 1
         fi
     fi
-    .venv/bin/python tools/wine.py all "$@" || status=$?
+    "$PY" tools/wine.py all "$@" || status=$?
 fi
 exit $status
