@@ -56,6 +56,30 @@ int ioc_submit_recv(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
                     int flags, uint64_t token, ioc_op **op_out);
 int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len,
                     int flags, uint64_t token, ioc_op **op_out);
+typedef struct ioc_iovec {
+    void *base;
+    size_t len;
+} ioc_iovec;
+int ioc_submit_sendv(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                     int flags, uint64_t token, ioc_op **op_out);
+
+#define IOC_ACCEPT_ADDRBUF 288
+int ioc_submit_accept(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
+                      void *addrbuf, uint32_t *addrlen, uint64_t token, ioc_op **op_out);
+typedef struct ioc_addr {
+    int family;
+    int port;
+    uint8_t addr[16];
+    uint32_t flowinfo;
+    uint32_t scope_id;
+} ioc_addr;
+int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
+                      void *addrbuf, uint32_t addrlen, ioc_addr *local, ioc_addr *remote);
+int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
+                       uint64_t token, ioc_op **op_out);
+int ioc_connect_finish(ioc_core *core, intptr_t sock);
+int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
+
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);

@@ -80,6 +80,57 @@ int ioc_submit_recv(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
 int ioc_submit_send(ioc_core *core, intptr_t sock, const void *buf, uint32_t len,
                     int flags, uint64_t token, ioc_op **op_out);
 
+/* One buffer of a gathered send (same layout as struct iovec on Linux). */
+typedef struct ioc_iovec {
+    void *base;
+    size_t len;
+} ioc_iovec;
+
+/* Send several buffers in one operation (WSASend with several WSABUFs /
+ * IORING_OP_SENDMSG).  bufs must stay valid until the completion. */
+int ioc_submit_sendv(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                     int flags, uint64_t token, ioc_op **op_out);
+
+/* Accept a connection on a listening socket.
+ * Windows: AcceptEx into accept_sock, a fresh unbound socket of the listener's
+ *   family made by the caller; addrbuf gets the local and remote addresses
+ *   (at least IOC_ACCEPT_ADDRBUF bytes); the result is 0; then call
+ *   ioc_accept_finish.
+ * Linux: accept_sock is ignored; addrbuf (a sockaddr_storage) and *addrlen
+ *   (its size) get the peer's address; the result is the new socket's fd,
+ *   non-blocking and close-on-exec.
+ * addrbuf and addrlen must stay valid until the completion. */
+#define IOC_ACCEPT_ADDRBUF 288
+int ioc_submit_accept(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
+                      void *addrbuf, uint32_t *addrlen, uint64_t token, ioc_op **op_out);
+
+/* A socket address decoded into plain fields (IPv4: addr[0..3]). */
+typedef struct ioc_addr {
+    int family;        /* AF_INET, AF_INET6 of this system, or 0 if unknown */
+    int port;
+    uint8_t addr[16];
+    uint32_t flowinfo;
+    uint32_t scope_id;
+} ioc_addr;
+
+/* After a successful accept: Windows sets SO_UPDATE_ACCEPT_CONTEXT on
+ * accept_sock and decodes both addresses with GetAcceptExSockaddrs; Linux
+ * decodes the peer address from addrbuf/addrlen (local is left zeroed).
+ * Returns 0 or a negated error. */
+int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
+                      void *addrbuf, uint32_t addrlen, ioc_addr *local, ioc_addr *remote);
+
+/* Connect a socket: ConnectEx on Windows (the socket must be bound first),
+ * IORING_OP_CONNECT on Linux.  addr (addrlen bytes) must stay valid until
+ * the completion.  On Windows call ioc_connect_finish after success. */
+int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
+                       uint64_t token, ioc_op **op_out);
+int ioc_connect_finish(ioc_core *core, intptr_t sock);
+
+/* Fill a sockaddr for (family, port, addr, flowinfo, scope_id); returns its
+ * length, or a negated error for an unknown family. */
+int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
+
 /* Ask the kernel to cancel op (identified by the record and its token, so a
  * stale or recycled record is never cancelled by mistake).  The op still
  * completes through ioc_wait, with IOC_ERR_CANCELLED or with its real result

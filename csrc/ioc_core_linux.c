@@ -30,8 +30,15 @@
 #include <linux/io_uring.h>
 #include <linux/time_types.h>
 
-#define IOC_OP_BACKEND_FIELDS
+#include <netinet/in.h>
+#include <limits.h>
+#include <stddef.h>
+#include <sys/uio.h>
+
+/* SENDMSG reads its msghdr from the record, which lives until completion. */
+#define IOC_OP_BACKEND_FIELDS struct msghdr msg;
 #include "ioc_ops.h"
+#include "ioc_addr.h"
 #include "ioc_wakeup.h"
 
 #ifndef IORING_SETUP_SUBMIT_ALL
@@ -349,50 +356,136 @@ int ioc_associate(ioc_core *c, intptr_t handle)
     return c->forked ? -EBADF : 0;
 }
 
-static int submit_socket_op(ioc_core *c, int opcode, int kind, intptr_t sock, void *buf,
-                            uint32_t len, int flags, uint64_t token, ioc_op **op_out)
+/* Claim an SQE and a record for a new operation; NULL with *err set on failure. */
+static struct io_uring_sqe *prep_op(ioc_core *c, int opcode, int kind, intptr_t sock,
+                                    uint64_t token, ioc_op **op_out, int *err)
 {
     struct io_uring_sqe *sqe;
     ioc_op *op;
 
     *op_out = NULL;
-    if (c->forked)
-        return -EBADF;
-    if (token == 0)
-        return -EINVAL;
+    *err = c->forked ? -EBADF : token == 0 ? -EINVAL : 0;
+    if (*err)
+        return NULL;
     sqe = get_sqe(c);
-    if (sqe == NULL)
-        return -EBUSY;
+    if (sqe == NULL) {
+        *err = -EBUSY;
+        return NULL;
+    }
     op = ioc_pool_take(&c->pool, token, sock, kind);
     if (op == NULL) {
         /* Turn the claimed SQE into a harmless no-op whose CQE is ignored. */
         sqe->opcode = IORING_OP_NOP;
         sqe->user_data = UD_CANCEL;
-        return -ENOMEM;
+        *err = -ENOMEM;
+        return NULL;
     }
     sqe->opcode = (uint8_t)opcode;
     sqe->fd = (int)sock;
-    sqe->addr = (uint64_t)(uintptr_t)buf;
-    sqe->len = len;
-    sqe->msg_flags = (uint32_t)flags;
     sqe->user_data = (uint64_t)(uintptr_t)op;
     c->stats.submitted++;
     *op_out = op;
-    return 0;
+    return sqe;
 }
 
 int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
                     uint64_t token, ioc_op **op_out)
 {
-    return submit_socket_op(c, IORING_OP_RECV, IOC_OP_RECV, sock, buf, len, flags, token, op_out);
+    int err;
+    struct io_uring_sqe *sqe = prep_op(c, IORING_OP_RECV, IOC_OP_RECV, sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
+    sqe->msg_flags = (uint32_t)flags;
+    return 0;
 }
 
 int ioc_submit_send(ioc_core *c, intptr_t sock, const void *buf, uint32_t len, int flags,
                     uint64_t token, ioc_op **op_out)
 {
+    int err;
+    struct io_uring_sqe *sqe = prep_op(c, IORING_OP_SEND, IOC_OP_SEND, sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
     /* MSG_NOSIGNAL: a peer that went away gives EPIPE, never SIGPIPE. */
-    return submit_socket_op(c, IORING_OP_SEND, IOC_OP_SEND, sock, (void *)buf, len,
-                            flags | MSG_NOSIGNAL, token, op_out);
+    sqe->msg_flags = (uint32_t)(flags | MSG_NOSIGNAL);
+    return 0;
+}
+
+/* ioc_iovec is passed to the kernel as struct iovec. */
+typedef char ioc_iovec_matches_iovec[(sizeof(ioc_iovec) == sizeof(struct iovec) &&
+                                      offsetof(ioc_iovec, len) == offsetof(struct iovec, iov_len))
+                                     ? 1 : -1];
+
+int ioc_submit_sendv(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbufs, int flags,
+                     uint64_t token, ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe;
+
+    if (nbufs <= 0 || nbufs > IOV_MAX)
+        return -EINVAL;
+    sqe = prep_op(c, IORING_OP_SENDMSG, IOC_OP_SENDV, sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    (*op_out)->msg.msg_iov = (struct iovec *)bufs;
+    (*op_out)->msg.msg_iovlen = (size_t)nbufs;
+    sqe->addr = (uint64_t)(uintptr_t)&(*op_out)->msg;
+    sqe->msg_flags = (uint32_t)(flags | MSG_NOSIGNAL);
+    return 0;
+}
+
+int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
+                      uint32_t *addrlen, uint64_t token, ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe;
+
+    (void)accept_sock;
+    sqe = prep_op(c, IORING_OP_ACCEPT, IOC_OP_ACCEPT, listen_sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    sqe->addr = (uint64_t)(uintptr_t)addrbuf;
+    sqe->addr2 = (uint64_t)(uintptr_t)addrlen;
+    sqe->accept_flags = SOCK_NONBLOCK | SOCK_CLOEXEC;
+    return 0;
+}
+
+int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
+                      uint32_t addrlen, ioc_addr *local, ioc_addr *remote)
+{
+    (void)c;
+    (void)listen_sock;
+    (void)accept_sock;
+    memset(local, 0, sizeof(*local));
+    ioc_decode_addr((const struct sockaddr *)addrbuf, (int)addrlen, remote);
+    return 0;
+}
+
+int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen,
+                       uint64_t token, ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe;
+
+    if (addrlen <= 0)
+        return -EINVAL;
+    sqe = prep_op(c, IORING_OP_CONNECT, IOC_OP_CONNECT, sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    sqe->addr = (uint64_t)(uintptr_t)addr;
+    sqe->off = (uint64_t)addrlen;
+    return 0;
+}
+
+int ioc_connect_finish(ioc_core *c, intptr_t sock)
+{
+    (void)c;
+    (void)sock;
+    return 0;
 }
 
 static int submit_cancel(ioc_core *c, ioc_op *op)

@@ -24,9 +24,9 @@
 
 #define IOC_OP_BACKEND_FIELDS \
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
-    WSABUF wsabuf; \
-    DWORD msg_flags;
+    DWORD msg_flags; /* WSARecv's in/out flags */
 #include "ioc_ops.h"
+#include "ioc_addr.h"
 #include "ioc_wakeup.h"
 
 #define KEY_IO ((ULONG_PTR)1)
@@ -187,50 +187,188 @@ int ioc_extensions(ioc_core *c, intptr_t sock)
 
 /* ---- operations ---- */
 
-/* Start a WSARecv / WSASend on a fresh record.  Success and WSA_IO_PENDING
- * both mean a packet will reach the port; any other error means none will,
- * so the record is recycled at once. */
-static int submit_socket_op(ioc_core *c, int kind, intptr_t sock, void *buf, uint32_t len,
-                            int flags, uint64_t token, ioc_op **op_out)
+/* A fresh record for an operation, or NULL with *err set. */
+static ioc_op *take_op(ioc_core *c, int kind, intptr_t handle, uint64_t token, int *err)
 {
     ioc_op *op;
-    int r;
-
-    *op_out = NULL;
-    if (token == 0)
-        return -(int)ERROR_INVALID_PARAMETER;
-    op = ioc_pool_take(&c->pool, token, sock, kind);
+    *err = 0;
+    if (token == 0) {
+        *err = -(int)ERROR_INVALID_PARAMETER;
+        return NULL;
+    }
+    op = ioc_pool_take(&c->pool, token, handle, kind);
     if (op == NULL)
-        return -(int)ERROR_NOT_ENOUGH_MEMORY;
-    op->wsabuf.buf = (char *)buf;
-    op->wsabuf.len = len;
-    op->msg_flags = (DWORD)flags;
-    if (kind == IOC_OP_RECV)
-        r = WSARecv((SOCKET)sock, &op->wsabuf, 1, NULL, &op->msg_flags, &op->ov, NULL);
-    else
-        r = WSASend((SOCKET)sock, &op->wsabuf, 1, NULL, op->msg_flags, &op->ov, NULL);
-    if (r != 0) {
-        int e = WSAGetLastError();
-        if (e != WSA_IO_PENDING) {
-            ioc_pool_give_back(&c->pool, op);
-            return -e;
-        }
+        *err = -(int)ERROR_NOT_ENOUGH_MEMORY;
+    return op;
+}
+
+/* error is 0 when the call succeeded at once, else WSAGetLastError().
+ * Success and WSA_IO_PENDING both mean a packet will reach the port; any
+ * other error means none will, so the record is recycled at once. */
+static int finish_submit(ioc_core *c, ioc_op *op, int error, ioc_op **op_out)
+{
+    if (error != 0 && error != WSA_IO_PENDING) {
+        ioc_pool_give_back(&c->pool, op);
+        return -error;
     }
     c->stats.submitted++;
     *op_out = op;
     return 0;
 }
 
+static int submit_wsabufs(ioc_core *c, int kind, intptr_t sock, WSABUF *bufs, DWORD nbufs,
+                          int flags, uint64_t token, ioc_op **op_out)
+{
+    int err, r;
+    ioc_op *op;
+
+    *op_out = NULL;
+    op = take_op(c, kind, sock, token, &err);
+    if (op == NULL)
+        return err;
+    op->msg_flags = (DWORD)flags;
+    if (kind == IOC_OP_RECV)
+        r = WSARecv((SOCKET)sock, bufs, nbufs, NULL, &op->msg_flags, &op->ov, NULL);
+    else
+        r = WSASend((SOCKET)sock, bufs, nbufs, NULL, op->msg_flags, &op->ov, NULL);
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+}
+
 int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
                     uint64_t token, ioc_op **op_out)
 {
-    return submit_socket_op(c, IOC_OP_RECV, sock, buf, len, flags, token, op_out);
+    WSABUF one;
+    one.buf = (char *)buf;
+    one.len = len;
+    return submit_wsabufs(c, IOC_OP_RECV, sock, &one, 1, flags, token, op_out);
 }
 
 int ioc_submit_send(ioc_core *c, intptr_t sock, const void *buf, uint32_t len, int flags,
                     uint64_t token, ioc_op **op_out)
 {
-    return submit_socket_op(c, IOC_OP_SEND, sock, (void *)buf, len, flags, token, op_out);
+    WSABUF one;
+    one.buf = (char *)buf;
+    one.len = len;
+    return submit_wsabufs(c, IOC_OP_SEND, sock, &one, 1, flags, token, op_out);
+}
+
+#define IOC_MAX_SENDV 1024
+
+int ioc_submit_sendv(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbufs, int flags,
+                     uint64_t token, ioc_op **op_out)
+{
+    /* Winsock captures the WSABUF array before WSASend returns, so a
+     * temporary array is enough; the data itself lives until completion. */
+    WSABUF local[16], *wsabufs = local;
+    int i, r;
+
+    *op_out = NULL;
+    if (nbufs <= 0 || nbufs > IOC_MAX_SENDV)
+        return -(int)WSAEINVAL;
+    if (nbufs > 16) {
+        wsabufs = (WSABUF *)malloc(sizeof(WSABUF) * (size_t)nbufs);
+        if (wsabufs == NULL)
+            return -(int)ERROR_NOT_ENOUGH_MEMORY;
+    }
+    for (i = 0; i < nbufs; i++) {
+        if (bufs[i].len > 0x7FFFFFFF) {
+            if (wsabufs != local)
+                free(wsabufs);
+            return -(int)WSAEINVAL;
+        }
+        wsabufs[i].buf = (char *)bufs[i].base;
+        wsabufs[i].len = (ULONG)bufs[i].len;
+    }
+    r = submit_wsabufs(c, IOC_OP_SENDV, sock, wsabufs, (DWORD)nbufs, flags, token, op_out);
+    if (wsabufs != local)
+        free(wsabufs);
+    return r;
+}
+
+/* AcceptEx's address areas: each must be 16 bytes more than the largest
+ * address of the transport. */
+#define ACCEPT_ADDR_LEN (sizeof(SOCKADDR_STORAGE) + 16)
+
+int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
+                      uint32_t *addrlen, uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)listen_sock);
+    DWORD received = 0;
+    ioc_op *op;
+    int err;
+
+    (void)addrlen;
+    *op_out = NULL;
+    if (p == NULL)
+        return -WSAGetLastError();
+    if (p->accept_ex == NULL)
+        return -(int)WSAEOPNOTSUPP;
+    op = take_op(c, IOC_OP_ACCEPT, listen_sock, token, &err);
+    if (op == NULL)
+        return err;
+    /* No receive data: the accept completes as soon as the peer connects. */
+    if (p->accept_ex((SOCKET)listen_sock, (SOCKET)accept_sock, addrbuf, 0,
+                     (DWORD)ACCEPT_ADDR_LEN, (DWORD)ACCEPT_ADDR_LEN, &received, &op->ov))
+        err = 0;
+    else
+        err = WSAGetLastError();
+    return finish_submit(c, op, err, op_out);
+}
+
+int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
+                      uint32_t addrlen, ioc_addr *local, ioc_addr *remote)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)listen_sock);
+    SOCKET listener = (SOCKET)listen_sock;
+    struct sockaddr *l = NULL, *r = NULL;
+    int llen = 0, rlen = 0;
+
+    (void)addrlen;
+    memset(local, 0, sizeof(*local));
+    memset(remote, 0, sizeof(*remote));
+    /* Give the accepted socket the listener's properties, so that
+     * getpeername, shutdown and friends work on it. */
+    if (setsockopt((SOCKET)accept_sock, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT,
+                   (char *)&listener, sizeof(listener)) != 0)
+        return -WSAGetLastError();
+    if (p != NULL && p->get_accept_ex_sockaddrs != NULL) {
+        p->get_accept_ex_sockaddrs(addrbuf, 0, (DWORD)ACCEPT_ADDR_LEN, (DWORD)ACCEPT_ADDR_LEN,
+                                   &l, &llen, &r, &rlen);
+        ioc_decode_addr(l, llen, local);
+        ioc_decode_addr(r, rlen, remote);
+    }
+    return 0;
+}
+
+int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen,
+                       uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    ioc_op *op;
+    int err;
+
+    *op_out = NULL;
+    if (p == NULL)
+        return -WSAGetLastError();
+    if (p->connect_ex == NULL)
+        return -(int)WSAEOPNOTSUPP;
+    op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
+    if (op == NULL)
+        return err;
+    if (p->connect_ex((SOCKET)sock, (const struct sockaddr *)addr, addrlen, NULL, 0, NULL,
+                      &op->ov))
+        err = 0;
+    else
+        err = WSAGetLastError();
+    return finish_submit(c, op, err, op_out);
+}
+
+int ioc_connect_finish(ioc_core *c, intptr_t sock)
+{
+    (void)c;
+    if (setsockopt((SOCKET)sock, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
+        return -WSAGetLastError();
+    return 0;
 }
 
 static void request_cancel(ioc_core *c, ioc_op *op)

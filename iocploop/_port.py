@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import threading
 import warnings
@@ -67,6 +68,55 @@ def _fileno(sock) -> int:
     if fd < 0:
         raise OSError(9, "Bad file descriptor: the socket is closed")  # EBADF
     return fd
+
+
+def encode_address(family: int, address):
+    """(sockaddr as a cffi char array, its length) for a numeric (host, port[, flowinfo,
+    scope_id]) address; raises like socket.connect would for a bad one."""
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        raise NotImplementedError(
+            f"iocploop: socket family {family!r} is not supported yet (local sockets arrive "
+            "with issue #7)")
+    if not isinstance(address, tuple) or len(address) < 2:
+        raise TypeError(f"{'AF_INET' if family == socket.AF_INET else 'AF_INET6'} address "
+                        f"must be a tuple (host, port), not {address!r}")
+    host, port = address[0], address[1]
+    if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
+        raise OverflowError("port must be 0-65535.")
+    addr = ffi.new("ioc_addr *")
+    addr.family = family
+    addr.port = port
+    packed = socket.inet_pton(family, host.partition("%")[0] if family == socket.AF_INET6 else host)
+    ffi.memmove(addr.addr, packed, len(packed))
+    if family == socket.AF_INET6:
+        addr.flowinfo = address[2] if len(address) > 2 else 0
+        addr.scope_id = address[3] if len(address) > 3 else 0
+    out = ffi.new("char[]", 128)
+    n = lib.ioc_encode_addr(addr, out, len(out))
+    if n < 0:
+        raise ValueError(f"cannot encode address {address!r}")
+    return out, n
+
+
+def decode_address(addr):
+    """The Python address tuple of an ioc_addr, or None for an unknown family."""
+    if addr.family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, bytes(ffi.buffer(addr.addr, 4))), addr.port
+    if addr.family == socket.AF_INET6:
+        return (socket.inet_ntop(socket.AF_INET6, bytes(ffi.buffer(addr.addr, 16))), addr.port,
+                addr.flowinfo, addr.scope_id)
+    return None
+
+
+def _bind_if_unbound(sock) -> None:
+    """ConnectEx refuses an unbound socket: bind it to the wildcard address,
+    as connect() would implicitly."""
+    try:
+        sock.getsockname()
+        return
+    except OSError:
+        pass
+    sock.bind(("0.0.0.0", 0) if sock.family == socket.AF_INET else ("::", 0))
 
 
 class Operation:
@@ -210,6 +260,99 @@ class CompletionPort:
         self._ops[token] = op
         return op
 
+    def sendv(self, sock, buffers, callback, flags: int = 0) -> Operation:
+        """Send several bytes-like objects in one gathered operation."""
+        cbufs = [ffi.from_buffer(b) for b in buffers]
+        if not cbufs:
+            raise ValueError("sendv needs at least one buffer")
+        iov = ffi.new("ioc_iovec[]", len(cbufs))
+        for i, cbuf in enumerate(cbufs):
+            iov[i].base = cbuf
+            iov[i].len = len(cbuf)
+        core = self._checked_core()
+        fd = _fileno(sock)
+        if IS_WINDOWS:
+            self.associate(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_sendv(core, fd, iov, len(cbufs), flags, token, self._record_out)
+        if rc < 0:
+            raise os_error(-rc)
+        op = Operation(token, "sendv", callback, buffers, self._record_out[0], (cbufs, iov))
+        self._ops[token] = op
+        return op
+
+    def accept(self, listener, callback, accept_sock=None) -> Operation:
+        """Accept one connection.  Windows: AcceptEx into accept_sock, a fresh
+        socket of the listener's family the caller made.  Finish with
+        `accepted(op)` once the callback reports success."""
+        if IS_WINDOWS and accept_sock is None:
+            raise ValueError("AcceptEx needs a fresh socket to accept into")
+        core = self._checked_core()
+        fd = _fileno(listener)
+        if IS_WINDOWS:
+            self.associate(listener)
+        addrbuf = ffi.new("char[]", lib.IOC_ACCEPT_ADDRBUF)
+        addrlen = ffi.new("uint32_t *", 128)   # sizeof(struct sockaddr_storage)
+        token = self._next_token()
+        rc = lib.ioc_submit_accept(core, fd, accept_sock.fileno() if accept_sock else -1,
+                                   addrbuf, addrlen, token, self._record_out)
+        if rc < 0:
+            raise os_error(-rc)
+        op = Operation(token, "accept", callback, (listener, accept_sock),
+                       self._record_out[0], (addrbuf, addrlen))
+        self._ops[token] = op
+        return op
+
+    def accepted(self, op: Operation):
+        """(socket, peer address) of a successful accept: the new socket is
+        non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
+        listener, accept_sock = op.buffer
+        addrbuf, addrlen = op._cbuf
+        local = ffi.new("ioc_addr *")
+        remote = ffi.new("ioc_addr *")
+        if IS_WINDOWS:
+            conn = accept_sock
+            fd = conn.fileno()
+        else:
+            fd = op.result
+            conn = None
+        rc = lib.ioc_accept_finish(self._checked_core(), _fileno(listener), fd, addrbuf,
+                                   addrlen[0], local, remote)
+        if conn is None:
+            conn = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
+        if rc < 0:
+            conn.close()
+            raise os_error(-rc)
+        conn.setblocking(False)
+        address = decode_address(remote)
+        if address is None:   # a family we do not decode: ask the socket
+            address = conn.getpeername()
+        return conn, address
+
+    def connect(self, sock, address, callback) -> Operation:
+        """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
+        socket bound to the wildcard address first if it is not bound yet.
+        Finish with `connected(sock)` once the callback reports success."""
+        core = self._checked_core()
+        sockaddr, length = encode_address(sock.family, address)
+        if IS_WINDOWS:
+            self.associate(sock)
+            _bind_if_unbound(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_connect(core, _fileno(sock), sockaddr, length, token,
+                                    self._record_out)
+        if rc < 0:
+            raise os_error(-rc)
+        op = Operation(token, "connect", callback, sock, self._record_out[0], sockaddr)
+        self._ops[token] = op
+        return op
+
+    def connected(self, sock) -> None:
+        """After a successful connect (Windows: SO_UPDATE_CONNECT_CONTEXT)."""
+        rc = lib.ioc_connect_finish(self._checked_core(), _fileno(sock))
+        if rc < 0:
+            raise os_error(-rc)
+
     def cancel(self, op: Operation) -> bool:
         """Ask the kernel to cancel op.  Its callback still runs, later, with
         the cancellation or with the real result if the kernel finished
@@ -259,7 +402,7 @@ class CompletionPort:
             op = ops.pop(event.token)
             op.result = event.result
             op.done = True
-            op._record = op._cbuf = None
+            op._record = None   # recycled by the core: never touch it again
             yield op
 
     def poll(self, timeout: float | None = 0) -> int:
