@@ -18,6 +18,7 @@ import sys
 import threading
 
 from ._port import IS_WINDOWS, CompletionPort
+from ._sockets import SocketMethods
 
 __all__ = ["Loop"]
 
@@ -37,7 +38,6 @@ def _not_yet(name: str, milestone: str):
 # Methods that later milestones implement, and which one.
 _PENDING_FEATURES = {
     "TCP support (issue #3)": [
-        "sock_recv", "sock_recv_into", "sock_sendall", "sock_connect", "sock_accept",
         "create_connection", "create_server", "connect_accepted_socket",
     ],
     "sendfile support (issue #4)": ["sock_sendfile", "sendfile"],
@@ -53,7 +53,7 @@ _PENDING_FEATURES = {
 }
 
 
-class Loop(asyncio.BaseEventLoop):
+class Loop(SocketMethods, asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
     def __init__(self, *, queue_depth: int = 256):
@@ -68,6 +68,7 @@ class Loop(asyncio.BaseEventLoop):
             self._closed = True
             raise
         self._selector = self._port
+        self._init_socket_methods()
 
     def __repr__(self):
         port = getattr(self, "_port", None)

@@ -1,0 +1,204 @@
+"""loop.sock_* methods on completion operations.
+
+Each call submits one kernel operation and resolves a future from its
+completion.  Cancelling the future cancels the operation; if the kernel
+finished it anyway (the race every completion API has), the result is not
+thrown away: received bytes and accepted connections are kept in a per-socket
+stash and handed to the next sock_recv / sock_recv_into / sock_accept on that
+socket.  So cancellation leaves no operation behind and loses no byte.
+"""
+from __future__ import annotations
+
+import collections
+import socket
+import weakref
+from asyncio import base_events
+
+from ._port import IS_WINDOWS
+
+__all__ = ["SocketMethods"]
+
+
+class _Stash:
+    """What the kernel delivered for a socket after its caller stopped waiting."""
+
+    __slots__ = ("data", "accepted")
+
+    def __init__(self):
+        self.data = bytearray()
+        self.accepted = collections.deque()
+
+
+class SocketMethods:
+    """Mixin for Loop: the sock_* API.  Needs self._port (a CompletionPort)."""
+
+    def _init_socket_methods(self):
+        self._stashes: "weakref.WeakKeyDictionary[socket.socket, _Stash]" = (
+            weakref.WeakKeyDictionary())
+
+    # -- helpers --------------------------------------------------------------
+
+    def _check_sock(self, sock) -> None:
+        base_events._check_ssl_socket(sock)
+        if self._debug and sock.gettimeout() != 0:
+            raise ValueError("the socket must be non-blocking")
+        if sock.fileno() < 0:
+            raise OSError(9, "Bad file descriptor")   # EBADF, as sock.recv would
+
+    def _stash_for(self, sock) -> _Stash:
+        stash = self._stashes.get(sock)
+        if stash is None:
+            stash = self._stashes[sock] = _Stash()
+        return stash
+
+    def _take_stashed_data(self, sock, nbytes: int) -> bytes | None:
+        stash = self._stashes.get(sock)
+        if stash is None or not stash.data:
+            return None
+        chunk = bytes(stash.data[:nbytes])
+        del stash.data[:nbytes]
+        return chunk
+
+    def _cancel_op_when_cancelled(self, fut, op) -> None:
+        def on_done(f):
+            if f.cancelled() and not op.done:
+                self._port.cancel(op)
+
+        fut.add_done_callback(on_done)
+
+    # -- receiving ------------------------------------------------------------
+
+    async def sock_recv(self, sock, n):
+        """Receive up to n bytes from sock (asyncio.loop.sock_recv)."""
+        self._check_sock(sock)
+        stashed = self._take_stashed_data(sock, n)
+        if stashed is not None:
+            return stashed
+        buf = bytearray(n)
+        return bytes(await self._recv_op(sock, buf, n)) if n else b""
+
+    async def sock_recv_into(self, sock, buf):
+        """Receive into buf; returns the number of bytes written."""
+        self._check_sock(sock)
+        view = memoryview(buf).cast("B")
+        stashed = self._take_stashed_data(sock, len(view))
+        if stashed is not None:
+            view[:len(stashed)] = stashed
+            return len(stashed)
+        if not len(view):
+            return 0
+        # The kernel writes into a buffer of ours, copied out on success:
+        # after a cancellation it must not write into the caller's memory.
+        data = await self._recv_op(sock, bytearray(len(view)), len(view))
+        view[:len(data)] = data
+        return len(data)
+
+    def _recv_op(self, sock, buf, n):
+        fut = self.create_future()
+
+        def done(op):
+            if op.result < 0:
+                if not fut.done():
+                    fut.set_exception(op.error)
+            elif fut.done():
+                # Cancelled, but the data arrived first: keep it for the next call.
+                self._stash_for(sock).data += memoryview(buf)[:op.result]
+            else:
+                fut.set_result(memoryview(buf)[:op.result])
+
+        op = self._port.recv(sock, buf, done)
+        self._cancel_op_when_cancelled(fut, op)
+        return fut
+
+    # -- sending --------------------------------------------------------------
+
+    async def sock_sendall(self, sock, data):
+        """Send all of data (asyncio.loop.sock_sendall)."""
+        self._check_sock(sock)
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            fut = self.create_future()
+
+            def done(op, fut=fut):
+                if fut.done():
+                    return
+                if op.result < 0:
+                    fut.set_exception(op.error)
+                else:
+                    fut.set_result(op.result)
+
+            op = self._port.send(sock, view[sent:], done)
+            self._cancel_op_when_cancelled(fut, op)
+            sent += await fut
+        return None
+
+    # -- connecting -----------------------------------------------------------
+
+    async def sock_connect(self, sock, address):
+        """Connect sock to a remote address (asyncio.loop.sock_connect)."""
+        self._check_sock(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            resolved = await self._ensure_resolved(
+                address, family=sock.family, type=sock.type, proto=sock.proto, loop=self)
+            _, _, _, _, address = resolved[0]
+        fut = self.create_future()
+
+        def done(op):
+            if fut.done():
+                return
+            if op.result < 0:
+                fut.set_exception(op.error)
+            else:
+                try:
+                    self._port.connected(sock)
+                except OSError as exc:
+                    fut.set_exception(exc)
+                else:
+                    fut.set_result(None)
+
+        op = self._port.connect(sock, address, done)
+        self._cancel_op_when_cancelled(fut, op)
+        try:
+            return await fut
+        finally:
+            fut = None   # break the cycle through the traceback
+
+    # -- accepting ------------------------------------------------------------
+
+    async def sock_accept(self, sock):
+        """Accept a connection: (conn, address) (asyncio.loop.sock_accept)."""
+        self._check_sock(sock)
+        stash = self._stashes.get(sock)
+        if stash is not None and stash.accepted:
+            return stash.accepted.popleft()
+        fut = self.create_future()
+        target = socket.socket(sock.family, sock.type, sock.proto) if IS_WINDOWS else None
+
+        def done(op):
+            if op.result < 0:
+                if target is not None:
+                    target.close()
+                if not fut.done():
+                    fut.set_exception(op.error)
+                return
+            try:
+                accepted = self._port.accepted(op)
+            except OSError as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                return
+            if fut.done():
+                # Cancelled, but a peer was accepted first: keep the connection.
+                self._stash_for(sock).accepted.append(accepted)
+            else:
+                fut.set_result(accepted)
+
+        try:
+            op = self._port.accept(sock, done, target)
+        except BaseException:
+            if target is not None:
+                target.close()
+            raise
+        self._cancel_op_when_cancelled(fut, op)
+        return await fut
