@@ -18,6 +18,7 @@ import sys
 import threading
 
 from ._port import IS_WINDOWS, CompletionPort
+from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
 from ._sockets import SocketMethods
 
 __all__ = ["Loop"]
@@ -37,9 +38,6 @@ def _not_yet(name: str, milestone: str):
 
 # Methods that later milestones implement, and which one.
 _PENDING_FEATURES = {
-    "TCP support (issue #3)": [
-        "create_connection", "create_server", "connect_accepted_socket",
-    ],
     "sendfile support (issue #4)": ["sock_sendfile", "sendfile"],
     "UDP support (issue #5)": [
         "sock_recvfrom", "sock_recvfrom_into", "sock_sendto", "create_datagram_endpoint",
@@ -53,10 +51,11 @@ _PENDING_FEATURES = {
 }
 
 
-class Loop(SocketMethods, asyncio.BaseEventLoop):
+class Loop(SocketMethods, ServerMethods, asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
-    def __init__(self, *, queue_depth: int = 256):
+    def __init__(self, *, queue_depth: int = 256,
+                 accept_pool_size: int = DEFAULT_ACCEPT_POOL_SIZE):
         super().__init__()
         # BaseEventLoop's iteration calls self._selector.select(timeout): the
         # completion port plays that part.
@@ -69,6 +68,7 @@ class Loop(SocketMethods, asyncio.BaseEventLoop):
             raise
         self._selector = self._port
         self._init_socket_methods()
+        self._init_server_methods(accept_pool_size)
 
     def __repr__(self):
         port = getattr(self, "_port", None)
@@ -125,7 +125,10 @@ class Loop(SocketMethods, asyncio.BaseEventLoop):
         if self.is_closed():
             return
         super().close()
+        pools = self._close_accept_pools()
         self._port.close()
+        for pool in pools:
+            pool.release()
 
     # -- later milestones -----------------------------------------------------
 

@@ -18,9 +18,6 @@ NOT_YET = {
     "sock_recvfrom": (_S, 1),
     "sock_recvfrom_into": (_S, bytearray(1)),
     "sock_sendto": (_S, b"x", ("127.0.0.1", 9)),
-    "create_connection": (asyncio.Protocol, "127.0.0.1", 9),
-    "create_server": (asyncio.Protocol, "127.0.0.1", 0),
-    "connect_accepted_socket": (asyncio.Protocol, _S),
     "create_datagram_endpoint": (asyncio.DatagramProtocol,),
     "sendfile": (None, None),
     "start_tls": (None, None, None),
@@ -60,21 +57,6 @@ def test_method_raises_not_implemented_naming_it(iocp_loop, sock, name):
             iocp_loop.run_until_complete(asyncio.wait_for(result, TIMEOUT))
     assert "iocploop" in str(info.value)
     assert not iocp_loop.is_running()
-
-
-@pytest.mark.asyncio(loop_factories=["iocploop"])
-async def test_high_level_open_connection_raises_not_implemented():
-    with pytest.raises(NotImplementedError, match=r"loop\.create_connection\(\)"):
-        await asyncio.wait_for(asyncio.open_connection("127.0.0.1", 9), TIMEOUT)
-
-
-@pytest.mark.asyncio(loop_factories=["iocploop"])
-async def test_high_level_start_server_raises_not_implemented():
-    async def handler(reader, writer):   # pragma: no cover - never connected
-        writer.close()
-
-    with pytest.raises(NotImplementedError, match=r"loop\.create_server\(\)"):
-        await asyncio.wait_for(asyncio.start_server(handler, "127.0.0.1", 0), TIMEOUT)
 
 
 @pytest.mark.asyncio(loop_factories=["iocploop"])

@@ -1,0 +1,381 @@
+"""The TCP transport on completion operations.
+
+States (each independent):
+
+  reading:  one receive posted at a time while reading; on pause_reading the
+            posted receive is left in place (cancelling it could lose bytes
+            already on their way, CPython bpo-33694): if it completes while
+            paused, its data is held and delivered on resume_reading.
+  writing:  idle (nothing in flight) -> sending (one send in flight, later
+            writes queue up) -> idle; when the send completes, everything
+            queued goes out in one gathered send (WSASend with several
+            buffers / SENDMSG).  Write buffer size = bytes in flight + queued.
+  closing:  close() stops reading, flushes the writes, then shuts the socket;
+            abort() cancels everything at once.  The socket is closed, and
+            connection_lost called, only when the kernel has finished every
+            operation of the transport (on Linux closing an fd does not cancel
+            io_uring operations on it).
+"""
+from __future__ import annotations
+
+import collections
+import socket
+import sys
+import warnings
+from asyncio import base_events, constants, futures, protocols, transports, trsock
+
+__all__ = ["TCPTransport"]
+
+_RECV_SIZE = 256 * 1024          # as asyncio's selector transport reads
+_MAX_GATHER = 64                 # buffers per gathered send
+_SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
+
+
+class TCPTransport(transports._FlowControlMixin):
+    _start_tls_compatible = True
+
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+        super().__init__(extra, loop)
+        self._sock = sock
+        self._port = loop._port
+        self._server = server
+        self._protocol = None
+        self._buffered = False
+        self._closing = False
+        self._conn_lost = 0
+        self._eof_written = False
+        self._want_eof = False
+        self._paused = False
+        self._recv_op = None
+        self._held = None               # a completed receive held while paused
+        self._send_op = None
+        self._in_flight_chunks = None   # what the send in flight carries
+        self._queue = collections.deque()   # queued bytes objects
+        self._queued_size = 0
+        self._in_flight_size = 0
+        self._ops_in_flight = 0
+        self._lost_exc = None
+        self._aborting = False          # abort() / fatal error: drop the writes
+        self._sock_closed = False
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        base_events._set_nodelay(sock)
+        self.set_protocol(protocol)
+        if server is not None:
+            if _SERVER_ATTACH_TAKES_TRANSPORT:
+                server._attach(self)
+            else:
+                server._attach()
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._start_reading)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._sock is None or self._sock_closed:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        if self._sock is not None:
+            info.append(f"fd={self._sock.fileno()}")
+        info.append("read=paused" if self._paused else "read=polling")
+        info.append(f"write=<{'sending' if self._send_op else 'idle'}, "
+                    f"bufsize={self.get_write_buffer_size()}>")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and not self._sock_closed:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # -- protocol -------------------------------------------------------------
+
+    def set_protocol(self, protocol):
+        self._buffered = isinstance(protocol, protocols.BufferedProtocol)
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    # -- reading --------------------------------------------------------------
+
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            base_events.logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        held, self._held = self._held, None
+        if held is not None:
+            self._loop.call_soon(self._deliver, *held)
+        elif self._recv_op is None:
+            self._loop.call_soon(self._start_reading)
+        if self._loop.get_debug():
+            base_events.logger.debug("%r resumes reading", self)
+
+    def _start_reading(self):
+        if self._closing or self._paused or self._recv_op is not None or self._held:
+            return
+        try:
+            if self._buffered:
+                buf = self._protocol.get_buffer(-1)
+                if not len(buf):
+                    raise RuntimeError("get_buffer() returned an empty buffer")
+            else:
+                buf = bytearray(_RECV_SIZE)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        try:
+            self._recv_op = self._port.recv(self._sock, buf, self._on_recv)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        self._ops_in_flight += 1
+
+    def _on_recv(self, op):
+        self._recv_op = None
+        self._ops_in_flight -= 1
+        if self._closing:
+            self._maybe_finish_close()
+            return
+        if op.result < 0:
+            if op.cancelled:
+                return
+            self._fatal_error(op.error, "Fatal read error on socket transport")
+            return
+        if self._paused:
+            self._held = (op.buffer, op.result)
+            return
+        self._deliver(op.buffer, op.result)
+
+    def _deliver(self, buf, nbytes):
+        if self._closing:
+            return
+        if nbytes == 0:
+            self._on_eof()
+            return
+        try:
+            if self._buffered:
+                self._protocol.buffer_updated(nbytes)
+            else:
+                self._protocol.data_received(bytes(memoryview(buf)[:nbytes]))
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+            return
+        self._start_reading()
+
+    def _on_eof(self):
+        if self._loop.get_debug():
+            base_events.logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not keep_open:
+            self.close()
+
+    # -- writing --------------------------------------------------------------
+
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof_written or self._want_eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if not data:
+            return
+        if self._conn_lost:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                base_events.logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        # The caller may reuse a bytearray or memoryview: send a snapshot.
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        self._queue.append(chunk)
+        self._queued_size += len(chunk)
+        if self._send_op is None:
+            self._send_queued()
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        if self._eof_written or self._want_eof:
+            raise RuntimeError("Cannot call writelines() after write_eof()")
+        if self._conn_lost:
+            self._conn_lost += 1
+            return
+        for data in list_of_data:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data argument must be a bytes-like object, "
+                                f"not {type(data).__name__!r}")
+            if data:
+                chunk = data if isinstance(data, bytes) else bytes(data)
+                self._queue.append(chunk)
+                self._queued_size += len(chunk)
+        if self._send_op is None and self._queue:
+            self._send_queued()
+        self._maybe_pause_protocol()
+
+    def _send_queued(self):
+        """Send everything queued (up to _MAX_GATHER buffers) in one operation."""
+        if len(self._queue) == 1:
+            chunks = [self._queue.popleft()]
+        else:
+            chunks = [self._queue.popleft()
+                      for _ in range(min(len(self._queue), _MAX_GATHER))]
+        size = sum(map(len, chunks))
+        self._queued_size -= size
+        self._in_flight_size = size
+        try:
+            if len(chunks) == 1:
+                self._send_op = self._port.send(self._sock, chunks[0], self._on_sent)
+            else:
+                self._send_op = self._port.sendv(self._sock, chunks, self._on_sent)
+        except OSError as exc:
+            self._in_flight_size = 0
+            self._fatal_error(exc, "Fatal write error on socket transport")
+            return
+        self._in_flight_chunks = chunks
+        self._ops_in_flight += 1
+
+    def _on_sent(self, op):
+        self._send_op = None
+        self._ops_in_flight -= 1
+        sent_size, self._in_flight_size = self._in_flight_size, 0
+        chunks, self._in_flight_chunks = self._in_flight_chunks, None
+        if op.result < 0:
+            if not op.cancelled:
+                self._conn_lost += 1
+                self._fatal_error(op.error, "Fatal write error on socket transport")
+            self._maybe_finish_close()
+            return
+        if op.result < sent_size:
+            # A short send: put the unsent tail back at the front.
+            rest = b"".join(chunks)[op.result:]
+            self._queue.appendleft(rest)
+            self._queued_size += len(rest)
+        if self._queue:
+            self._send_queued()
+        self._maybe_resume_protocol()
+        if self._send_op is None:
+            if self._want_eof and not self._eof_written:
+                self._shutdown_write()
+            self._maybe_finish_close()
+
+    def get_write_buffer_size(self):
+        return self._queued_size + self._in_flight_size
+
+    def can_write_eof(self):
+        return True
+
+    def write_eof(self):
+        if self._closing or self._eof_written or self._want_eof:
+            return
+        self._want_eof = True
+        if self._send_op is None:
+            self._shutdown_write()
+
+    def _shutdown_write(self):
+        self._eof_written = True
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal error on socket.shutdown()")
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        if self._recv_op is not None:
+            self._port.cancel(self._recv_op)
+        self._held = None
+        self._maybe_finish_close()
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                base_events.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._sock_closed or self._aborting:
+            return
+        self._aborting = True
+        self._lost_exc = exc
+        self._closing = True
+        self._queue.clear()
+        self._queued_size = 0
+        self._held = None
+        for op in (self._recv_op, self._send_op):
+            if op is not None:
+                self._port.cancel(op)
+        if not self._conn_lost:
+            self._conn_lost = 1
+        self._maybe_finish_close()
+
+    def _maybe_finish_close(self):
+        """Close the socket once closing and the kernel holds no operation of ours."""
+        if not self._closing or self._sock_closed:
+            return
+        if not self._aborting and (self._queue or self._send_op is not None):
+            return   # close(): let the writes drain first
+        if self._recv_op is not None and not self._recv_op.done:
+            self._port.cancel(self._recv_op)
+        if self._ops_in_flight:
+            return
+        self._sock_closed = True
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            if self._protocol is not None:
+                self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._protocol = None
+            server = self._server
+            if server is not None:
+                if _SERVER_ATTACH_TAKES_TRANSPORT:
+                    server._detach(self)
+                else:
+                    server._detach()
+                self._server = None
