@@ -29,12 +29,30 @@ class _Stash:
         self.accepted = collections.deque()
 
 
+# Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
+# sock_recv would cost more than the receive itself.
+_POOLED_BUFFER_SIZE = 256 * 1024
+_POOL_LIMIT = 16
+
+
 class SocketMethods:
     """Mixin for Loop: the sock_* API.  Needs self._port (a CompletionPort)."""
 
     def _init_socket_methods(self):
         self._stashes: "weakref.WeakKeyDictionary[socket.socket, _Stash]" = (
             weakref.WeakKeyDictionary())
+        self._free_recv_buffers: list[bytearray] = []
+
+    def _take_recv_buffer(self, n: int) -> bytearray:
+        if n <= _POOLED_BUFFER_SIZE:
+            if self._free_recv_buffers:
+                return self._free_recv_buffers.pop()
+            return bytearray(_POOLED_BUFFER_SIZE)
+        return bytearray(n)
+
+    def _give_back_recv_buffer(self, buf: bytearray) -> None:
+        if len(buf) == _POOLED_BUFFER_SIZE and len(self._free_recv_buffers) < _POOL_LIMIT:
+            self._free_recv_buffers.append(buf)
 
     # -- helpers --------------------------------------------------------------
 
@@ -74,8 +92,9 @@ class SocketMethods:
         stashed = self._take_stashed_data(sock, n)
         if stashed is not None:
             return stashed
-        buf = bytearray(n)
-        return bytes(await self._recv_op(sock, buf, n)) if n else b""
+        if not n:
+            return b""
+        return await self._recv_op(sock, n)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf; returns the number of bytes written."""
@@ -89,24 +108,28 @@ class SocketMethods:
             return 0
         # The kernel writes into a buffer of ours, copied out on success:
         # after a cancellation it must not write into the caller's memory.
-        data = await self._recv_op(sock, bytearray(len(view)), len(view))
+        data = await self._recv_op(sock, len(view))
         view[:len(data)] = data
         return len(data)
 
-    def _recv_op(self, sock, buf, n):
+    def _recv_op(self, sock, n):
+        """A future for up to n bytes from sock, received into a pooled buffer."""
         fut = self.create_future()
+        buf = self._take_recv_buffer(n)
 
         def done(op):
+            data = bytes(memoryview(buf)[:op.result]) if op.result > 0 else b""
+            self._give_back_recv_buffer(buf)
             if op.result < 0:
                 if not fut.done():
                     fut.set_exception(op.error)
             elif fut.done():
                 # Cancelled, but the data arrived first: keep it for the next call.
-                self._stash_for(sock).data += memoryview(buf)[:op.result]
+                self._stash_for(sock).data += data
             else:
-                fut.set_result(memoryview(buf)[:op.result])
+                fut.set_result(data)
 
-        op = self._port.recv(sock, buf, done)
+        op = self._port.recv(sock, memoryview(buf)[:n], done)
         self._cancel_op_when_cancelled(fut, op)
         return fut
 

@@ -26,7 +26,11 @@ from asyncio import base_events, constants, futures, protocols, transports, trso
 
 __all__ = ["TCPTransport"]
 
-_RECV_SIZE = 256 * 1024          # as asyncio's selector transport reads
+# Receive buffer of a transport: reused for every read (one read is posted at a
+# time), starting small so idle connections stay cheap, doubling up to the
+# 256 KiB asyncio's selector transport reads whenever a read fills it.
+_RECV_SIZE_MIN = 64 * 1024
+_RECV_SIZE_MAX = 256 * 1024
 _MAX_GATHER = 64                 # buffers per gathered send
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
@@ -47,6 +51,7 @@ class TCPTransport(transports._FlowControlMixin):
         self._want_eof = False
         self._paused = False
         self._recv_op = None
+        self._recv_buf = None           # reused receive buffer (plain Protocol)
         self._held = None               # a completed receive held while paused
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
@@ -142,7 +147,9 @@ class TCPTransport(transports._FlowControlMixin):
                 if not len(buf):
                     raise RuntimeError("get_buffer() returned an empty buffer")
             else:
-                buf = bytearray(_RECV_SIZE)
+                buf = self._recv_buf
+                if buf is None:
+                    buf = self._recv_buf = bytearray(_RECV_SIZE_MIN)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -181,7 +188,10 @@ class TCPTransport(transports._FlowControlMixin):
             if self._buffered:
                 self._protocol.buffer_updated(nbytes)
             else:
-                self._protocol.data_received(bytes(memoryview(buf)[:nbytes]))
+                data = bytes(memoryview(buf)[:nbytes])
+                if nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
+                    self._recv_buf = bytearray(2 * nbytes)   # reads fill it: grow
+                self._protocol.data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:

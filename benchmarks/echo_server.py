@@ -1,0 +1,102 @@
+"""An echo server for benchmarks/echo.py, in one of four styles, on one loop.
+
+    python -m benchmarks.echo_server LOOP STYLE
+
+LOOP: asyncio | uvloop | iocploop.  STYLE: sockets (sock_recv/sock_sendall),
+streams (asyncio.start_server), protocol (asyncio.Protocol), buffered
+(asyncio.BufferedProtocol).  Prints the port it listens on, then serves until
+killed.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+
+class EchoProtocol(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        self.transport.write(data)
+
+
+class EchoBufferedProtocol(asyncio.BufferedProtocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = bytearray(256 * 1024)
+        self.view = memoryview(self.buffer)
+
+    def get_buffer(self, sizehint):
+        return self.buffer
+
+    def buffer_updated(self, nbytes):
+        self.transport.write(self.view[:nbytes])
+
+
+async def echo_stream(reader, writer):
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    while True:
+        data = await reader.read(256 * 1024)
+        if not data:
+            break
+        writer.write(data)
+        await writer.drain()
+    writer.close()
+
+
+async def echo_socket(loop, conn):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    with conn:
+        while True:
+            data = await loop.sock_recv(conn, 256 * 1024)
+            if not data:
+                break
+            await loop.sock_sendall(conn, data)
+
+
+async def serve(style: str) -> None:
+    loop = asyncio.get_running_loop()
+    if style == "sockets":
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        listener.setblocking(False)
+        print(listener.getsockname()[1], flush=True)
+        tasks = set()
+        while True:
+            conn, _ = await loop.sock_accept(listener)
+            task = loop.create_task(echo_socket(loop, conn))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    if style == "streams":
+        server = await asyncio.start_server(echo_stream, "127.0.0.1", 0, backlog=1024)
+    else:
+        factory = EchoProtocol if style == "protocol" else EchoBufferedProtocol
+        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+
+
+def main() -> None:
+    loop_name, style = sys.argv[1], sys.argv[2]
+    if loop_name == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    elif loop_name == "iocploop":
+        import iocploop
+
+        factory = iocploop.new_event_loop
+    else:
+        factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(style))
+
+
+if __name__ == "__main__":
+    main()
