@@ -22,11 +22,15 @@ __all__ = ["SocketMethods"]
 class _Stash:
     """What the kernel delivered for a socket after its caller stopped waiting."""
 
-    __slots__ = ("data", "accepted")
+    __slots__ = ("data", "accepted", "orphans", "waiters")
 
     def __init__(self):
         self.data = bytearray()
         self.accepted = collections.deque()
+        # Cancelled receive/accept operations the kernel has not reported yet:
+        # what they deliver lands in the stash, so the next call waits for them.
+        self.orphans = 0
+        self.waiters = []
 
 
 # Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
@@ -42,6 +46,7 @@ class SocketMethods:
         self._stashes: "weakref.WeakKeyDictionary[socket.socket, _Stash]" = (
             weakref.WeakKeyDictionary())
         self._free_recv_buffers: list[bytearray] = []
+        self._orphan_ops: dict = {}   # token of a cancelled op -> its socket
 
     def _take_recv_buffer(self, n: int) -> bytearray:
         if n <= _POOLED_BUFFER_SIZE:
@@ -77,18 +82,51 @@ class SocketMethods:
         del stash.data[:nbytes]
         return chunk
 
-    def _cancel_op_when_cancelled(self, fut, op) -> None:
+    def _cancel_op_when_cancelled(self, fut, op, sock=None) -> None:
+        """sock given (receive/accept): count the op as an orphan of sock
+        until the kernel reports it (see _settle)."""
         def on_done(f):
             if f.cancelled() and not op.done:
+                if sock is not None:
+                    self._stash_for(sock).orphans += 1
+                    self._orphan_ops[op.token] = sock
                 self._port.cancel(op)
 
         fut.add_done_callback(on_done)
+
+    def _orphan_settled(self, op) -> None:
+        sock = self._orphan_ops.pop(op.token, None)
+        if sock is None:
+            return
+        stash = self._stash_for(sock)
+        stash.orphans -= 1
+        if not stash.orphans:
+            waiters, stash.waiters = stash.waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)
+
+    def _unsettled(self, sock) -> bool:
+        stash = self._stashes.get(sock)
+        return stash is not None and stash.orphans > 0
+
+    async def _settle(self, sock) -> None:
+        """Wait until no cancelled receive/accept of sock is still in the
+        kernel: its data or connection must reach the stash before this call
+        looks there (and before it submits an operation of its own)."""
+        stash = self._stashes.get(sock)
+        while stash is not None and stash.orphans:
+            waiter = self.create_future()
+            stash.waiters.append(waiter)
+            await waiter
 
     # -- receiving ------------------------------------------------------------
 
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (asyncio.loop.sock_recv)."""
         self._check_sock(sock)
+        if self._unsettled(sock):
+            await self._settle(sock)
         stashed = self._take_stashed_data(sock, n)
         if stashed is not None:
             return stashed
@@ -100,6 +138,11 @@ class SocketMethods:
         """Receive into buf; returns the number of bytes written."""
         self._check_sock(sock)
         view = memoryview(buf).cast("B")
+        if view.readonly:
+            raise TypeError("sock_recv_into() needs a writable buffer, not "
+                            f"{type(buf).__name__}")
+        if self._unsettled(sock):
+            await self._settle(sock)
         stashed = self._take_stashed_data(sock, len(view))
         if stashed is not None:
             view[:len(stashed)] = stashed
@@ -118,6 +161,7 @@ class SocketMethods:
         buf = self._take_recv_buffer(n)
 
         def done(op):
+            self._orphan_settled(op)
             data = bytes(memoryview(buf)[:op.result]) if op.result > 0 else b""
             self._give_back_recv_buffer(buf)
             if op.result < 0:
@@ -130,7 +174,7 @@ class SocketMethods:
                 fut.set_result(data)
 
         op = self._port.recv(sock, memoryview(buf)[:n], done)
-        self._cancel_op_when_cancelled(fut, op)
+        self._cancel_op_when_cancelled(fut, op, sock)
         return fut
 
     # -- sending --------------------------------------------------------------
@@ -192,6 +236,8 @@ class SocketMethods:
     async def sock_accept(self, sock):
         """Accept a connection: (conn, address) (asyncio.loop.sock_accept)."""
         self._check_sock(sock)
+        if self._unsettled(sock):
+            await self._settle(sock)
         stash = self._stashes.get(sock)
         if stash is not None and stash.accepted:
             return stash.accepted.popleft()
@@ -199,6 +245,7 @@ class SocketMethods:
         target = socket.socket(sock.family, sock.type, sock.proto) if IS_WINDOWS else None
 
         def done(op):
+            self._orphan_settled(op)
             if op.result < 0:
                 if target is not None:
                     target.close()
@@ -223,5 +270,5 @@ class SocketMethods:
             if target is not None:
                 target.close()
             raise
-        self._cancel_op_when_cancelled(fut, op)
+        self._cancel_op_when_cancelled(fut, op, sock)
         return await fut
