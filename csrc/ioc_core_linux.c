@@ -539,6 +539,11 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
             int64_t res = cqe->res;
             if (op->cancel_requested && res == -EINTR)
                 res = -ECANCELED;
+            if (c->closing && op->kind == IOC_OP_ACCEPT && res >= 0) {
+                /* Accepted as the port closes: nobody will take the fd. */
+                close((int)res);
+                res = -ECANCELED;
+            }
             out[n].token = op->token;
             out[n].result = res;
             out[n].flags = cqe->flags;

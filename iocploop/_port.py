@@ -440,6 +440,7 @@ class CompletionPort:
             lib.ioc_core_close(core, 0)   # only unmaps: the ring is the parent's
             self._ops.clear()
             return
+        self._close_unread_accepts()
         left = lib.ioc_core_close(core, _DRAIN_MS)
         ops, self._ops = self._ops, {}
         if left:
@@ -453,6 +454,16 @@ class CompletionPort:
             op._record = None
             if not left:
                 op._cbuf = None
+
+    def _close_unread_accepts(self) -> None:
+        """Accepted sockets in the rest of an unread batch (Linux: new fds)
+        would be orphaned by close: close them."""
+        while self._batch_pos < self._batch_size[0]:
+            event = self._events[self._batch_pos]
+            self._batch_pos += 1
+            op = self._ops.pop(event.token, None)
+            if op is not None and op.kind == "accept" and event.result >= 0 and not IS_WINDOWS:
+                os.close(event.result)
 
     def __del__(self):
         # An unclosed loop must not leave a port (and the kernel's view of

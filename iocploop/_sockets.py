@@ -215,7 +215,10 @@ class SocketMethods:
             if fut.done():
                 return
             if op.result < 0:
-                fut.set_exception(op.error)
+                exc = op.error
+                if not IS_WINDOWS:   # worded as the selector loop words it
+                    exc = OSError(exc.errno, f"Connect call failed {address}")
+                fut.set_exception(exc)
             else:
                 try:
                     self._port.connected(sock)

@@ -52,6 +52,7 @@ class TCPTransport(transports._FlowControlMixin):
         self._paused = False
         self._recv_op = None
         self._recv_buf = None           # reused receive buffer (plain Protocol)
+        self._recv_for = None           # the BufferedProtocol the posted receive fills
         self._held = None               # a completed receive held while paused
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
@@ -130,13 +131,18 @@ class TCPTransport(transports._FlowControlMixin):
         if self._closing or not self._paused:
             return
         self._paused = False
-        held, self._held = self._held, None
-        if held is not None:
-            self._loop.call_soon(self._deliver, *held)
+        if self._held is not None:
+            self._loop.call_soon(self._deliver_held)
         elif self._recv_op is None:
             self._loop.call_soon(self._start_reading)
         if self._loop.get_debug():
             base_events.logger.debug("%r resumes reading", self)
+
+    def _deliver_held(self):
+        if self._paused or self._closing or self._held is None:
+            return   # paused again before this ran: the data stays held
+        held, self._held = self._held, None
+        self._deliver(*held)
 
     def _start_reading(self):
         if self._closing or self._paused or self._recv_op is not None or self._held:
@@ -155,6 +161,7 @@ class TCPTransport(transports._FlowControlMixin):
         except BaseException as exc:
             self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
             return
+        self._recv_for = self._protocol if self._buffered else None
         try:
             self._recv_op = self._port.recv(self._sock, buf, self._on_recv)
         except OSError as exc:
@@ -174,19 +181,22 @@ class TCPTransport(transports._FlowControlMixin):
             self._fatal_error(op.error, "Fatal read error on socket transport")
             return
         if self._paused:
-            self._held = (op.buffer, op.result)
+            self._held = (op.buffer, op.result, self._recv_for)
             return
-        self._deliver(op.buffer, op.result)
+        self._deliver(op.buffer, op.result, self._recv_for)
 
-    def _deliver(self, buf, nbytes):
+    def _deliver(self, buf, nbytes, filled_for):
         if self._closing:
             return
         if nbytes == 0:
             self._on_eof()
             return
         try:
-            if self._buffered:
+            if self._buffered and filled_for is self._protocol:
                 self._protocol.buffer_updated(nbytes)
+            elif self._buffered:   # set_protocol() since the receive was posted
+                protocols._feed_data_to_buffered_proto(self._protocol,
+                                                       bytes(memoryview(buf)[:nbytes]))
             else:
                 data = bytes(memoryview(buf)[:nbytes])
                 if nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
@@ -241,14 +251,16 @@ class TCPTransport(transports._FlowControlMixin):
         if self._conn_lost:
             self._conn_lost += 1
             return
-        for data in list_of_data:
+        chunks = []
+        for data in list_of_data:   # all checked before any is queued
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"data argument must be a bytes-like object, "
                                 f"not {type(data).__name__!r}")
             if data:
-                chunk = data if isinstance(data, bytes) else bytes(data)
-                self._queue.append(chunk)
-                self._queued_size += len(chunk)
+                chunks.append(data if isinstance(data, bytes) else bytes(data))
+        for chunk in chunks:
+            self._queue.append(chunk)
+            self._queued_size += len(chunk)
         if self._send_op is None and self._queue:
             self._send_queued()
         self._maybe_pause_protocol()
@@ -325,6 +337,8 @@ class TCPTransport(transports._FlowControlMixin):
         if self._closing:
             return
         self._closing = True
+        if not self._queue and self._send_op is None:
+            self._conn_lost += 1   # as asyncio: later writes are dropped
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._held = None
@@ -354,6 +368,7 @@ class TCPTransport(transports._FlowControlMixin):
         self._closing = True
         self._queue.clear()
         self._queued_size = 0
+        self._in_flight_size = 0   # dropped now, as asyncio reports
         self._held = None
         for op in (self._recv_op, self._send_op):
             if op is not None:
