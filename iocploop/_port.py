@@ -248,15 +248,24 @@ class CompletionPort:
         return self._submit(lib.ioc_submit_send, "send", sock, data, cbuf, callback, flags)
 
     def _submit(self, submit, kind, sock, buffer, cbuf, callback, flags) -> Operation:
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = submit(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token, self._record_out)
+        return self._track(rc, token, kind, callback, buffer, cbuf)
+
+    def _prepare(self, sock):
+        """(core, fd) for a new operation on sock, attached to the port."""
         core = self._checked_core()
         fd = _fileno(sock)
         if IS_WINDOWS:
             self.associate(sock)
-        token = self._next_token()
-        rc = submit(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), flags, token, self._record_out)
+        return core, fd
+
+    def _track(self, rc, token, kind, callback, buffer, keep) -> Operation:
+        """Record a submitted operation; keep = cffi memory the kernel uses."""
         if rc < 0:
             raise os_error(-rc)   # refused at once: no completion will follow
-        op = Operation(token, kind, callback, buffer, self._record_out[0], cbuf)
+        op = Operation(token, kind, callback, buffer, self._record_out[0], keep)
         self._ops[token] = op
         return op
 
@@ -269,17 +278,10 @@ class CompletionPort:
         for i, cbuf in enumerate(cbufs):
             iov[i].base = cbuf
             iov[i].len = len(cbuf)
-        core = self._checked_core()
-        fd = _fileno(sock)
-        if IS_WINDOWS:
-            self.associate(sock)
+        core, fd = self._prepare(sock)
         token = self._next_token()
         rc = lib.ioc_submit_sendv(core, fd, iov, len(cbufs), flags, token, self._record_out)
-        if rc < 0:
-            raise os_error(-rc)
-        op = Operation(token, "sendv", callback, buffers, self._record_out[0], (cbufs, iov))
-        self._ops[token] = op
-        return op
+        return self._track(rc, token, "sendv", callback, buffers, (cbufs, iov))
 
     def accept(self, listener, callback, accept_sock=None) -> Operation:
         """Accept one connection.  Windows: AcceptEx into accept_sock, a fresh
@@ -287,21 +289,14 @@ class CompletionPort:
         `accepted(op)` once the callback reports success."""
         if IS_WINDOWS and accept_sock is None:
             raise ValueError("AcceptEx needs a fresh socket to accept into")
-        core = self._checked_core()
-        fd = _fileno(listener)
-        if IS_WINDOWS:
-            self.associate(listener)
+        core, fd = self._prepare(listener)
         addrbuf = ffi.new("char[]", lib.IOC_ACCEPT_ADDRBUF)
         addrlen = ffi.new("uint32_t *", 128)   # sizeof(struct sockaddr_storage)
         token = self._next_token()
         rc = lib.ioc_submit_accept(core, fd, accept_sock.fileno() if accept_sock else -1,
                                    addrbuf, addrlen, token, self._record_out)
-        if rc < 0:
-            raise os_error(-rc)
-        op = Operation(token, "accept", callback, (listener, accept_sock),
-                       self._record_out[0], (addrbuf, addrlen))
-        self._ops[token] = op
-        return op
+        return self._track(rc, token, "accept", callback, (listener, accept_sock),
+                           (addrbuf, addrlen))
 
     def accepted(self, op: Operation):
         """(socket, peer address) of a successful accept: the new socket is
@@ -333,19 +328,13 @@ class CompletionPort:
         """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
         socket bound to the wildcard address first if it is not bound yet.
         Finish with `connected(sock)` once the callback reports success."""
-        core = self._checked_core()
         sockaddr, length = encode_address(sock.family, address)
+        core, fd = self._prepare(sock)
         if IS_WINDOWS:
-            self.associate(sock)
             _bind_if_unbound(sock)
         token = self._next_token()
-        rc = lib.ioc_submit_connect(core, _fileno(sock), sockaddr, length, token,
-                                    self._record_out)
-        if rc < 0:
-            raise os_error(-rc)
-        op = Operation(token, "connect", callback, sock, self._record_out[0], sockaddr)
-        self._ops[token] = op
-        return op
+        rc = lib.ioc_submit_connect(core, fd, sockaddr, length, token, self._record_out)
+        return self._track(rc, token, "connect", callback, sock, sockaddr)
 
     def connected(self, sock) -> None:
         """After a successful connect (Windows: SO_UPDATE_CONNECT_CONTEXT)."""
