@@ -11,6 +11,7 @@ installed).  Numbers from Wine say nothing about Windows: run on Windows.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -39,7 +40,8 @@ def _make_loop(name: str):
     return iocploop.new_event_loop()
 
 
-def bench_call_soon(loop, n):
+def _countdown(loop, n):
+    """(callback, future): the future resolves when callback has run n times."""
     done = loop.create_future()
     count = 0
 
@@ -49,6 +51,11 @@ def bench_call_soon(loop, n):
         if count == n:
             done.set_result(None)
 
+    return cb, done
+
+
+def bench_call_soon(loop, n):
+    cb, done = _countdown(loop, n)
     t0 = time.perf_counter()
     for _ in range(n):
         loop.call_soon(cb)
@@ -61,7 +68,7 @@ def bench_call_later_cancel(loop, n):
         handles = [loop.call_later(10 + i * 1e-6, int) for i in range(n)]
         for h in handles:
             h.cancel()
-        await __import__("asyncio").sleep(0)
+        await asyncio.sleep(0)
 
     t0 = time.perf_counter()
     loop.run_until_complete(main())
@@ -81,8 +88,6 @@ def bench_future_pingpong(loop, n):
 
 
 def bench_sleep0(loop, n):
-    import asyncio
-
     async def main():
         for _ in range(n):
             await asyncio.sleep(0)
@@ -96,14 +101,7 @@ def bench_threadsafe(loop, n):
     """Another thread posts n callbacks; measures until the loop has run all."""
     import threading
 
-    done = loop.create_future()
-    count = 0
-
-    def cb():
-        nonlocal count
-        count += 1
-        if count == n:
-            done.set_result(None)
+    cb, done = _countdown(loop, n)
 
     def producer():
         for _ in range(n):

@@ -313,10 +313,7 @@ int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t er
     int e;
 
     *out = NULL;
-    if (queue_depth < 8)
-        queue_depth = 8;
-    if (queue_depth > 32768)
-        queue_depth = 32768;
+    queue_depth = ioc_clamp_queue_depth(queue_depth);
     c = (ioc_core *)calloc(1, sizeof(*c));
     if (c == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -31,6 +31,13 @@ struct ioc_op {
     struct ioc_op *next;
 };
 
+/* The queue depth both backends accept: small values would make every
+ * iteration flush, huge ones only waste locked memory. */
+static unsigned int ioc_clamp_queue_depth(unsigned int depth)
+{
+    return depth < 8 ? 8 : depth > 32768 ? 32768 : depth;
+}
+
 #define IOC_SLAB_OPS 256
 
 typedef struct ioc_slab {

@@ -131,17 +131,19 @@ def test_run_forever_reentrant_raises(loop):
         assert isinstance(refusals[0], RuntimeError) and "already running" in str(refusals[0])
 
 
-def test_running_another_loop_in_the_same_thread_raises(loop):
-    other = asyncio.new_event_loop() if isinstance(loop, iocploop.Loop) else iocploop.new_event_loop()
+def _refusals_while_running(loop, other, with_run_until_complete):
+    """Inside a callback of running `loop`, try to run `other`; the messages
+    of the RuntimeErrors raised, in order."""
     errors = []
 
     def nested():
-        coro = asyncio.sleep(0)
-        try:
-            other.run_until_complete(coro)
-        except RuntimeError as exc:
-            errors.append(str(exc))
-            coro.close()
+        if with_run_until_complete:
+            coro = asyncio.sleep(0)
+            try:
+                other.run_until_complete(coro)
+            except RuntimeError as exc:
+                errors.append(str(exc))
+                coro.close()
         try:
             other.run_forever()
         except RuntimeError as exc:
@@ -153,26 +155,19 @@ def test_running_another_loop_in_the_same_thread_raises(loop):
         assert not run_forever_bounded(loop)
     finally:
         other.close()
+    return errors
+
+
+def test_running_another_loop_in_the_same_thread_raises(loop):
+    other = asyncio.new_event_loop() if isinstance(loop, iocploop.Loop) else iocploop.new_event_loop()
+    errors = _refusals_while_running(loop, other, with_run_until_complete=True)
     assert len(errors) == 2
     assert all("another loop is running" in e for e in errors)
 
 
 def test_same_kind_nested_loop_raises(loop):
     other = type(loop)() if isinstance(loop, iocploop.Loop) else asyncio.new_event_loop()
-    errors = []
-
-    def nested():
-        try:
-            other.run_forever()
-        except RuntimeError as exc:
-            errors.append(str(exc))
-        loop.stop()
-
-    loop.call_soon(nested)
-    try:
-        assert not run_forever_bounded(loop)
-    finally:
-        other.close()
+    errors = _refusals_while_running(loop, other, with_run_until_complete=False)
     assert len(errors) == 1 and "another loop is running" in errors[0]
 
 
