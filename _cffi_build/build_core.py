@@ -65,7 +65,8 @@ int ioc_submit_sendv(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int n
 
 #define IOC_ACCEPT_ADDRBUF 288
 int ioc_submit_accept(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
-                      void *addrbuf, uint32_t *addrlen, uint64_t token, ioc_op **op_out);
+                      void *addrbuf, uint32_t *addrlen, uint32_t recv_len, uint64_t token,
+                      ioc_op **op_out);
 typedef struct ioc_addr {
     int family;
     int port;
@@ -74,11 +75,21 @@ typedef struct ioc_addr {
     uint32_t scope_id;
 } ioc_addr;
 int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
-                      void *addrbuf, uint32_t addrlen, ioc_addr *local, ioc_addr *remote);
+                      void *addrbuf, uint32_t addrlen, uint32_t recv_len,
+                      ioc_addr *local, ioc_addr *remote);
 int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
 int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
+
+#define IOC_SENDFILE_MAX 0x7FFFFFFE
+#define IOC_SENDFILE_DISCONNECT 1
+int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t offset,
+                        uint32_t count, int flags, uint64_t token, ioc_op **op_out);
+int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
+                    ioc_op **op_out);
+int ioc_submit_disconnect(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
+int ioc_socket_dissolve(intptr_t sock);
 
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,

@@ -92,17 +92,21 @@ int ioc_submit_sendv(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int n
                      int flags, uint64_t token, ioc_op **op_out);
 
 /* Accept a connection on a listening socket.
- * Windows: AcceptEx into accept_sock, a fresh unbound socket of the listener's
- *   family made by the caller; addrbuf gets the local and remote addresses
- *   (at least IOC_ACCEPT_ADDRBUF bytes); the result is 0; then call
- *   ioc_accept_finish.
- * Linux: accept_sock is ignored; addrbuf (a sockaddr_storage) and *addrlen
- *   (its size) get the peer's address; the result is the new socket's fd,
- *   non-blocking and close-on-exec.
+ * Windows: AcceptEx into accept_sock, a fresh (or DisconnectEx-recycled)
+ *   unbound socket of the listener's family made by the caller; addrbuf gets
+ *   recv_len bytes of first data, then the local and remote addresses
+ *   (addrbuf holds at least recv_len + IOC_ACCEPT_ADDRBUF bytes).  With
+ *   recv_len > 0 the accept completes only when the peer has sent data (or
+ *   closed); the result is then the number of first-data bytes, else 0.
+ *   Then call ioc_accept_finish with the same recv_len.
+ * Linux: accept_sock and recv_len are ignored; addrbuf (a sockaddr_storage)
+ *   and *addrlen (its size) get the peer's address; the result is the new
+ *   socket's fd, non-blocking and close-on-exec.
  * addrbuf and addrlen must stay valid until the completion. */
 #define IOC_ACCEPT_ADDRBUF 288
 int ioc_submit_accept(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
-                      void *addrbuf, uint32_t *addrlen, uint64_t token, ioc_op **op_out);
+                      void *addrbuf, uint32_t *addrlen, uint32_t recv_len, uint64_t token,
+                      ioc_op **op_out);
 
 /* A socket address decoded into plain fields (IPv4: addr[0..3]). */
 typedef struct ioc_addr {
@@ -118,7 +122,8 @@ typedef struct ioc_addr {
  * decodes the peer address from addrbuf/addrlen (local is left zeroed).
  * Returns 0 or a negated error. */
 int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock,
-                      void *addrbuf, uint32_t addrlen, ioc_addr *local, ioc_addr *remote);
+                      void *addrbuf, uint32_t addrlen, uint32_t recv_len,
+                      ioc_addr *local, ioc_addr *remote);
 
 /* Connect a socket: ConnectEx on Windows (the socket must be bound first),
  * IORING_OP_CONNECT on Linux.  addr (addrlen bytes) must stay valid until
@@ -126,6 +131,37 @@ int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock
 int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
+
+/* Send count bytes of a file, from offset, on a connected socket: TransmitFile
+ * on Windows (file is the file's HANDLE; count at most IOC_SENDFILE_MAX; the
+ * result is the byte count on success).  flags IOC_SENDFILE_DISCONNECT ends
+ * the connection after the file and leaves the socket reusable
+ * (TF_DISCONNECT | TF_REUSE_SOCKET).  Linux has no completion-based
+ * sendfile and returns -EOPNOTSUPP: the loop calls sendfile(2) when
+ * ioc_submit_poll reports the socket writable. */
+#define IOC_SENDFILE_MAX 0x7FFFFFFE
+#define IOC_SENDFILE_DISCONNECT 1
+int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t offset,
+                        uint32_t count, int flags, uint64_t token, ioc_op **op_out);
+
+/* Complete when sock is ready for poll events (POLLIN 0x1, POLLOUT 0x4);
+ * the result is the ready mask.  Linux: IORING_OP_POLL_ADD, one shot.
+ * Windows returns -WSAEOPNOTSUPP (readiness waits arrive with AFD polling). */
+int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
+                    ioc_op **op_out);
+
+/* End a connection so that its socket can be used again: DisconnectEx with
+ * TF_REUSE_SOCKET on Windows (may take as long as TCP's TIME_WAIT when this
+ * side closed first).  On success the socket may be handed to AcceptEx or
+ * ConnectEx again -- if the provider allows it.  Linux returns -EOPNOTSUPP
+ * (see ioc_socket_dissolve). */
+int ioc_submit_disconnect(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
+
+/* Linux: dissolve the association of a TCP socket whose connection is over
+ * (connect with AF_UNSPEC), so that it can connect again.  Returns 0, or a
+ * negated error; -EISCONN if the connection is not fully closed (dissolving
+ * it would reset it).  Windows returns -WSAEOPNOTSUPP. */
+int ioc_socket_dissolve(intptr_t sock);
 
 /* Fill a sockaddr for (family, port, addr, flowinfo, scope_id); returns its
  * length, or a negated error for an unknown family. */

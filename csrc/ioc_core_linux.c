@@ -31,6 +31,7 @@
 #include <linux/time_types.h>
 
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <limits.h>
 #include <stddef.h>
 #include <sys/uio.h>
@@ -436,12 +437,13 @@ int ioc_submit_sendv(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbuf
 }
 
 int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
-                      uint32_t *addrlen, uint64_t token, ioc_op **op_out)
+                      uint32_t *addrlen, uint32_t recv_len, uint64_t token, ioc_op **op_out)
 {
     int err;
     struct io_uring_sqe *sqe;
 
     (void)accept_sock;
+    (void)recv_len;   /* first data: the loop posts a receive after the accept */
     sqe = prep_op(c, IORING_OP_ACCEPT, IOC_OP_ACCEPT, listen_sock, token, op_out, &err);
     if (sqe == NULL)
         return err;
@@ -452,9 +454,10 @@ int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
 }
 
 int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
-                      uint32_t addrlen, ioc_addr *local, ioc_addr *remote)
+                      uint32_t addrlen, uint32_t recv_len, ioc_addr *local, ioc_addr *remote)
 {
     (void)c;
+    (void)recv_len;
     (void)listen_sock;
     (void)accept_sock;
     memset(local, 0, sizeof(*local));
@@ -482,6 +485,52 @@ int ioc_connect_finish(ioc_core *c, intptr_t sock)
 {
     (void)c;
     (void)sock;
+    return 0;
+}
+
+int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offset,
+                        uint32_t count, int flags, uint64_t token, ioc_op **op_out)
+{
+    (void)c; (void)sock; (void)file; (void)offset; (void)count; (void)flags; (void)token;
+    *op_out = NULL;
+    return -EOPNOTSUPP;
+}
+
+int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token, ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe = prep_op(c, IORING_OP_POLL_ADD, IOC_OP_POLL, sock, token, op_out,
+                                       &err);
+    if (sqe == NULL)
+        return err;
+    sqe->poll32_events = events;   /* one shot: no IORING_POLL_ADD_MULTI */
+    return 0;
+}
+
+int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
+{
+    (void)c; (void)sock; (void)token;
+    *op_out = NULL;
+    return -EOPNOTSUPP;
+}
+
+int ioc_socket_dissolve(intptr_t sock)
+{
+    struct sockaddr unspec;
+    struct tcp_info info;
+    socklen_t len = sizeof(info);
+
+    /* Only a connection that is over at the TCP level (both FINs exchanged,
+     * or reset): on a live one, AF_UNSPEC would reset it and lose data. */
+    memset(&info, 0, sizeof(info));
+    if (getsockopt((int)sock, IPPROTO_TCP, TCP_INFO, &info, &len) != 0)
+        return -errno;
+    if (info.tcpi_state != TCP_CLOSE)
+        return -EISCONN;
+    memset(&unspec, 0, sizeof(unspec));
+    unspec.sa_family = AF_UNSPEC;
+    if (connect((int)sock, &unspec, sizeof(unspec)) != 0)
+        return -errno;
     return 0;
 }
 

@@ -24,7 +24,8 @@
 
 #define IOC_OP_BACKEND_FIELDS \
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
-    DWORD msg_flags; /* WSARecv's in/out flags */
+    DWORD msg_flags; /* WSARecv's in/out flags */ \
+    DWORD requested; /* TransmitFile: the byte count asked for */
 #include "ioc_ops.h"
 #include "ioc_addr.h"
 #include "ioc_wakeup.h"
@@ -287,7 +288,7 @@ int ioc_submit_sendv(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbuf
 #define ACCEPT_ADDR_LEN (sizeof(SOCKADDR_STORAGE) + 16)
 
 int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
-                      uint32_t *addrlen, uint64_t token, ioc_op **op_out)
+                      uint32_t *addrlen, uint32_t recv_len, uint64_t token, ioc_op **op_out)
 {
     ioc_provider *p = ioc_win_provider(c, (SOCKET)listen_sock);
     DWORD received = 0;
@@ -303,8 +304,9 @@ int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
     op = take_op(c, IOC_OP_ACCEPT, listen_sock, token, &err);
     if (op == NULL)
         return err;
-    /* No receive data: the accept completes as soon as the peer connects. */
-    if (p->accept_ex((SOCKET)listen_sock, (SOCKET)accept_sock, addrbuf, 0,
+    /* recv_len == 0: the accept completes as soon as the peer connects;
+     * otherwise when its first data (or its FIN) arrives. */
+    if (p->accept_ex((SOCKET)listen_sock, (SOCKET)accept_sock, addrbuf, (DWORD)recv_len,
                      (DWORD)ACCEPT_ADDR_LEN, (DWORD)ACCEPT_ADDR_LEN, &received, &op->ov))
         err = 0;
     else
@@ -313,7 +315,7 @@ int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
 }
 
 int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
-                      uint32_t addrlen, ioc_addr *local, ioc_addr *remote)
+                      uint32_t addrlen, uint32_t recv_len, ioc_addr *local, ioc_addr *remote)
 {
     ioc_provider *p = ioc_win_provider(c, (SOCKET)listen_sock);
     SOCKET listener = (SOCKET)listen_sock;
@@ -329,7 +331,7 @@ int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
                    (char *)&listener, sizeof(listener)) != 0)
         return -WSAGetLastError();
     if (p != NULL && p->get_accept_ex_sockaddrs != NULL) {
-        p->get_accept_ex_sockaddrs(addrbuf, 0, (DWORD)ACCEPT_ADDR_LEN, (DWORD)ACCEPT_ADDR_LEN,
+        p->get_accept_ex_sockaddrs(addrbuf, (DWORD)recv_len, (DWORD)ACCEPT_ADDR_LEN, (DWORD)ACCEPT_ADDR_LEN,
                                    &l, &llen, &r, &rlen);
         ioc_decode_addr(l, llen, local);
         ioc_decode_addr(r, rlen, remote);
@@ -366,6 +368,71 @@ int ioc_connect_finish(ioc_core *c, intptr_t sock)
     if (setsockopt((SOCKET)sock, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
         return -WSAGetLastError();
     return 0;
+}
+
+int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offset,
+                        uint32_t count, int flags, uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    DWORD tf_flags = (flags & IOC_SENDFILE_DISCONNECT) ? (TF_DISCONNECT | TF_REUSE_SOCKET) : 0;
+    ioc_op *op;
+    int err;
+
+    *op_out = NULL;
+    if (p == NULL)
+        return -WSAGetLastError();
+    if (p->transmit_file == NULL)
+        return -(int)WSAEOPNOTSUPP;
+    if (count == 0 || count > IOC_SENDFILE_MAX)
+        return -(int)WSAEINVAL;   /* 0 would mean "the whole file" to TransmitFile */
+    op = take_op(c, IOC_OP_SENDFILE, sock, token, &err);
+    if (op == NULL)
+        return err;
+    op->requested = count;
+    op->ov.Offset = (DWORD)(offset & 0xFFFFFFFFu);
+    op->ov.OffsetHigh = (DWORD)(offset >> 32);
+    if (p->transmit_file((SOCKET)sock, (HANDLE)file, count, 0, &op->ov, NULL, tf_flags))
+        err = 0;
+    else
+        err = WSAGetLastError();
+    return finish_submit(c, op, err, op_out);
+}
+
+int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token, ioc_op **op_out)
+{
+    (void)c;
+    (void)sock;
+    (void)events;
+    (void)token;
+    *op_out = NULL;
+    return -(int)WSAEOPNOTSUPP;
+}
+
+int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    ioc_op *op;
+    int err;
+
+    *op_out = NULL;
+    if (p == NULL)
+        return -WSAGetLastError();
+    if (p->disconnect_ex == NULL)
+        return -(int)WSAEOPNOTSUPP;
+    op = take_op(c, IOC_OP_DISCONNECT, sock, token, &err);
+    if (op == NULL)
+        return err;
+    if (p->disconnect_ex((SOCKET)sock, &op->ov, TF_REUSE_SOCKET, 0))
+        err = 0;
+    else
+        err = WSAGetLastError();
+    return finish_submit(c, op, err, op_out);
+}
+
+int ioc_socket_dissolve(intptr_t sock)
+{
+    (void)sock;
+    return -(int)WSAEOPNOTSUPP;
 }
 
 static void request_cancel(ioc_core *c, ioc_op *op)
@@ -452,6 +519,10 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
             ioc_op *op = (ioc_op *)e->lpOverlapped;
             out[n].token = op->token;
             out[n].result = op_result(op, e->dwNumberOfBytesTransferred);
+            /* TransmitFile sends everything or fails; some providers (Wine)
+             * report 0 bytes for a successful transfer. */
+            if (op->kind == IOC_OP_SENDFILE && out[n].result == 0)
+                out[n].result = (int64_t)op->requested;
             out[n].flags = 0;
             n++;
             ioc_pool_give_back(&c->pool, op);

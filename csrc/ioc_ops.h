@@ -19,7 +19,10 @@
 #include <string.h>
 #include "ioc_core.h"
 
-enum ioc_op_kind { IOC_OP_RECV = 1, IOC_OP_SEND, IOC_OP_SENDV, IOC_OP_ACCEPT, IOC_OP_CONNECT };
+enum ioc_op_kind {
+    IOC_OP_RECV = 1, IOC_OP_SEND, IOC_OP_SENDV, IOC_OP_ACCEPT, IOC_OP_CONNECT,
+    IOC_OP_SENDFILE, IOC_OP_POLL, IOC_OP_DISCONNECT
+};
 
 struct ioc_op {
     IOC_OP_BACKEND_FIELDS

@@ -283,25 +283,37 @@ class CompletionPort:
         rc = lib.ioc_submit_sendv(core, fd, iov, len(cbufs), flags, token, self._record_out)
         return self._track(rc, token, "sendv", callback, buffers, (cbufs, iov))
 
-    def accept(self, listener, callback, accept_sock=None) -> Operation:
+    def accept(self, listener, callback, accept_sock=None, first_data: int = 0) -> Operation:
         """Accept one connection.  Windows: AcceptEx into accept_sock, a fresh
-        socket of the listener's family the caller made.  Finish with
-        `accepted(op)` once the callback reports success."""
+        (or recycled) socket of the listener's family the caller made; with
+        first_data > 0 the accept completes only once the peer sent data (up
+        to that many bytes arrive with it: `first_data_of(op)`).  Linux
+        ignores both.  Finish with `accepted(op)` once the callback reports
+        success."""
         if IS_WINDOWS and accept_sock is None:
             raise ValueError("AcceptEx needs a fresh socket to accept into")
+        if not IS_WINDOWS:
+            first_data = 0
         core, fd = self._prepare(listener)
-        addrbuf = ffi.new("char[]", lib.IOC_ACCEPT_ADDRBUF)
+        addrbuf = ffi.new("char[]", first_data + lib.IOC_ACCEPT_ADDRBUF)
         addrlen = ffi.new("uint32_t *", 128)   # sizeof(struct sockaddr_storage)
         token = self._next_token()
         rc = lib.ioc_submit_accept(core, fd, accept_sock.fileno() if accept_sock else -1,
-                                   addrbuf, addrlen, token, self._record_out)
-        return self._track(rc, token, "accept", callback, (listener, accept_sock),
+                                   addrbuf, addrlen, first_data, token, self._record_out)
+        return self._track(rc, token, "accept", callback, (listener, accept_sock, first_data),
                            (addrbuf, addrlen))
+
+    def first_data_of(self, op: Operation) -> bytes:
+        """The bytes a successful first-data accept received (Windows)."""
+        first_data = op.buffer[2]
+        if not first_data or op.result <= 0:
+            return b""
+        return ffi.buffer(op._cbuf[0], min(op.result, first_data))[:]
 
     def accepted(self, op: Operation):
         """(socket, peer address) of a successful accept: the new socket is
         non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
-        listener, accept_sock = op.buffer
+        listener, accept_sock, first_data = op.buffer
         addrbuf, addrlen = op._cbuf
         local = ffi.new("ioc_addr *")
         remote = ffi.new("ioc_addr *")
@@ -312,7 +324,7 @@ class CompletionPort:
             fd = op.result
             conn = None
         rc = lib.ioc_accept_finish(self._checked_core(), _fileno(listener), fd, addrbuf,
-                                   addrlen[0], local, remote)
+                                   addrlen[0], first_data, local, remote)
         if conn is None:
             conn = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
         if rc < 0:
@@ -341,6 +353,52 @@ class CompletionPort:
         rc = lib.ioc_connect_finish(self._checked_core(), _fileno(sock))
         if rc < 0:
             raise os_error(-rc)
+
+    def sendfile(self, sock, file, offset: int, count: int, callback,
+                 disconnect: bool = False) -> Operation:
+        """Windows: TransmitFile count (1..IOC_SENDFILE_MAX) bytes of the open
+        file object from offset.  The result is the byte count.  disconnect:
+        end the connection afterwards, leaving the socket reusable."""
+        import msvcrt
+
+        handle = msvcrt.get_osfhandle(file.fileno())
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_sendfile(core, fd, handle, offset, count,
+                                     lib.IOC_SENDFILE_DISCONNECT if disconnect else 0,
+                                     token, self._record_out)
+        # The file object keeps its handle open until the kernel is done.
+        return self._track(rc, token, "sendfile", callback, (sock, file), None)
+
+    def poll_ready(self, sock, events: int, callback) -> Operation:
+        """Linux: complete once sock is ready for `events` (select.POLLIN /
+        POLLOUT); the result is the ready mask."""
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_poll(core, fd, events, token, self._record_out)
+        return self._track(rc, token, "poll", callback, sock, None)
+
+    def disconnect(self, sock, callback) -> Operation:
+        """Windows: DisconnectEx(TF_REUSE_SOCKET).  After success the socket
+        may serve AcceptEx or ConnectEx again, if its provider allows."""
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_disconnect(core, fd, token, self._record_out)
+        return self._track(rc, token, "disconnect", callback, sock, None)
+
+    @staticmethod
+    def dissolve(sock) -> None:
+        """Linux: connect(AF_UNSPEC) on a TCP socket whose connection is fully
+        closed, so it can connect again; raises OSError otherwise."""
+        rc = lib.ioc_socket_dissolve(_fileno(sock))
+        if rc < 0:
+            raise os_error(-rc)
+
+    def adopt(self, old_sock, new_sock) -> None:
+        """new_sock wraps the handle old_sock was detached from: it is already
+        attached to this port (a handle can be attached only once)."""
+        if IS_WINDOWS and old_sock in self._associated:
+            self._associated.add(new_sock)
 
     def cancel(self, op: Operation) -> bool:
         """Ask the kernel to cancel op.  Its callback still runs, later, with

@@ -37,8 +37,10 @@ _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 class TCPTransport(transports._FlowControlMixin):
     _start_tls_compatible = True
+    _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
-    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None):
+    def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None,
+                 reuse_home=None, first_data=b""):
         super().__init__(extra, loop)
         self._sock = sock
         self._port = loop._port
@@ -63,6 +65,8 @@ class TCPTransport(transports._FlowControlMixin):
         self._lost_exc = None
         self._aborting = False          # abort() / fatal error: drop the writes
         self._sock_closed = False
+        self._empty_waiter = None       # loop.sendfile waits for the writes to drain
+        self._reuse_home = reuse_home   # where the socket goes after a clean end (_reuse.py)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -81,7 +85,10 @@ class TCPTransport(transports._FlowControlMixin):
             else:
                 server._attach()
         self._loop.call_soon(self._protocol.connection_made, self)
-        self._loop.call_soon(self._start_reading)
+        if first_data:   # a first-data accept brought the connection's first bytes
+            self._loop.call_soon(self._on_first_data, first_data)
+        else:
+            self._loop.call_soon(self._start_reading)
         if waiter is not None:
             self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
@@ -144,6 +151,14 @@ class TCPTransport(transports._FlowControlMixin):
         held, self._held = self._held, None
         self._deliver(*held)
 
+    def _on_first_data(self, data):
+        if self._closing:
+            return
+        if self._paused:
+            self._held = (data, len(data), None)
+            return
+        self._deliver(data, len(data), None)
+
     def _start_reading(self):
         if self._closing or self._paused or self._recv_op is not None or self._held:
             return
@@ -199,7 +214,7 @@ class TCPTransport(transports._FlowControlMixin):
                                                        bytes(memoryview(buf)[:nbytes]))
             else:
                 data = bytes(memoryview(buf)[:nbytes])
-                if nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
+                if buf is self._recv_buf and nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
                     self._recv_buf = bytearray(2 * nbytes)   # reads fill it: grow
                 self._protocol.data_received(data)
         except (SystemExit, KeyboardInterrupt):
@@ -230,6 +245,8 @@ class TCPTransport(transports._FlowControlMixin):
                             f"not {type(data).__name__!r}")
         if self._eof_written or self._want_eof:
             raise RuntimeError("Cannot call write() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
         if not data:
             return
         if self._conn_lost:
@@ -248,6 +265,8 @@ class TCPTransport(transports._FlowControlMixin):
     def writelines(self, list_of_data):
         if self._eof_written or self._want_eof:
             raise RuntimeError("Cannot call writelines() after write_eof()")
+        if self._empty_waiter is not None:
+            raise RuntimeError("unable to write; sendfile is in progress")
         if self._conn_lost:
             self._conn_lost += 1
             return
@@ -307,9 +326,23 @@ class TCPTransport(transports._FlowControlMixin):
             self._send_queued()
         self._maybe_resume_protocol()
         if self._send_op is None:
+            if self._empty_waiter is not None and not self._empty_waiter.done():
+                self._empty_waiter.set_result(None)
             if self._want_eof and not self._eof_written:
                 self._shutdown_write()
             self._maybe_finish_close()
+
+    def _make_empty_waiter(self):
+        """For loop.sendfile: a future done once every queued write went out."""
+        if self._empty_waiter is not None:
+            raise RuntimeError("Empty waiter is already set")
+        self._empty_waiter = self._loop.create_future()
+        if self._send_op is None and not self._queue:
+            self._empty_waiter.set_result(None)
+        return self._empty_waiter
+
+    def _reset_empty_waiter(self):
+        self._empty_waiter = None
 
     def get_write_buffer_size(self):
         return self._queued_size + self._in_flight_size
@@ -390,12 +423,25 @@ class TCPTransport(transports._FlowControlMixin):
         self._sock_closed = True
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
 
+    def _release_socket(self):
+        """Close the socket -- or, after a clean end, hand it to socket reuse,
+        which disconnects it and pools it for a later connection."""
+        home = self._reuse_home
+        self._reuse_home = None
+        if (home is None or self._aborting or self._lost_exc is not None
+                or self._empty_waiter is not None):
+            self._sock.close()
+        else:
+            self._loop._recycler.recycle(self._sock, home)
+
     def _call_connection_lost(self, exc):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_exception(ConnectionError("Connection is closed by peer"))
         try:
             if self._protocol is not None:
                 self._protocol.connection_lost(exc)
         finally:
-            self._sock.close()
+            self._release_socket()
             self._protocol = None
             server = self._server
             if server is not None:

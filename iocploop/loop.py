@@ -18,6 +18,7 @@ import sys
 import threading
 
 from ._port import IS_WINDOWS, CompletionPort
+from ._sendfile import SendfileMethods
 from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
 from ._sockets import SocketMethods
 
@@ -38,7 +39,6 @@ def _not_yet(name: str, milestone: str):
 
 # Methods that later milestones implement, and which one.
 _PENDING_FEATURES = {
-    "sendfile support (issue #4)": ["sock_sendfile", "sendfile"],
     "UDP support (issue #5)": [
         "sock_recvfrom", "sock_recvfrom_into", "sock_sendto", "create_datagram_endpoint",
     ],
@@ -51,11 +51,11 @@ _PENDING_FEATURES = {
 }
 
 
-class Loop(SocketMethods, ServerMethods, asyncio.BaseEventLoop):
+class Loop(SocketMethods, SendfileMethods, ServerMethods, asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
     def __init__(self, *, queue_depth: int = 256,
-                 accept_pool_size: int = DEFAULT_ACCEPT_POOL_SIZE):
+                 accept_pool_size: int = DEFAULT_ACCEPT_POOL_SIZE, socket_reuse: bool = True):
         super().__init__()
         # BaseEventLoop's iteration calls self._selector.select(timeout): the
         # completion port plays that part.
@@ -68,7 +68,7 @@ class Loop(SocketMethods, ServerMethods, asyncio.BaseEventLoop):
             raise
         self._selector = self._port
         self._init_socket_methods()
-        self._init_server_methods(accept_pool_size)
+        self._init_server_methods(accept_pool_size, socket_reuse)
 
     def __repr__(self):
         port = getattr(self, "_port", None)
@@ -129,6 +129,7 @@ class Loop(SocketMethods, ServerMethods, asyncio.BaseEventLoop):
         self._port.close()
         for pool in pools:
             pool.release()
+        self._recycler.close()
 
     # -- later milestones -----------------------------------------------------
 

@@ -14,12 +14,10 @@ from _helpers import TIMEOUT
 # method name -> positional arguments that would be valid for asyncio's loop
 _S = object()   # placeholder: replaced by a real socket in the test
 NOT_YET = {
-    "sock_sendfile": (_S, None),
     "sock_recvfrom": (_S, 1),
     "sock_recvfrom_into": (_S, bytearray(1)),
     "sock_sendto": (_S, b"x", ("127.0.0.1", 9)),
     "create_datagram_endpoint": (asyncio.DatagramProtocol,),
-    "sendfile": (None, None),
     "start_tls": (None, None, None),
     "connect_read_pipe": (asyncio.Protocol, None),
     "connect_write_pipe": (asyncio.Protocol, None),

@@ -1,0 +1,204 @@
+"""Socket reuse: connections that ended cleanly give their socket back.
+
+Windows (the seed chapter's DisconnectEx): when a transport ends gracefully,
+its socket is disconnected with DisconnectEx(TF_REUSE_SOCKET) instead of
+closed; once the kernel reports the disconnect done, the socket waits in a
+spare pool and serves the next AcceptEx of its listener (server side) or the
+next ConnectEx to the same address family (client side).  A socket is
+never handed out before its disconnect completed, so no byte of its
+previous connection can reach the next user.
+
+Linux has no way to recycle an accepted socket.  A client socket whose
+connection is over at the TCP level (both FINs exchanged: TCP_INFO says
+CLOSE) is dissolved with connect(AF_UNSPEC) and can connect again; a
+connection still open is closed as usual (dissolving it would reset it).
+
+Providers that refuse a recycled socket (Wine's AcceptEx says WSAEINVAL,
+its ConnectEx WSAEISCONN) are detected on first use: the refused socket is
+closed, a fresh one takes its place (the connection is not lost), and reuse
+is switched off for that kind of socket on this loop.
+
+Limits: each spare pool holds at most `max_spares` sockets, and at most
+`max_disconnecting` disconnects are in flight (DisconnectEx may take as
+long as TIME_WAIT when this side closed first); beyond those, sockets are
+simply closed.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import weakref
+
+from ._port import IS_WINDOWS
+
+__all__ = ["SocketRecycler", "SparePool"]
+
+# Errors with which a provider refuses a recycled socket.
+_REFUSALS = {10022, 10056} if IS_WINDOWS else {errno.EISCONN, errno.EINVAL}
+
+_DEFAULT_MAX_SPARES = 64
+_DEFAULT_MAX_DISCONNECTING = 256
+
+
+def _kind(sock):
+    return (sock.family, sock.type, sock.proto)
+
+
+class SparePool:
+    """Disconnected sockets waiting for their next connection (bounded)."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._socks = []
+
+    def __len__(self):
+        return len(self._socks)
+
+    def has_room(self) -> bool:
+        return len(self._socks) < self.limit
+
+    def give(self, sock) -> None:
+        if self.has_room():
+            self._socks.append(sock)
+        else:
+            sock.close()
+
+    def take(self):
+        return self._socks.pop() if self._socks else None
+
+    def close(self) -> None:
+        socks, self._socks = self._socks, []
+        for sock in socks:
+            sock.close()
+
+
+class SocketRecycler:
+    """One loop's socket reuse: policy, counters and the client spare pools."""
+
+    def __init__(self, loop, enabled: bool = True, max_spares: int = _DEFAULT_MAX_SPARES,
+                 max_disconnecting: int = _DEFAULT_MAX_DISCONNECTING):
+        self._loop = loop
+        self._port = loop._port
+        self.enabled = bool(enabled)
+        self.max_spares = max_spares
+        self.max_disconnecting = max_disconnecting
+        self.created = 0
+        self.reused = 0
+        self.refused = 0
+        self.first_data_dropped = 0
+        self._refused_kinds = set()
+        self._client_spares: dict[tuple, SparePool] = {}
+        self._own_clients: "weakref.WeakSet[socket.socket]" = weakref.WeakSet()
+        self._disconnecting = {}   # Operation -> (socket, home)
+
+    # -- policy ---------------------------------------------------------------
+
+    def can_reuse(self, sock, role: str) -> bool:
+        """Whether a socket of this kind, on this provider, can be recycled
+        for `role` ("server": AcceptEx, "client": ConnectEx / connect)."""
+        if not self.enabled or _kind(sock) in self._refused_kinds:
+            return False
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,
+                                                                  socket.AF_INET6):
+            return False
+        if not IS_WINDOWS:
+            return role == "client"
+        try:
+            ext = self._port.extensions(sock)
+        except OSError:
+            return False
+        return "DisconnectEx" in ext and ("AcceptEx" if role == "server" else "ConnectEx") in ext
+
+    def is_refusal(self, exc: OSError) -> bool:
+        code = getattr(exc, "winerror", None) or exc.errno
+        return code in _REFUSALS
+
+    def refuse(self, sock, exc: OSError) -> None:
+        """The provider refused a recycled socket: close it and stop reusing
+        sockets of its kind on this loop."""
+        kind = _kind(sock)
+        self.refused += 1
+        self._refused_kinds.add(kind)
+        sock.close()
+        spares = self._client_spares.pop(kind, None)
+        if spares is not None:
+            spares.close()
+
+    def stats(self) -> dict:
+        return {
+            "enabled": self.enabled,
+            "created": self.created,
+            "reused": self.reused,
+            "refused": self.refused,
+            "pooled": sum(map(len, self._client_spares.values())) + sum(
+                len(pool.spares) for pool in self._loop._accept_pools.values()),
+            "disconnecting": len(self._disconnecting),
+        }
+
+    # -- client sockets -------------------------------------------------------
+
+    def adopt_client(self, sock) -> None:
+        """A socket iocploop made for create_connection: eligible for reuse."""
+        self._own_clients.add(sock)
+
+    def client_home(self, sock):
+        if sock not in self._own_clients or not self.can_reuse(sock, "client"):
+            return None
+        pool = self._client_spares.get(_kind(sock))
+        if pool is None:
+            pool = self._client_spares[_kind(sock)] = SparePool(self.max_spares)
+        return pool
+
+    def take_client_spare(self, family, type_, proto):
+        if not self.enabled or (family, type_, proto) in self._refused_kinds:
+            return None
+        pool = self._client_spares.get((family, type_, proto))
+        return pool.take() if pool is not None else None
+
+    # -- recycling ------------------------------------------------------------
+
+    def recycle(self, sock, home: SparePool) -> None:
+        """Instead of closing a socket whose connection ended cleanly: give it
+        back to `home` once it is disconnected, or close it."""
+        if (home is None or not home.has_room() or sock.fileno() < 0
+                or len(self._disconnecting) >= self.max_disconnecting):
+            sock.close()
+            return
+        # A new socket object for the same handle: whoever kept the old one
+        # (get_extra_info('socket')) sees a closed socket, not the next user's.
+        fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        self._port.adopt(sock, fresh)
+        if IS_WINDOWS:
+            try:
+                op = self._port.disconnect(fresh, self._on_disconnected)
+            except OSError:
+                fresh.close()
+                return
+            self._disconnecting[op] = (fresh, home)
+            return
+        try:
+            try:
+                fresh.shutdown(socket.SHUT_WR)   # our FIN, if not sent yet
+            except OSError:
+                pass
+            self._port.dissolve(fresh)
+        except OSError:
+            fresh.close()   # still open at the TCP level: close as usual
+            return
+        home.give(fresh)
+
+    def _on_disconnected(self, op) -> None:
+        sock, home = self._disconnecting.pop(op)
+        if op.result < 0 or not self.enabled:
+            sock.close()
+        else:
+            home.give(sock)
+
+    def close(self) -> None:
+        """At loop close, after the port closed: nothing is in flight any more."""
+        for sock, _home in self._disconnecting.values():
+            sock.close()
+        self._disconnecting.clear()
+        for pool in self._client_spares.values():
+            pool.close()
+        self._client_spares.clear()
