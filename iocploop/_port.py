@@ -141,6 +141,15 @@ class Operation:
         self._record = record
         self._cbuf = cbuf
 
+    def release(self) -> None:
+        """Drop the cffi views of the operation's memory once its callback ran.
+
+        A cffi view exports the caller's buffer; a memoryview that is freed
+        while exported crashes CPython 3.11's garbage collector when the
+        operation ends up in a reference cycle (a traceback holding it, say).
+        """
+        self._cbuf = None
+
     @property
     def cancelled(self) -> bool:
         return self.result == ERR_CANCELLED
@@ -457,7 +466,10 @@ class CompletionPort:
         count = 0
         for op in self.completed(self.select(timeout)):
             count += 1
-            op.callback(op)
+            try:
+                op.callback(op)
+            finally:
+                op.release()
         return count
 
     def wakeup(self) -> None:

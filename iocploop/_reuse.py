@@ -30,6 +30,7 @@ import socket
 import weakref
 
 from ._port import IS_WINDOWS
+from ._reuse_probe import server_reuse_verdict
 
 __all__ = ["SocketRecycler", "SparePool"]
 
@@ -41,14 +42,18 @@ _DEFAULT_MAX_DISCONNECTING = 256
 
 
 def _kind(sock):
-    return (sock.family, sock.type, sock.proto)
+    # Not the protocol number: Windows reports 0 or 6 for the same TCP socket
+    # depending on how the object was made.
+    return (sock.family, sock.type)
 
 
 class SparePool:
-    """Disconnected sockets waiting for their next connection (bounded)."""
+    """Disconnected sockets waiting for their next connection (bounded).
+    role: "server" (they go to AcceptEx) or "client" (ConnectEx / connect)."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, role: str):
         self.limit = limit
+        self.role = role
         self._socks = []
 
     def __len__(self):
@@ -96,7 +101,7 @@ class SocketRecycler:
     def can_reuse(self, sock, role: str) -> bool:
         """Whether a socket of this kind, on this provider, can be recycled
         for `role` ("server": AcceptEx, "client": ConnectEx / connect)."""
-        if not self.enabled or _kind(sock) in self._refused_kinds:
+        if not self.enabled or (role, *_kind(sock)) in self._refused_kinds:
             return False
         if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,
                                                                   socket.AF_INET6):
@@ -113,16 +118,22 @@ class SocketRecycler:
         code = getattr(exc, "winerror", None) or exc.errno
         return code in _REFUSALS
 
-    def refuse(self, sock, exc: OSError) -> None:
-        """The provider refused a recycled socket: close it and stop reusing
-        sockets of its kind on this loop."""
+    def refuse(self, sock, exc: OSError, role: str) -> None:
+        """The provider refused a recycled socket for `role`: close it and
+        stop reusing sockets of its kind for that role on this loop."""
         kind = _kind(sock)
-        self.refused += 1
-        self._refused_kinds.add(kind)
         sock.close()
-        spares = self._client_spares.pop(kind, None)
-        if spares is not None:
-            spares.close()
+        self._mark_refused(role, kind)
+
+    def _mark_refused(self, role, kind) -> None:
+        if (role, *kind) in self._refused_kinds:
+            return
+        self.refused += 1
+        self._refused_kinds.add((role, *kind))
+        if role == "client":
+            spares = self._client_spares.pop(kind, None)
+            if spares is not None:
+                spares.close()
 
     def stats(self) -> dict:
         return {
@@ -146,13 +157,13 @@ class SocketRecycler:
             return None
         pool = self._client_spares.get(_kind(sock))
         if pool is None:
-            pool = self._client_spares[_kind(sock)] = SparePool(self.max_spares)
+            pool = self._client_spares[_kind(sock)] = SparePool(self.max_spares, "client")
         return pool
 
-    def take_client_spare(self, family, type_, proto):
-        if not self.enabled or (family, type_, proto) in self._refused_kinds:
+    def take_client_spare(self, family, type_):
+        if not self.enabled or ("client", family, type_) in self._refused_kinds:
             return None
-        pool = self._client_spares.get((family, type_, proto))
+        pool = self._client_spares.get((family, type_))
         return pool.take() if pool is not None else None
 
     # -- recycling ------------------------------------------------------------
@@ -160,15 +171,20 @@ class SocketRecycler:
     def recycle(self, sock, home: SparePool) -> None:
         """Instead of closing a socket whose connection ended cleanly: give it
         back to `home` once it is disconnected, or close it."""
-        if (home is None or not home.has_room() or sock.fileno() < 0
+        if (home is None or not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds
+                or not home.has_room() or sock.fileno() < 0
                 or len(self._disconnecting) >= self.max_disconnecting):
+            sock.close()
+            return
+        if IS_WINDOWS and home.role == "server" and not self._server_reuse_verified(sock):
             sock.close()
             return
         # A new socket object for the same handle: whoever kept the old one
         # (get_extra_info('socket')) sees a closed socket, not the next user's.
         fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
         self._port.adopt(sock, fresh)
-        if IS_WINDOWS:
+        if IS_WINDOWS or home.role == "server":
+            # DisconnectEx(TF_REUSE_SOCKET); the socket is pooled when it completes.
             try:
                 op = self._port.disconnect(fresh, self._on_disconnected)
             except OSError:
@@ -176,6 +192,7 @@ class SocketRecycler:
                 return
             self._disconnecting[op] = (fresh, home)
             return
+        # Linux client: connect(AF_UNSPEC), only if the connection is over.
         try:
             try:
                 fresh.shutdown(socket.SHUT_WR)   # our FIN, if not sent yet
@@ -187,9 +204,26 @@ class SocketRecycler:
             return
         home.give(fresh)
 
+    def _server_reuse_verified(self, sock) -> bool:
+        """Windows: has the once-per-process probe shown that AcceptEx into a
+        recycled socket works on this provider (_reuse_probe.py)?"""
+        verdict = server_reuse_verdict(sock.family, self._verdict_from_thread)
+        if verdict is False:
+            self._mark_refused("server", _kind(sock))
+        return bool(verdict)
+
+    def _verdict_from_thread(self, family, ok) -> None:
+        if ok:
+            return
+        try:
+            self._loop.call_soon_threadsafe(self._mark_refused, "server",
+                                            (family, socket.SOCK_STREAM))
+        except RuntimeError:
+            pass   # the loop closed meanwhile
+
     def _on_disconnected(self, op) -> None:
         sock, home = self._disconnecting.pop(op)
-        if op.result < 0 or not self.enabled:
+        if op.result < 0 or not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds:
             sock.close()
         else:
             home.give(sock)

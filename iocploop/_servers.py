@@ -53,7 +53,7 @@ class _AcceptPool:
         self._ops = set()
         self._reused_ops = set()        # accepts posted into a recycled socket
         self._stopped = False
-        self.spares = SparePool(min(size, self._recycler.max_spares))
+        self.spares = SparePool(min(size, self._recycler.max_spares), "server")
         self._home = self.spares if self._recycler.can_reuse(sock, "server") else None
         # First-data mode: each connection arrives with its first bytes;
         # silent ones are dropped after first_data_timeout seconds.
@@ -121,9 +121,10 @@ class _AcceptPool:
         return _FIRST_DATA_SIZE if self._first_data_timeout is not None else 0
 
     def _refused(self, target, exc):
-        self._recycler.refuse(target, exc)
+        self._recycler.refuse(target, exc, "server")
         self._home = None
         self.spares.close()
+        self.spares.limit = 0
 
     def _accept_failed(self, exc):
         if self._stopped:
@@ -182,9 +183,10 @@ class _AcceptPool:
     # -- first-data mode ------------------------------------------------------
 
     def _arm_guard(self):
-        """Windows: every so often, drop pending accepts whose peer connected
-        (SO_CONNECT_TIME) more than first_data_timeout seconds ago and has
-        sent nothing, so silent clients cannot hold the pool."""
+        """Windows: every so often, drop the connections of pending accepts
+        whose peer connected (SO_CONNECT_TIME) more than first_data_timeout
+        seconds ago and has sent nothing, so silent clients cannot hold the
+        pool."""
         interval = max(0.5, min(self._first_data_timeout / 2, 5.0))
         self._guard = self._loop.call_later(interval, self._check_silent)
 
@@ -201,8 +203,11 @@ class _AcceptPool:
                 continue
             # 0xFFFFFFFF (-1 as a C int): not connected yet.
             if seconds not in (-1, 0xFFFFFFFF) and seconds >= limit and op not in self._silent_ops:
+                # As AcceptEx's documentation advises: close the accept
+                # socket; the pending AcceptEx then fails (its record stays
+                # the core's until that completion) and the peer is reset.
                 self._silent_ops.add(op)
-                self._port.cancel(op)
+                target.close()
         self._arm_guard()
 
     def _await_first_data(self, conn, address):
@@ -262,7 +267,7 @@ class ServerMethods:
 
     def set_socket_reuse(self, enabled: bool) -> None:
         """Turn socket reuse on or off for this loop (on by default; see
-        docs/socket-reuse.md).  Sockets already pooled stay until used."""
+        docs/scalability.md).  Sockets already pooled stay until used."""
         self._recycler.enabled = bool(enabled)
 
     def socket_stats(self) -> dict:
@@ -312,7 +317,7 @@ class ServerMethods:
         family, type_, proto, _, address = addr_info
         spare = None
         if local_addr_infos is None:
-            spare = self._recycler.take_client_spare(family, type_, proto)
+            spare = self._recycler.take_client_spare(family, type_)
         if spare is None:
             sock = await super()._connect_sock(exceptions, addr_info, local_addr_infos)
             self._recycler.created += 1
@@ -325,7 +330,7 @@ class ServerMethods:
         except OSError as exc:
             if self._recycler.is_refusal(exc):
                 # The provider refuses recycled sockets: a fresh one, at once.
-                self._recycler.refuse(spare, exc)
+                self._recycler.refuse(spare, exc, "client")
                 exceptions.remove(my_exceptions)
                 return await self._connect_sock(exceptions, addr_info, local_addr_infos)
             my_exceptions.append(exc)

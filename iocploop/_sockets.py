@@ -151,7 +151,9 @@ class SocketMethods:
             return 0
         # The kernel writes into a buffer of ours, copied out on success:
         # after a cancellation it must not write into the caller's memory.
-        data = await self._recv_op(sock, len(view))
+        # At most one pooled buffer per call (recv may return less than asked):
+        # a huge view must not cost a huge zero-filled allocation each call.
+        data = await self._recv_op(sock, min(len(view), _POOLED_BUFFER_SIZE))
         view[:len(data)] = data
         return len(data)
 

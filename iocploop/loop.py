@@ -92,6 +92,8 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, asyncio.BaseEventLoop)
                     "message": f"Exception in completion callback of {op!r}",
                     "exception": exc,
                 })
+            finally:
+                op.release()
 
     def _write_to_self(self) -> None:
         # call_soon_threadsafe's wakeup: a completion packet / eventfd write,

@@ -650,3 +650,38 @@ def test_handle_numbers_only_where_they_are_safe(port, pair):
         b.send(b"fd")
         assert poll_until(port, lambda: done)
         assert done[0].result == 2
+
+
+_CYCLIC_OPERATION = """
+import gc, socket, sys
+import iocploop
+from _helpers import poll_until, socketpair
+gc.disable()
+loop = iocploop.new_event_loop()
+port = loop._port
+a, b = socketpair()
+view = memoryview(bytearray(1000))[:500]   # a slice, as asyncio's sendfile fallback passes
+done = []
+op = port.send(a, view, done.append)
+assert poll_until(port, lambda: done)
+cycle = [op]
+cycle.append(cycle)   # the operation in cyclic garbage, as a traceback can leave it
+del op, view, done, cycle
+gc.collect()
+print("survived")
+loop.close(); a.close(); b.close()
+"""
+
+
+def test_completed_operation_in_cyclic_garbage_is_collected_safely():
+    """A completed operation no longer exports its buffer: CPython 3.11's
+    collector crashed freeing an exported memoryview (found through asyncio's
+    sendfile fallback on a broken socket)."""
+    import os
+    from _helpers import run_python
+
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    proc = run_python(["-c", f"import sys; sys.path.insert(0, {tests_dir!r})\n" + _CYCLIC_OPERATION])
+    assert proc.returncode == 0, proc.stderr
+    assert "survived" in proc.stdout
+    assert "BufferError" not in proc.stderr
