@@ -22,10 +22,11 @@ __all__ = ["Loop", "new_event_loop", "run", "EventLoopPolicy", "install",
 __version__ = "0.1.0"
 
 
-def new_event_loop() -> Loop:
+def new_event_loop(**options) -> Loop:
     """A new iocploop event loop.  Raises BackendUnavailableError (with the
-    reason and the fix) where the system's completion facility is unusable."""
-    return Loop()
+    reason and the fix) where the system's completion facility is unusable.
+    options go to `Loop`: queue_depth, accept_pool_size, socket_reuse."""
+    return Loop(**options)
 
 
 def run(main, *, debug: bool | None = None, loop_factory=None):

@@ -8,10 +8,13 @@ next ConnectEx to the same address family (client side).  A socket is
 never handed out before its disconnect completed, so no byte of its
 previous connection can reach the next user.
 
-Linux has no way to recycle an accepted socket.  A client socket whose
-connection is over at the TCP level (both FINs exchanged: TCP_INFO says
-CLOSE) is dissolved with connect(AF_UNSPEC) and can connect again; a
-connection still open is closed as usual (dissolving it would reset it).
+Linux has no way to recycle an accepted socket.  A client socket is
+shut down for writing and, once its connection is over at the TCP level
+(both FINs exchanged and acknowledged: TCP_INFO says CLOSE), dissolved with
+connect(AF_UNSPEC) so it can connect again.  It waits for that at most
+_LINUX_CLOSE_WAIT seconds (the peer's FIN, one round trip for the ACK);
+a connection still open then is closed as usual (dissolving it would
+reset it).
 
 Providers that refuse a recycled socket (Wine's AcceptEx says WSAEINVAL,
 its ConnectEx WSAEISCONN) are detected on first use: the refused socket is
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 import weakref
 
 from ._port import IS_WINDOWS
@@ -39,6 +43,9 @@ _REFUSALS = {10022, 10056} if IS_WINDOWS else {errno.EISCONN, errno.EINVAL}
 
 _DEFAULT_MAX_SPARES = 64
 _DEFAULT_MAX_DISCONNECTING = 256
+# Linux: how long a closed client socket may wait for the peer to finish the
+# TCP close before it is dissolved for reuse (else it is closed).
+_LINUX_CLOSE_WAIT = 1.0
 
 
 def _kind(sock):
@@ -94,7 +101,8 @@ class SocketRecycler:
         self._refused_kinds = set()
         self._client_spares: dict[tuple, SparePool] = {}
         self._own_clients: "weakref.WeakSet[socket.socket]" = weakref.WeakSet()
-        self._disconnecting = {}   # Operation -> (socket, home)
+        self._disconnecting = {}   # Windows: DisconnectEx Operation -> (socket, home)
+        self._dissolving = {}      # Linux: socket -> timer of its next dissolve attempt
 
     # -- policy ---------------------------------------------------------------
 
@@ -143,7 +151,7 @@ class SocketRecycler:
             "refused": self.refused,
             "pooled": sum(map(len, self._client_spares.values())) + sum(
                 len(pool.spares) for pool in self._loop._accept_pools.values()),
-            "disconnecting": len(self._disconnecting),
+            "disconnecting": len(self._disconnecting) + len(self._dissolving),
         }
 
     # -- client sockets -------------------------------------------------------
@@ -173,7 +181,7 @@ class SocketRecycler:
         back to `home` once it is disconnected, or close it."""
         if (home is None or not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds
                 or not home.has_room() or sock.fileno() < 0
-                or len(self._disconnecting) >= self.max_disconnecting):
+                or len(self._disconnecting) + len(self._dissolving) >= self.max_disconnecting):
             sock.close()
             return
         if IS_WINDOWS and home.role == "server" and not self._server_reuse_verified(sock):
@@ -182,6 +190,7 @@ class SocketRecycler:
         # A new socket object for the same handle: whoever kept the old one
         # (get_extra_info('socket')) sees a closed socket, not the next user's.
         fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        fresh.setblocking(False)   # the new object must know the handle is non-blocking
         self._port.adopt(sock, fresh)
         if IS_WINDOWS or home.role == "server":
             # DisconnectEx(TF_REUSE_SOCKET); the socket is pooled when it completes.
@@ -192,17 +201,31 @@ class SocketRecycler:
                 return
             self._disconnecting[op] = (fresh, home)
             return
-        # Linux client: connect(AF_UNSPEC), only if the connection is over.
+        # Linux client: send our FIN, then connect(AF_UNSPEC) once the
+        # connection is over at the TCP level (at once on loopback; else
+        # after the peer's FIN and ACK, waited for briefly).
         try:
-            try:
-                fresh.shutdown(socket.SHUT_WR)   # our FIN, if not sent yet
-            except OSError:
-                pass
-            self._port.dissolve(fresh)
+            fresh.shutdown(socket.SHUT_WR)
         except OSError:
-            fresh.close()   # still open at the TCP level: close as usual
+            pass
+        self._dissolve_when_closed(fresh, home, time.monotonic() + _LINUX_CLOSE_WAIT, 0.005)
+
+    def _dissolve_when_closed(self, sock, home, deadline, delay) -> None:
+        self._dissolving.pop(sock, None)
+        try:
+            self._port.dissolve(sock)
+        except OSError as exc:
+            if (exc.errno == errno.EISCONN and time.monotonic() < deadline
+                    and not self._loop.is_closed()):
+                self._dissolving[sock] = self._loop.call_later(
+                    delay, self._dissolve_when_closed, sock, home, deadline, min(delay * 2, 0.1))
+                return
+            sock.close()   # still open at the TCP level: close as usual
             return
-        home.give(fresh)
+        if not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds:
+            sock.close()
+        else:
+            home.give(sock)
 
     def _server_reuse_verified(self, sock) -> bool:
         """Windows: has the once-per-process probe shown that AcceptEx into a
@@ -233,6 +256,10 @@ class SocketRecycler:
         for sock, _home in self._disconnecting.values():
             sock.close()
         self._disconnecting.clear()
+        for sock, timer in self._dissolving.items():
+            timer.cancel()
+            sock.close()
+        self._dissolving.clear()
         for pool in self._client_spares.values():
             pool.close()
         self._client_spares.clear()

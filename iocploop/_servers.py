@@ -321,7 +321,10 @@ class ServerMethods:
         if spare is None:
             sock = await super()._connect_sock(exceptions, addr_info, local_addr_infos)
             self._recycler.created += 1
-            self._recycler.adopt_client(sock)
+            if local_addr_infos is None:
+                # A socket bound to a local address the caller chose stays
+                # theirs to bind again: it is not recycled.
+                self._recycler.adopt_client(sock)
             return sock
         my_exceptions = []
         exceptions.append(my_exceptions)

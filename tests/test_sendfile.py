@@ -366,7 +366,6 @@ async def test_sock_sendfile_range_and_file_position(pair, medium_file, offset, 
     pytest.param(2**32 - 1000, None, id="4GiB-1000-to-eof"),
     pytest.param(2**31 - 3, 10, id="across-2GiB"),
 ])
-@pytest.mark.skipif(not IS_LINUX, reason="sparse files of more than 4 GiB: Linux only")
 async def test_sock_sendfile_range_of_a_file_larger_than_4_gib(pair, tmp_path, offset, count,
                                                               monkeypatch):
     loop = asyncio.get_running_loop()
@@ -377,6 +376,8 @@ async def test_sock_sendfile_range_of_a_file_larger_than_4_gib(pair, tmp_path, o
                2**32 + 50_000: b"<after 4G>", size - 6: b"<end!>"}
     path = tmp_path / "sparse.bin"
     with open(path, "wb") as f:
+        # Sparse on Linux and under Wine (which keeps files on the host's
+        # file system); TransmitFile's 64-bit offset (OffsetHigh) is the point.
         f.truncate(size)
         for pos, marker in markers.items():
             f.seek(pos)
@@ -415,8 +416,10 @@ async def test_transport_sendfile_keeps_order_with_writes(stream_file, offset, c
     try:
         transport.write(header)
         # The header is still queued (small socket buffers): sendfile has to
-        # wait for it to drain before the file goes out.
-        assert transport.get_write_buffer_size() > 0
+        # wait for it to drain before the file goes out.  (Windows' stock
+        # proactor counts a send already handed to the kernel as drained.)
+        if is_iocploop(loop) or not IS_WINDOWS:
+            assert transport.get_write_buffer_size() > 0
         with open(path, "rb") as f:
             sent = await _bounded(loop.sendfile(transport, f, offset, count), BIG_TIMEOUT)
             assert sent == len(expected_file)
