@@ -86,6 +86,15 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def loop_kept_fds(loop) -> int:
+    """Sockets iocploop keeps for reuse (pooled, or waiting for their
+    connection to finish closing): the loop's, closed with it, not leaks."""
+    if not is_iocploop(loop):
+        return 0
+    stats = loop.socket_stats()
+    return stats["pooled"] + stats["disconnecting"]
+
+
 def set_linger_reset(sock: socket.socket) -> None:
     """SO_LINGER (on, 0 s): close() then sends RST instead of FIN."""
     fmt = "HH" if IS_WINDOWS else "ii"   # struct linger: u_short pair on Windows
