@@ -26,16 +26,22 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.dirname(os.path.abspath(__file__))
-LOADGEN_SRC = os.path.join(HERE, "loadgen.c")
 LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def build_c_tool(name: str) -> str:
+    """benchmarks/NAME.c compiled into build/bench/NAME (again whenever the source is newer)."""
+    src = os.path.join(HERE, name + ".c")
+    exe = os.path.join(ROOT, "build", "bench", name)
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+        os.makedirs(os.path.dirname(exe), exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
+    return exe
+
+
 def build_loadgen() -> str:
-    if not os.path.exists(LOADGEN) or os.path.getmtime(LOADGEN) < os.path.getmtime(LOADGEN_SRC):
-        os.makedirs(os.path.dirname(LOADGEN), exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-o", LOADGEN, LOADGEN_SRC], check=True)
-    return LOADGEN
+    return build_c_tool("loadgen")
 
 
 def cpu_ticks(pid: int) -> int:
@@ -48,30 +54,82 @@ def taskset(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if os.cpu_count() and os.cpu_count() > 1 else []
 
 
-def measure(loop: str, style: str, size_kib: int, conns: int, warmup: float,
-            duration: float) -> dict:
-    server = subprocess.Popen(
-        [*taskset(0), sys.executable, "-m", "benchmarks.echo_server", loop, style],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def drive(server_cmd, client_cmd, warmup, duration, label, after=None) -> dict:
+    """Start server_cmd (it prints the port it listens on), then client_cmd(port),
+    which runs warmup + duration seconds and prints one JSON line with requests,
+    seconds and loadgen_cpu_s (its own CPU seconds in the measured window).
+    Adds rps, server_cpu (the server's CPU share over the measured window) and
+    loadgen_cpu; after(port), if given, runs before the server is killed and
+    its dict joins the result."""
+    server = subprocess.Popen(server_cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         port = int(server.stdout.readline())
-        gen = subprocess.Popen(
-            [*taskset(1), LOADGEN, "127.0.0.1", str(port), str(conns), str(size_kib * 1024),
-             str(warmup), str(duration)], stdout=subprocess.PIPE, text=True)
+        gen = subprocess.Popen(client_cmd(port), cwd=ROOT, stdout=subprocess.PIPE, text=True)
         time.sleep(warmup)
         ticks0, t0 = cpu_ticks(server.pid), time.monotonic()
         out, _ = gen.communicate(timeout=warmup + duration + 60)
         ticks1, t1 = cpu_ticks(server.pid), time.monotonic()
         if gen.returncode != 0:
-            raise RuntimeError(f"load generator failed for {loop}/{style}")
+            raise RuntimeError(f"load generator failed for {label}")
         result = json.loads(out)
         result["rps"] = result["requests"] / result["seconds"]
         result["server_cpu"] = (ticks1 - ticks0) / CLK_TCK / (t1 - t0)
         result["loadgen_cpu"] = result["loadgen_cpu_s"] / result["seconds"]
+        if after is not None:
+            result.update(after(port))
         return result
     finally:
         server.kill()
         server.wait()
+
+
+def measure(loop: str, style: str, size_kib: int, conns: int, warmup: float,
+            duration: float) -> dict:
+    return drive(
+        [*taskset(0), sys.executable, "-m", "benchmarks.echo_server", loop, style],
+        lambda port: [*taskset(1), LOADGEN, "127.0.0.1", str(port), str(conns),
+                      str(size_kib * 1024), str(warmup), str(duration)],
+        warmup, duration, f"{loop}/{style}")
+
+
+def run_interleaved(runs: int, jobs: list, measure_job) -> dict:
+    """measure_job(job) for every job, `runs` rounds in the given order (so
+    drift on a shared machine hits every loop alike); {job: [samples]}."""
+    samples = {}
+    total = runs * len(jobs)
+    done = 0
+    started = time.monotonic()
+    for _run in range(runs):
+        for job in jobs:
+            samples.setdefault(job, []).append(measure_job(job))
+            done += 1
+            eta = (time.monotonic() - started) / done * (total - done)
+            print(f"\r  {done}/{total} measurements, about {eta:.0f}s left   ",
+                  end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    return samples
+
+
+def medians_of(runs: list, keys) -> dict:
+    return {key: statistics.median(r[key] for r in runs) for key in keys}
+
+
+def base_parser(doc: str, loops: str, loops_help: str | None = None) -> argparse.ArgumentParser:
+    """The options the socket suites share: --runs --duration --warmup --loops --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--loops", default=loops, help=loops_help)
+    parser.add_argument("--json", help="write all samples and medians here")
+    return parser
+
+
+def write_json(path: str, table: list, samples: dict, **extra) -> None:
+    with open(path, "w") as f:
+        json.dump({**extra, "medians": table,
+                   "samples": {"/".join(map(str, k)): v for k, v in samples.items()}},
+                  f, indent=2)
 
 
 def available(loops):
@@ -86,15 +144,10 @@ def available(loops):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=5.0)
-    parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--loops", default="asyncio,uvloop,iocploop")
+    parser = base_parser(__doc__, "asyncio,uvloop,iocploop")
     parser.add_argument("--styles", default="sockets,streams,protocol,buffered")
     parser.add_argument("--sizes", default="1,10,100", help="message sizes in KiB")
     parser.add_argument("--concurrency", default="1,16")
-    parser.add_argument("--json", help="write all samples and medians here")
     args = parser.parse_args(argv)
     if not sys.platform.startswith("linux"):
         sys.exit("benchmarks.echo runs on Linux (never read performance from Wine)")
@@ -104,21 +157,10 @@ def main(argv=None):
     sizes = [int(s) for s in args.sizes.split(",")]
     concurrency = [int(c) for c in args.concurrency.split(",")]
     configs = list(itertools.product(styles, sizes, concurrency))
-    samples = {}
-    total = args.runs * len(configs) * len(loops)
-    done = 0
-    started = time.monotonic()
-    for run in range(args.runs):
-        for config in configs:
-            for loop in loops:
-                style, size, conns = config
-                samples.setdefault((*config, loop), []).append(
-                    measure(loop, style, size, conns, args.warmup, args.duration))
-                done += 1
-                eta = (time.monotonic() - started) / done * (total - done)
-                print(f"\r  {done}/{total} measurements, about {eta:.0f}s left   ",
-                      end="", file=sys.stderr, flush=True)
-    print(file=sys.stderr)
+    jobs = [(*config, loop) for config in configs for loop in loops]
+    samples = run_interleaved(
+        args.runs, jobs,
+        lambda job: measure(job[3], job[0], job[1], job[2], args.warmup, args.duration))
     reference = "uvloop" if "uvloop" in loops else "asyncio"
     print(f"{'style':<9}{'KiB':>5}{'conns':>6}  {'loop':<9}{'req/s':>10}{'p50 us':>9}"
           f"{'p99 us':>9}{'srv cpu':>9}{'gen cpu':>9}{'vs ' + reference:>11}")
@@ -127,8 +169,8 @@ def main(argv=None):
         medians = {}
         for loop in loops:
             runs = samples[(*config, loop)]
-            medians[loop] = {key: statistics.median(r[key] for r in runs)
-                             for key in ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu")}
+            medians[loop] = medians_of(
+                runs, ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu"))
         for loop in loops:
             m = medians[loop]
             ratio = m["rps"] / medians[reference]["rps"] if medians[reference]["rps"] else 0
@@ -142,10 +184,7 @@ def main(argv=None):
           f"{args.warmup:g}s warm-up; server on CPU 0, load generator on CPU 1; "
           f"python {sys.version.split()[0]})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"medians": table,
-                       "samples": {"/".join(map(str, k)): v for k, v in samples.items()}},
-                      f, indent=2)
+        write_json(args.json, table, samples)
 
 
 if __name__ == "__main__":
