@@ -83,9 +83,8 @@ int ioc_connect_finish(ioc_core *core, intptr_t sock);
 int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
 
 #define IOC_SENDFILE_MAX 0x7FFFFFFE
-#define IOC_SENDFILE_DISCONNECT 1
 int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t offset,
-                        uint32_t count, int flags, uint64_t token, ioc_op **op_out);
+                        uint32_t count, uint64_t token, ioc_op **op_out);
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
                     ioc_op **op_out);
 int ioc_submit_disconnect(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);

@@ -133,16 +133,13 @@ int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addr
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
 
 /* Send count bytes of a file, from offset, on a connected socket: TransmitFile
- * on Windows (file is the file's HANDLE; count at most IOC_SENDFILE_MAX; the
- * result is the byte count on success).  flags IOC_SENDFILE_DISCONNECT ends
- * the connection after the file and leaves the socket reusable
- * (TF_DISCONNECT | TF_REUSE_SOCKET).  Linux has no completion-based
+ * on Windows (file is the file's HANDLE; count 1..IOC_SENDFILE_MAX; the
+ * result is the byte count on success).  Linux has no completion-based
  * sendfile and returns -EOPNOTSUPP: the loop calls sendfile(2) when
  * ioc_submit_poll reports the socket writable. */
 #define IOC_SENDFILE_MAX 0x7FFFFFFE
-#define IOC_SENDFILE_DISCONNECT 1
 int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t offset,
-                        uint32_t count, int flags, uint64_t token, ioc_op **op_out);
+                        uint32_t count, uint64_t token, ioc_op **op_out);
 
 /* Complete when sock is ready for poll events (POLLIN 0x1, POLLOUT 0x4);
  * the result is the ready mask.  Linux: IORING_OP_POLL_ADD, one shot.

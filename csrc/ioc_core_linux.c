@@ -489,9 +489,9 @@ int ioc_connect_finish(ioc_core *c, intptr_t sock)
 }
 
 int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offset,
-                        uint32_t count, int flags, uint64_t token, ioc_op **op_out)
+                        uint32_t count, uint64_t token, ioc_op **op_out)
 {
-    (void)c; (void)sock; (void)file; (void)offset; (void)count; (void)flags; (void)token;
+    (void)c; (void)sock; (void)file; (void)offset; (void)count; (void)token;
     *op_out = NULL;
     return -EOPNOTSUPP;
 }

@@ -371,10 +371,9 @@ int ioc_connect_finish(ioc_core *c, intptr_t sock)
 }
 
 int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offset,
-                        uint32_t count, int flags, uint64_t token, ioc_op **op_out)
+                        uint32_t count, uint64_t token, ioc_op **op_out)
 {
     ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
-    DWORD tf_flags = (flags & IOC_SENDFILE_DISCONNECT) ? (TF_DISCONNECT | TF_REUSE_SOCKET) : 0;
     ioc_op *op;
     int err;
 
@@ -391,7 +390,7 @@ int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offs
     op->requested = count;
     op->ov.Offset = (DWORD)(offset & 0xFFFFFFFFu);
     op->ov.OffsetHigh = (DWORD)(offset >> 32);
-    if (p->transmit_file((SOCKET)sock, (HANDLE)file, count, 0, &op->ov, NULL, tf_flags))
+    if (p->transmit_file((SOCKET)sock, (HANDLE)file, count, 0, &op->ov, NULL, 0))
         err = 0;
     else
         err = WSAGetLastError();

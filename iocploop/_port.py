@@ -363,19 +363,15 @@ class CompletionPort:
         if rc < 0:
             raise os_error(-rc)
 
-    def sendfile(self, sock, file, offset: int, count: int, callback,
-                 disconnect: bool = False) -> Operation:
+    def sendfile(self, sock, file, offset: int, count: int, callback) -> Operation:
         """Windows: TransmitFile count (1..IOC_SENDFILE_MAX) bytes of the open
-        file object from offset.  The result is the byte count.  disconnect:
-        end the connection afterwards, leaving the socket reusable."""
+        file object from offset.  The result is the byte count."""
         import msvcrt
 
         handle = msvcrt.get_osfhandle(file.fileno())
         core, fd = self._prepare(sock)
         token = self._next_token()
-        rc = lib.ioc_submit_sendfile(core, fd, handle, offset, count,
-                                     lib.IOC_SENDFILE_DISCONNECT if disconnect else 0,
-                                     token, self._record_out)
+        rc = lib.ioc_submit_sendfile(core, fd, handle, offset, count, token, self._record_out)
         # The file object keeps its handle open until the kernel is done.
         return self._track(rc, token, "sendfile", callback, (sock, file), None)
 

@@ -673,7 +673,7 @@ loop.close(); a.close(); b.close()
 """
 
 
-def test_completed_operation_in_cyclic_garbage_is_collected_safely():
+def test_completed_operation_in_cyclic_garbage_is_collected_safely(tmp_path):
     """A completed operation no longer exports its buffer: CPython 3.11's
     collector crashed freeing an exported memoryview (found through asyncio's
     sendfile fallback on a broken socket)."""
@@ -681,7 +681,10 @@ def test_completed_operation_in_cyclic_garbage_is_collected_safely():
     from _helpers import run_python
 
     tests_dir = os.path.dirname(os.path.abspath(__file__))
-    proc = run_python(["-c", f"import sys; sys.path.insert(0, {tests_dir!r})\n" + _CYCLIC_OPERATION])
+    script = tmp_path / "cyclic_operation.py"
+    script.write_text(f"import sys; sys.path.append({tests_dir!r})\n" + _CYCLIC_OPERATION)
+    # Run from tmp_path: the repository's source tree must not shadow the built package.
+    proc = run_python([str(script)], cwd=str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert "survived" in proc.stdout
     assert "BufferError" not in proc.stderr
