@@ -1,4 +1,4 @@
-"""Socket reuse (iocploop/_reuse.py, the accept pools' spares in _servers.py).
+"""Socket reuse (iocploop/_reuse.py, the accept pools' spares in _accept_pool.py).
 
 A connection that ends cleanly gives its socket back instead of closing it;
 ``loop.socket_stats()`` counts what happened.  Covered:
