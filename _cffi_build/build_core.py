@@ -81,8 +81,28 @@ int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addr
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
 int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
+int ioc_decode_sockaddr(const void *sockaddr_in, int len, ioc_addr *out);
 
 #define IOC_SENDFILE_MAX 0x7FFFFFFE
+typedef struct ioc_msg_result {
+    uint32_t namelen;
+    uint32_t controllen;
+    int32_t flags;
+} ioc_msg_result;
+int ioc_submit_recvmsg(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
+                       void *name, uint32_t namelen, void *control, uint32_t controllen,
+                       int flags, ioc_msg_result *result, uint64_t token, ioc_op **op_out);
+int ioc_recvmsg_now(intptr_t sock, void *buf, uint32_t len, void *name, uint32_t namelen,
+                    void *control, uint32_t controllen, ioc_msg_result *result);
+int ioc_submit_sendmsg(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                       const void *name, int namelen, const void *control,
+                       uint32_t controllen, int flags, uint64_t token, ioc_op **op_out);
+#define IOC_PKTINFO_SPACE 64
+int ioc_pktinfo_enable(intptr_t sock, int family);
+int ioc_pktinfo_parse(const void *control, uint32_t controllen, ioc_addr *local,
+                      uint32_t *ifindex);
+int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32_t ifindex);
+
 int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t offset,
                         uint32_t count, uint64_t token, ioc_op **op_out);
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,

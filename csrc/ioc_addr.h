@@ -52,4 +52,10 @@ int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len)
     return -22;   /* EINVAL / WSAEINVAL - 10000: the caller maps it to ValueError */
 }
 
+int ioc_decode_sockaddr(const void *sockaddr_in, int len, ioc_addr *out)
+{
+    ioc_decode_addr((const struct sockaddr *)sockaddr_in, len, out);
+    return out->family != 0 ? 0 : -22;
+}
+
 #endif /* IOC_ADDR_H */

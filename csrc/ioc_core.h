@@ -132,6 +132,53 @@ int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addr
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
 
+/* What a completed ioc_submit_recvmsg delivered besides the bytes: the
+ * sender's address length, the control data length and the message flags
+ * (MSG_TRUNC / MSG_CTRUNC on Linux, MSG_* of WSARecvMsg on Windows).  The
+ * core fills it when the operation completes. */
+typedef struct ioc_msg_result {
+    uint32_t namelen;
+    uint32_t controllen;
+    int32_t flags;
+} ioc_msg_result;
+
+/* Receive one datagram with its sender's address (and, with control != NULL,
+ * ancillary data such as IP_PKTINFO): IORING_OP_RECVMSG on Linux; WSARecvFrom
+ * (no control) or WSARecvMsg on Windows.  buf, name (namelen bytes),
+ * control (controllen bytes) and result must stay valid until the
+ * completion.  Windows reports a datagram larger than buf as WSAEMSGSIZE;
+ * Linux truncates it and sets MSG_TRUNC in result->flags. */
+int ioc_submit_recvmsg(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
+                       void *name, uint32_t namelen, void *control, uint32_t controllen,
+                       int flags, ioc_msg_result *result, uint64_t token, ioc_op **op_out);
+
+/* Linux: the same receive done at once (recvmsg with MSG_DONTWAIT), for
+ * draining a socket after a completion: returns the byte count, or a
+ * negated error (-EAGAIN: nothing queued).  Windows returns -WSAEOPNOTSUPP:
+ * IOCP keeps several receives posted instead (see iocploop/_datagram.py). */
+int ioc_recvmsg_now(intptr_t sock, void *buf, uint32_t len, void *name, uint32_t namelen,
+                    void *control, uint32_t controllen, ioc_msg_result *result);
+
+/* Send one datagram (several buffers gathered) to name (NULL: the connected
+ * peer), with optional ancillary data (control, e.g. the source address
+ * built by ioc_pktinfo_build): IORING_OP_SENDMSG on Linux; WSASendTo or
+ * WSASendMsg on Windows.  Everything must stay valid until the completion. */
+int ioc_submit_sendmsg(ioc_core *core, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                       const void *name, int namelen, const void *control,
+                       uint32_t controllen, int flags, uint64_t token, ioc_op **op_out);
+
+/* Arrival interface (IP_PKTINFO / IPV6_PKTINFO).
+ * ioc_pktinfo_enable: ask the kernel to attach the local address each
+ *   datagram arrived on.  ioc_pktinfo_parse: find it in received control
+ *   data (1 found, 0 not there).  ioc_pktinfo_build: control data that makes
+ *   a send leave from `local` (returns its length, or a negated error).
+ *   IOC_PKTINFO_SPACE is enough control space for either family. */
+#define IOC_PKTINFO_SPACE 64
+int ioc_pktinfo_enable(intptr_t sock, int family);
+int ioc_pktinfo_parse(const void *control, uint32_t controllen, ioc_addr *local,
+                      uint32_t *ifindex);
+int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32_t ifindex);
+
 /* Send count bytes of a file, from offset, on a connected socket: TransmitFile
  * on Windows (file is the file's HANDLE; count 1..IOC_SENDFILE_MAX; the
  * result is the byte count on success).  Linux has no completion-based
@@ -163,6 +210,10 @@ int ioc_socket_dissolve(intptr_t sock);
 /* Fill a sockaddr for (family, port, addr, flowinfo, scope_id); returns its
  * length, or a negated error for an unknown family. */
 int ioc_encode_addr(const ioc_addr *in, void *sockaddr_out, int out_len);
+
+/* Decode a sockaddr of len bytes; returns 0, or a negated error for a family
+ * other than AF_INET / AF_INET6 (out->family is then 0). */
+int ioc_decode_sockaddr(const void *sockaddr_in, int len, ioc_addr *out);
 
 /* Ask the kernel to cancel op (identified by the record and its token, so a
  * stale or recycled record is never cancelled by mistake).  The op still

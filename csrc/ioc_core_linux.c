@@ -36,8 +36,13 @@
 #include <stddef.h>
 #include <sys/uio.h>
 
-/* SENDMSG reads its msghdr from the record, which lives until completion. */
-#define IOC_OP_BACKEND_FIELDS struct msghdr msg;
+/* SENDMSG / RECVMSG read their msghdr (and RECVMSG its iovec) from the
+ * record, which lives until completion; RECVMSG's kernel writes the name,
+ * control lengths and flags back into it, copied to *result when reaped. */
+#define IOC_OP_BACKEND_FIELDS \
+    struct msghdr msg; \
+    struct iovec iov; \
+    ioc_msg_result *result;
 #include "ioc_ops.h"
 #include "ioc_addr.h"
 #include "ioc_wakeup.h"
@@ -534,6 +539,164 @@ int ioc_socket_dissolve(intptr_t sock)
     return 0;
 }
 
+int ioc_submit_recvmsg(ioc_core *c, intptr_t sock, void *buf, uint32_t len,
+                       void *name, uint32_t namelen, void *control, uint32_t controllen,
+                       int flags, ioc_msg_result *result, uint64_t token, ioc_op **op_out)
+{
+    int err;
+    ioc_op *op;
+    struct io_uring_sqe *sqe = prep_op(c, IORING_OP_RECVMSG, IOC_OP_RECVMSG, sock, token,
+                                       op_out, &err);
+    if (sqe == NULL)
+        return err;
+    op = *op_out;
+    op->iov.iov_base = buf;
+    op->iov.iov_len = len;
+    op->msg.msg_name = name;
+    op->msg.msg_namelen = name != NULL ? namelen : 0;
+    op->msg.msg_iov = &op->iov;
+    op->msg.msg_iovlen = 1;
+    op->msg.msg_control = control;
+    op->msg.msg_controllen = control != NULL ? controllen : 0;
+    op->result = result;
+    sqe->addr = (uint64_t)(uintptr_t)&op->msg;
+    sqe->msg_flags = (uint32_t)flags;
+    return 0;
+}
+
+int ioc_recvmsg_now(intptr_t sock, void *buf, uint32_t len, void *name, uint32_t namelen,
+                    void *control, uint32_t controllen, ioc_msg_result *result)
+{
+    struct msghdr msg;
+    struct iovec iov;
+    ssize_t n;
+
+    memset(&msg, 0, sizeof(msg));
+    iov.iov_base = buf;
+    iov.iov_len = len;
+    msg.msg_name = name;
+    msg.msg_namelen = name != NULL ? namelen : 0;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = control != NULL ? controllen : 0;
+    n = recvmsg((int)sock, &msg, MSG_DONTWAIT);
+    if (n < 0)
+        return -errno;
+    result->namelen = (uint32_t)msg.msg_namelen;
+    result->controllen = (uint32_t)msg.msg_controllen;
+    result->flags = msg.msg_flags;
+    return (int)n;
+}
+
+int ioc_submit_sendmsg(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                       const void *name, int namelen, const void *control,
+                       uint32_t controllen, int flags, uint64_t token, ioc_op **op_out)
+{
+    int err;
+    ioc_op *op;
+    struct io_uring_sqe *sqe;
+
+    if (nbufs <= 0 || nbufs > IOV_MAX || (name != NULL && namelen <= 0))
+        return -EINVAL;
+    sqe = prep_op(c, IORING_OP_SENDMSG, IOC_OP_SENDMSG, sock, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    op = *op_out;
+    op->msg.msg_name = (void *)name;
+    op->msg.msg_namelen = name != NULL ? (socklen_t)namelen : 0;
+    op->msg.msg_iov = (struct iovec *)bufs;
+    op->msg.msg_iovlen = (size_t)nbufs;
+    op->msg.msg_control = (void *)control;
+    op->msg.msg_controllen = control != NULL ? controllen : 0;
+    sqe->addr = (uint64_t)(uintptr_t)&op->msg;
+    sqe->msg_flags = (uint32_t)(flags | MSG_NOSIGNAL);
+    return 0;
+}
+
+/* ---- arrival interface (IP_PKTINFO / IPV6_PKTINFO) ---- */
+
+int ioc_pktinfo_enable(intptr_t sock, int family)
+{
+    int one = 1, r;
+    if (family == AF_INET)
+        r = setsockopt((int)sock, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
+    else if (family == AF_INET6)
+        r = setsockopt((int)sock, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one));
+    else
+        return -EAFNOSUPPORT;
+    return r != 0 ? -errno : 0;
+}
+
+int ioc_pktinfo_parse(const void *control, uint32_t controllen, ioc_addr *local,
+                      uint32_t *ifindex)
+{
+    struct msghdr msg;
+    struct cmsghdr *cmsg;
+
+    memset(&msg, 0, sizeof(msg));
+    memset(local, 0, sizeof(*local));
+    *ifindex = 0;
+    msg.msg_control = (void *)control;
+    msg.msg_controllen = controllen;
+    for (cmsg = CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == IPPROTO_IP && cmsg->cmsg_type == IP_PKTINFO &&
+            cmsg->cmsg_len >= CMSG_LEN(sizeof(struct in_pktinfo))) {
+            struct in_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(cmsg), sizeof(pi));
+            local->family = AF_INET;
+            memcpy(local->addr, &pi.ipi_addr, 4);
+            *ifindex = (uint32_t)pi.ipi_ifindex;
+            return 1;
+        }
+        if (cmsg->cmsg_level == IPPROTO_IPV6 && cmsg->cmsg_type == IPV6_PKTINFO &&
+            cmsg->cmsg_len >= CMSG_LEN(sizeof(struct in6_pktinfo))) {
+            struct in6_pktinfo pi;
+            memcpy(&pi, CMSG_DATA(cmsg), sizeof(pi));
+            local->family = AF_INET6;
+            memcpy(local->addr, &pi.ipi6_addr, 16);
+            *ifindex = (uint32_t)pi.ipi6_ifindex;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32_t ifindex)
+{
+    struct cmsghdr *cmsg = (struct cmsghdr *)control;
+
+    if (local->family == AF_INET) {
+        struct in_pktinfo pi;
+        if (cap < CMSG_SPACE(sizeof(pi)))
+            return -ENOBUFS;
+        memset(control, 0, CMSG_SPACE(sizeof(pi)));
+        memset(&pi, 0, sizeof(pi));
+        pi.ipi_ifindex = (int)ifindex;
+        memcpy(&pi.ipi_spec_dst, local->addr, 4);   /* the source address to use */
+        cmsg->cmsg_level = IPPROTO_IP;
+        cmsg->cmsg_type = IP_PKTINFO;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cmsg), &pi, sizeof(pi));
+        return (int)CMSG_SPACE(sizeof(pi));
+    }
+    if (local->family == AF_INET6) {
+        struct in6_pktinfo pi;
+        if (cap < CMSG_SPACE(sizeof(pi)))
+            return -ENOBUFS;
+        memset(control, 0, CMSG_SPACE(sizeof(pi)));
+        memset(&pi, 0, sizeof(pi));
+        pi.ipi6_ifindex = ifindex;
+        memcpy(&pi.ipi6_addr, local->addr, 16);
+        cmsg->cmsg_level = IPPROTO_IPV6;
+        cmsg->cmsg_type = IPV6_PKTINFO;
+        cmsg->cmsg_len = CMSG_LEN(sizeof(pi));
+        memcpy(CMSG_DATA(cmsg), &pi, sizeof(pi));
+        return (int)CMSG_SPACE(sizeof(pi));
+    }
+    return -EAFNOSUPPORT;
+}
+
 static int submit_cancel(ioc_core *c, ioc_op *op)
 {
     struct io_uring_sqe *sqe = get_sqe(c);
@@ -589,6 +752,11 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
                 /* Accepted as the port closes: nobody will take the fd. */
                 close((int)res);
                 res = -ECANCELED;
+            }
+            if (op->kind == IOC_OP_RECVMSG && res >= 0 && op->result != NULL) {
+                op->result->namelen = (uint32_t)op->msg.msg_namelen;
+                op->result->controllen = (uint32_t)op->msg.msg_controllen;
+                op->result->flags = op->msg.msg_flags;
             }
             out[n].token = op->token;
             out[n].result = res;

@@ -22,10 +22,18 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Datagram sends carry at most this many buffers on Windows. */
+#define IOC_WIN_MSG_BUFS 4
+
 #define IOC_OP_BACKEND_FIELDS \
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
     DWORD msg_flags; /* WSARecv's in/out flags */ \
-    DWORD requested; /* TransmitFile: the byte count asked for */
+    DWORD requested; /* TransmitFile: the byte count asked for */ \
+    WSAMSG wsamsg;   /* WSARecvMsg / WSASendMsg: read at completion */ \
+    WSABUF wsabufs[IOC_WIN_MSG_BUFS]; \
+    INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
+    int uses_msg;    /* recvmsg went through WSARecvMsg */ \
+    ioc_msg_result *result;
 #include "ioc_ops.h"
 #include "ioc_addr.h"
 #include "ioc_wakeup.h"
@@ -434,6 +442,199 @@ int ioc_socket_dissolve(intptr_t sock)
     return -(int)WSAEOPNOTSUPP;
 }
 
+int ioc_submit_recvmsg(ioc_core *c, intptr_t sock, void *buf, uint32_t len,
+                       void *name, uint32_t namelen, void *control, uint32_t controllen,
+                       int flags, ioc_msg_result *result, uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = NULL;
+    ioc_op *op;
+    int err, r;
+
+    *op_out = NULL;
+    if (control != NULL) {
+        p = ioc_win_provider(c, (SOCKET)sock);
+        if (p == NULL)
+            return -WSAGetLastError();
+        if (p->wsa_recv_msg == NULL)
+            return -(int)WSAEOPNOTSUPP;
+    }
+    op = take_op(c, IOC_OP_RECVMSG, sock, token, &err);
+    if (op == NULL)
+        return err;
+    op->result = result;
+    op->wsabufs[0].buf = (char *)buf;
+    op->wsabufs[0].len = len;
+    op->msg_flags = (DWORD)flags;
+    if (control == NULL) {
+        op->fromlen = (INT)namelen;
+        r = WSARecvFrom((SOCKET)sock, op->wsabufs, 1, NULL, &op->msg_flags,
+                        (struct sockaddr *)name, name != NULL ? &op->fromlen : NULL, &op->ov,
+                        NULL);
+    } else {
+        op->uses_msg = 1;
+        op->wsamsg.name = (LPSOCKADDR)name;
+        op->wsamsg.namelen = name != NULL ? (INT)namelen : 0;
+        op->wsamsg.lpBuffers = op->wsabufs;
+        op->wsamsg.dwBufferCount = 1;
+        op->wsamsg.Control.buf = (char *)control;
+        op->wsamsg.Control.len = controllen;
+        op->wsamsg.dwFlags = (DWORD)flags;
+        r = p->wsa_recv_msg((SOCKET)sock, &op->wsamsg, NULL, &op->ov, NULL);
+    }
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+}
+
+/* A completed receive: copy what Winsock wrote back into the caller's result. */
+static void finish_recvmsg(ioc_op *op)
+{
+    if (op->uses_msg) {
+        op->result->namelen = (uint32_t)op->wsamsg.namelen;
+        op->result->controllen = (uint32_t)op->wsamsg.Control.len;
+        op->result->flags = (int32_t)op->wsamsg.dwFlags;
+    } else {
+        op->result->namelen = (uint32_t)op->fromlen;
+        op->result->controllen = 0;
+        op->result->flags = (int32_t)op->msg_flags;
+    }
+}
+
+int ioc_recvmsg_now(intptr_t sock, void *buf, uint32_t len, void *name, uint32_t namelen,
+                    void *control, uint32_t controllen, ioc_msg_result *result)
+{
+    (void)sock; (void)buf; (void)len; (void)name; (void)namelen;
+    (void)control; (void)controllen; (void)result;
+    return -(int)WSAEOPNOTSUPP;
+}
+
+int ioc_submit_sendmsg(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nbufs,
+                       const void *name, int namelen, const void *control,
+                       uint32_t controllen, int flags, uint64_t token, ioc_op **op_out)
+{
+    ioc_provider *p = NULL;
+    ioc_op *op;
+    int err, r, i;
+
+    *op_out = NULL;
+    if (nbufs <= 0 || nbufs > IOC_WIN_MSG_BUFS || (name != NULL && namelen <= 0))
+        return -(int)WSAEINVAL;
+    for (i = 0; i < nbufs; i++)
+        if (bufs[i].len > 0x7FFFFFFF)
+            return -(int)WSAEINVAL;
+    if (control != NULL) {
+        p = ioc_win_provider(c, (SOCKET)sock);
+        if (p == NULL)
+            return -WSAGetLastError();
+        if (p->wsa_send_msg == NULL)
+            return -(int)WSAEOPNOTSUPP;
+    }
+    op = take_op(c, IOC_OP_SENDMSG, sock, token, &err);
+    if (op == NULL)
+        return err;
+    for (i = 0; i < nbufs; i++) {
+        op->wsabufs[i].buf = (char *)bufs[i].base;
+        op->wsabufs[i].len = (ULONG)bufs[i].len;
+    }
+    if (control == NULL) {
+        r = WSASendTo((SOCKET)sock, op->wsabufs, (DWORD)nbufs, NULL, (DWORD)flags,
+                      (const struct sockaddr *)name, name != NULL ? namelen : 0, &op->ov, NULL);
+    } else {
+        op->wsamsg.name = (LPSOCKADDR)name;
+        op->wsamsg.namelen = name != NULL ? namelen : 0;
+        op->wsamsg.lpBuffers = op->wsabufs;
+        op->wsamsg.dwBufferCount = (DWORD)nbufs;
+        op->wsamsg.Control.buf = (char *)control;
+        op->wsamsg.Control.len = controllen;
+        op->wsamsg.dwFlags = 0;
+        r = p->wsa_send_msg((SOCKET)sock, &op->wsamsg, (DWORD)flags, NULL, &op->ov, NULL);
+    }
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+}
+
+/* ---- arrival interface (IP_PKTINFO / IPV6_PKTINFO) ---- */
+
+int ioc_pktinfo_enable(intptr_t sock, int family)
+{
+    DWORD one = 1;
+    int r;
+    if (family == AF_INET)
+        r = setsockopt((SOCKET)sock, IPPROTO_IP, IP_PKTINFO, (const char *)&one, sizeof(one));
+    else if (family == AF_INET6)
+        r = setsockopt((SOCKET)sock, IPPROTO_IPV6, IPV6_PKTINFO, (const char *)&one,
+                       sizeof(one));
+    else
+        return -(int)WSAEAFNOSUPPORT;
+    return r != 0 ? -WSAGetLastError() : 0;
+}
+
+int ioc_pktinfo_parse(const void *control, uint32_t controllen, ioc_addr *local,
+                      uint32_t *ifindex)
+{
+    WSAMSG msg;
+    WSACMSGHDR *cmsg;
+
+    memset(&msg, 0, sizeof(msg));
+    memset(local, 0, sizeof(*local));
+    *ifindex = 0;
+    msg.Control.buf = (char *)control;
+    msg.Control.len = controllen;
+    for (cmsg = WSA_CMSG_FIRSTHDR(&msg); cmsg != NULL; cmsg = WSA_CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level == IPPROTO_IP && cmsg->cmsg_type == IP_PKTINFO &&
+            cmsg->cmsg_len >= WSA_CMSG_LEN(sizeof(IN_PKTINFO))) {
+            IN_PKTINFO pi;
+            memcpy(&pi, WSA_CMSG_DATA(cmsg), sizeof(pi));
+            local->family = AF_INET;
+            memcpy(local->addr, &pi.ipi_addr, 4);
+            *ifindex = (uint32_t)pi.ipi_ifindex;
+            return 1;
+        }
+        if (cmsg->cmsg_level == IPPROTO_IPV6 && cmsg->cmsg_type == IPV6_PKTINFO &&
+            cmsg->cmsg_len >= WSA_CMSG_LEN(sizeof(IN6_PKTINFO))) {
+            IN6_PKTINFO pi;
+            memcpy(&pi, WSA_CMSG_DATA(cmsg), sizeof(pi));
+            local->family = AF_INET6;
+            memcpy(local->addr, &pi.ipi6_addr, 16);
+            *ifindex = (uint32_t)pi.ipi6_ifindex;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32_t ifindex)
+{
+    WSACMSGHDR *cmsg = (WSACMSGHDR *)control;
+
+    if (local->family == AF_INET) {
+        IN_PKTINFO pi;
+        if (cap < WSA_CMSG_SPACE(sizeof(pi)))
+            return -(int)WSAENOBUFS;
+        memset(control, 0, WSA_CMSG_SPACE(sizeof(pi)));
+        memset(&pi, 0, sizeof(pi));
+        memcpy(&pi.ipi_addr, local->addr, 4);
+        pi.ipi_ifindex = ifindex;
+        cmsg->cmsg_level = IPPROTO_IP;
+        cmsg->cmsg_type = IP_PKTINFO;
+        cmsg->cmsg_len = WSA_CMSG_LEN(sizeof(pi));
+        memcpy(WSA_CMSG_DATA(cmsg), &pi, sizeof(pi));
+        return (int)WSA_CMSG_SPACE(sizeof(pi));
+    }
+    if (local->family == AF_INET6) {
+        IN6_PKTINFO pi;
+        if (cap < WSA_CMSG_SPACE(sizeof(pi)))
+            return -(int)WSAENOBUFS;
+        memset(control, 0, WSA_CMSG_SPACE(sizeof(pi)));
+        memset(&pi, 0, sizeof(pi));
+        memcpy(&pi.ipi6_addr, local->addr, 16);
+        pi.ipi6_ifindex = ifindex;
+        cmsg->cmsg_level = IPPROTO_IPV6;
+        cmsg->cmsg_type = IPV6_PKTINFO;
+        cmsg->cmsg_len = WSA_CMSG_LEN(sizeof(pi));
+        memcpy(WSA_CMSG_DATA(cmsg), &pi, sizeof(pi));
+        return (int)WSA_CMSG_SPACE(sizeof(pi));
+    }
+    return -(int)WSAEAFNOSUPPORT;
+}
+
 static void request_cancel(ioc_core *c, ioc_op *op)
 {
     /* ERROR_NOT_FOUND means the operation already finished and its packet is
@@ -522,6 +723,8 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
              * report 0 bytes for a successful transfer. */
             if (op->kind == IOC_OP_SENDFILE && out[n].result == 0)
                 out[n].result = (int64_t)op->requested;
+            if (op->kind == IOC_OP_RECVMSG && out[n].result >= 0 && op->result != NULL)
+                finish_recvmsg(op);
             out[n].flags = 0;
             n++;
             ioc_pool_give_back(&c->pool, op);

@@ -15,6 +15,7 @@ Linux) and every `Operation` submitted through it.  Ownership rules:
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import socket
@@ -106,6 +107,39 @@ def decode_address(addr):
         return (socket.inet_ntop(socket.AF_INET6, bytes(ffi.buffer(addr.addr, 16))), addr.port,
                 addr.flowinfo, addr.scope_id)
     return None
+
+
+_SOCKADDR_SPACE = 128   # sizeof(struct sockaddr_storage)
+
+
+def _ip_address(host: str):
+    """An ioc_addr (port 0) for a numeric IPv4 or IPv6 address string."""
+    addr = ffi.new("ioc_addr *")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            packed = socket.inet_pton(family, host.partition("%")[0])
+        except (OSError, ValueError):
+            continue
+        addr.family = family
+        ffi.memmove(addr.addr, packed, len(packed))
+        return addr
+    raise ValueError(f"not a numeric IP address: {host!r}")
+
+
+def _message(nbytes, name, control, result):
+    """(nbytes, sender, flags, local address or None) of a received datagram."""
+    sender = None
+    if result.namelen:
+        addr = ffi.new("ioc_addr *")
+        if lib.ioc_decode_sockaddr(name, result.namelen, addr) == 0:
+            sender = decode_address(addr)
+    local = None
+    if control != ffi.NULL and result.controllen:
+        addr = ffi.new("ioc_addr *")
+        ifindex = ffi.new("uint32_t *")
+        if lib.ioc_pktinfo_parse(control, result.controllen, addr, ifindex) == 1:
+            local = decode_address(addr)[0]
+    return nbytes, sender, result.flags, local
 
 
 def _bind_if_unbound(sock) -> None:
@@ -360,6 +394,81 @@ class CompletionPort:
     def connected(self, sock) -> None:
         """After a successful connect (Windows: SO_UPDATE_CONNECT_CONTEXT)."""
         rc = lib.ioc_connect_finish(self._checked_core(), _fileno(sock))
+        if rc < 0:
+            raise os_error(-rc)
+
+    # -- datagrams -------------------------------------------------------------
+
+    def recvmsg(self, sock, buffer, callback, pktinfo: bool = False) -> Operation:
+        """Receive one datagram into a writable buffer, with its sender's
+        address (and, with pktinfo, the local address it arrived on: the
+        socket needs `enable_pktinfo` first).  Read it with `message_of(op)`."""
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        name = ffi.new("char[]", _SOCKADDR_SPACE)
+        control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE) if pktinfo else ffi.NULL
+        result = ffi.new("ioc_msg_result *")
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_recvmsg(core, fd, cbuf, min(len(cbuf), MAX_TRANSFER), name,
+                                    _SOCKADDR_SPACE, control,
+                                    lib.IOC_PKTINFO_SPACE if pktinfo else 0, 0, result, token,
+                                    self._record_out)
+        return self._track(rc, token, "recvmsg", callback, buffer,
+                           (cbuf, name, control, result))
+
+    def message_of(self, op: Operation):
+        """(nbytes, sender address, flags, local address or None) of a
+        completed recvmsg.  The sender is None when it is not an IP address
+        (a connected socket may report none)."""
+        _cbuf, name, control, result = op._cbuf
+        return _message(op.result, name, control, result)
+
+    def recvmsg_now(self, sock, buffer, pktinfo: bool = False):
+        """Linux: receive one more datagram at once, without waiting (to drain
+        a socket after a completion): message_of's tuple, or None when
+        nothing is queued."""
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        name = ffi.new("char[]", _SOCKADDR_SPACE)
+        control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE) if pktinfo else ffi.NULL
+        result = ffi.new("ioc_msg_result *")
+        n = lib.ioc_recvmsg_now(_fileno(sock), cbuf, min(len(cbuf), MAX_TRANSFER), name,
+                                _SOCKADDR_SPACE, control,
+                                lib.IOC_PKTINFO_SPACE if pktinfo else 0, result)
+        del cbuf   # release the export of buffer at once
+        if n == -errno.EAGAIN:
+            return None
+        if n < 0:
+            raise os_error(-n)
+        return _message(n, name, control, result)
+
+    def sendmsg(self, sock, buffers, address, callback, source=None) -> Operation:
+        """Send one datagram made of `buffers` to address (None: the connected
+        peer); source = a local IP address string to send from (IP_PKTINFO)."""
+        cbufs = [ffi.from_buffer(b) for b in buffers]
+        iov = ffi.new("ioc_iovec[]", len(cbufs))
+        for i, cbuf in enumerate(cbufs):
+            iov[i].base = cbuf
+            iov[i].len = len(cbuf)
+        name, namelen = (ffi.NULL, 0) if address is None else encode_address(sock.family,
+                                                                             address)
+        control, controllen = ffi.NULL, 0
+        if source is not None:
+            control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE)
+            controllen = lib.ioc_pktinfo_build(control, lib.IOC_PKTINFO_SPACE,
+                                               _ip_address(source), 0)
+            if controllen < 0:
+                raise os_error(-controllen)
+        core, fd = self._prepare(sock)
+        token = self._next_token()
+        rc = lib.ioc_submit_sendmsg(core, fd, iov, len(cbufs), name, namelen, control,
+                                    controllen, 0, token, self._record_out)
+        return self._track(rc, token, "sendmsg", callback, buffers,
+                           (cbufs, iov, name, control))
+
+    @staticmethod
+    def enable_pktinfo(sock) -> None:
+        """Ask the kernel for the arrival address of each datagram on sock."""
+        rc = lib.ioc_pktinfo_enable(_fileno(sock), sock.family)
         if rc < 0:
             raise os_error(-rc)
 

@@ -22,10 +22,11 @@ __all__ = ["SocketMethods"]
 class _Stash:
     """What the kernel delivered for a socket after its caller stopped waiting."""
 
-    __slots__ = ("data", "accepted", "orphans", "waiters")
+    __slots__ = ("data", "datagrams", "accepted", "orphans", "waiters")
 
     def __init__(self):
         self.data = bytearray()
+        self.datagrams = collections.deque()   # (bytes, address) from cancelled recvfroms
         self.accepted = collections.deque()
         # Cancelled receive/accept operations the kernel has not reported yet:
         # what they deliver lands in the stash, so the next call waits for them.
@@ -178,6 +179,115 @@ class SocketMethods:
         op = self._port.recv(sock, memoryview(buf)[:n], done)
         self._cancel_op_when_cancelled(fut, op, sock)
         return fut
+
+    # -- datagrams ------------------------------------------------------------
+
+    async def sock_recvfrom(self, sock, bufsize):
+        """Receive a datagram of up to bufsize bytes: (data, address)
+        (asyncio.loop.sock_recvfrom)."""
+        self._check_sock(sock)
+        if self._unsettled(sock):
+            await self._settle(sock)
+        stashed = self._take_stashed_datagram(sock, bufsize)
+        if stashed is not None:
+            return stashed
+        return await self._recvfrom_op(sock, bufsize)
+
+    async def sock_recvfrom_into(self, sock, buf, nbytes=0):
+        """Receive a datagram into buf: (nbytes, address)
+        (asyncio.loop.sock_recvfrom_into)."""
+        self._check_sock(sock)
+        view = memoryview(buf).cast("B")
+        if view.readonly:
+            raise TypeError("sock_recvfrom_into() needs a writable buffer, not "
+                            f"{type(buf).__name__}")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes > len(view):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        nbytes = nbytes or len(view)
+        if self._unsettled(sock):
+            await self._settle(sock)
+        stashed = self._take_stashed_datagram(sock, nbytes)
+        if stashed is None:
+            # Received into a buffer of ours and copied: after a cancellation
+            # the kernel must not write into the caller's memory.
+            stashed = await self._recvfrom_op(sock, nbytes)
+        data, address = stashed
+        view[:len(data)] = data
+        return len(data), address
+
+    def _take_stashed_datagram(self, sock, bufsize):
+        stash = self._stashes.get(sock)
+        if stash is None or not stash.datagrams:
+            return None
+        data, address = stash.datagrams.popleft()
+        return data[:bufsize], address
+
+    def _recvfrom_op(self, sock, n):
+        """A future for one datagram of up to n bytes: (data, address)."""
+        if n < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        fut = self.create_future()
+        buf = self._take_recv_buffer(n)
+
+        def done(op):
+            self._orphan_settled(op)
+            if op.result < 0:
+                self._give_back_recv_buffer(buf)
+                if not fut.done():
+                    fut.set_exception(op.error)
+                return
+            nbytes, address, _flags, _local = self._port.message_of(op)
+            datagram = (bytes(memoryview(buf)[:nbytes]), address)
+            self._give_back_recv_buffer(buf)
+            if fut.done():
+                # Cancelled, but a datagram arrived first: keep it for the next call.
+                self._stash_for(sock).datagrams.append(datagram)
+            else:
+                fut.set_result(datagram)
+
+        op = self._port.recvmsg(sock, memoryview(buf)[:n], done)
+        self._cancel_op_when_cancelled(fut, op, sock)
+        return fut
+
+    async def sock_sendto(self, sock, data, address):
+        """Send a datagram to address; returns the bytes sent
+        (asyncio.loop.sock_sendto)."""
+        self._check_sock(sock)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            address = await self._numeric_address(sock, address)
+        fut = self.create_future()
+
+        def done(op):
+            if fut.done():
+                return
+            if op.result < 0:
+                fut.set_exception(op.error)
+            else:
+                fut.set_result(op.result)
+
+        op = self._port.sendmsg(sock, [data], address, done)
+        self._cancel_op_when_cancelled(fut, op)
+        try:
+            return await fut
+        finally:
+            fut = None   # break the cycle through the traceback
+
+    async def _numeric_address(self, sock, address):
+        """address with its host resolved to a numeric one (socket.sendto
+        resolves names too)."""
+        try:
+            socket.inet_pton(sock.family, address[0].partition("%")[0])
+            return address
+        except (OSError, TypeError, ValueError, IndexError, AttributeError):
+            pass
+        if not isinstance(address, tuple) or len(address) < 2:
+            raise TypeError(f"{sock.family!r} address must be a tuple (host, port), "
+                            f"not {address!r}")
+        resolved = await self._ensure_resolved(address, family=sock.family, type=sock.type,
+                                               proto=sock.proto, loop=self)
+        return resolved[0][4]
 
     # -- sending --------------------------------------------------------------
 

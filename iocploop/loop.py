@@ -17,6 +17,7 @@ import asyncio
 import sys
 import threading
 
+from ._datagram import DatagramMethods
 from ._port import IS_WINDOWS, CompletionPort
 from ._sendfile import SendfileMethods
 from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
@@ -39,9 +40,6 @@ def _not_yet(name: str, milestone: str):
 
 # Methods that later milestones implement, and which one.
 _PENDING_FEATURES = {
-    "UDP support (issue #5)": [
-        "sock_recvfrom", "sock_recvfrom_into", "sock_sendto", "create_datagram_endpoint",
-    ],
     "TLS support (issue #6)": ["start_tls"],
     "pipes, subprocesses, local sockets, signals and readiness callbacks (issue #7)": [
         "connect_read_pipe", "connect_write_pipe", "subprocess_exec", "subprocess_shell",
@@ -51,7 +49,8 @@ _PENDING_FEATURES = {
 }
 
 
-class Loop(SocketMethods, SendfileMethods, ServerMethods, asyncio.BaseEventLoop):
+class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods,
+           asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
     def __init__(self, *, queue_depth: int = 256,

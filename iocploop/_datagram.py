@@ -1,0 +1,320 @@
+"""The UDP transport on completion operations.
+
+  receiving: Windows keeps several receives (WSARecvFrom / WSARecvMsg)
+             posted, each into a buffer of its own, so a burst finds the
+             kernel ready; IOCP completes them in arrival order, one datagram
+             each.  Linux keeps one io_uring RECVMSG posted (several would
+             all wake for each datagram, the rest failing with EAGAIN) and,
+             when it completes, drains what else is queued with
+             non-blocking recvmsg calls, up to _DRAIN_MAX per completion, so
+             a burst is read in one pass of the loop.  Then the receive is
+             posted again.
+  sending:   one sendmsg per datagram, up to _SENDS_IN_FLIGHT at once; the
+             rest queue.  The write buffer size counts queued and in-flight
+             bytes, for pause_writing / resume_writing.
+  errors:    as asyncio's datagram transports: an OSError of a receive or a
+             send (an ICMP port-unreachable reported on a connected socket,
+             a datagram too large, ...) goes to protocol.error_received and
+             the transport goes on.
+  closing:   close() stops reading, flushes the queued datagrams, then
+             closes; abort() drops them.  The socket is closed and
+             connection_lost called once the kernel finished every operation.
+
+Arrival interface (iocploop's extension, docs/udp.md): a protocol that
+defines datagram_received_on(data, addr, local_address) gets each datagram
+with the local address it arrived on (IP_PKTINFO / IPV6_PKTINFO through
+WSARecvMsg or recvmsg), instead of datagram_received; replies sent with
+sendto(data, addr) then leave from the address the peer last wrote to (or
+from sendto(..., source=address)).
+"""
+from __future__ import annotations
+
+import collections
+import sys
+import warnings
+from asyncio import base_events, constants, futures, transports, trsock
+
+from ._port import IS_WINDOWS
+
+_EAGAIN = -11   # Linux: a receive that found nothing (not an error to report)
+
+__all__ = ["DatagramTransport", "DatagramMethods"]
+
+_RECVS_POSTED = 16 if IS_WINDOWS else 1
+_DRAIN_MAX = 64                     # Linux: datagrams read at once per completion
+_RECV_SIZE = 65536                  # the largest UDP payload fits
+_SENDS_IN_FLIGHT = 8
+_ARRIVALS_REMEMBERED = 4096         # peers whose arrival address replies reuse
+_SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
+# asyncio 3.12+ counts a per-datagram header in the write buffer size.
+_HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
+
+
+class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+    max_size = _RECV_SIZE
+
+    def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
+        super().__init__(extra, loop)
+        self._sock = sock
+        self._port = loop._port
+        self._protocol = protocol
+        self._address = address
+        self._closing = False
+        self._conn_lost = 0
+        self._sock_closed = False
+        self._aborting = False
+        self._recv_ops = set()
+        self._send_ops = set()
+        self._queue = collections.deque()   # (bytes, address, source)
+        self._buffer_size = 0
+        self._arrivals = None
+        self._lost_exc = None
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+        if callable(getattr(protocol, "datagram_received_on", None)):
+            self._enable_arrival_info()
+        self._loop.call_soon(self._protocol.connection_made, self)
+        self._loop.call_soon(self._start_reading)
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def _enable_arrival_info(self):
+        if IS_WINDOWS and "WSARecvMsg" not in self._port.extensions(self._sock):
+            raise OSError(
+                "iocploop: this socket's Winsock provider has no WSARecvMsg, so the arrival "
+                "address of datagrams (datagram_received_on) is not available; define only "
+                "datagram_received to use this endpoint")
+        self._port.enable_pktinfo(self._sock)
+        self._arrivals = collections.OrderedDict()
+
+    def __repr__(self):
+        state = "closed" if self._sock_closed else "closing" if self._closing else "open"
+        fd = self._sock.fileno() if self._sock is not None else -1
+        return (f"<{type(self).__name__} {state} fd={fd} "
+                f"bufsize={self.get_write_buffer_size()}>")
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and not self._sock_closed:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
+    # -- protocol / state -----------------------------------------------------
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def get_protocol(self):
+        return self._protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def get_write_buffer_size(self):
+        return self._buffer_size
+
+    # -- receiving ------------------------------------------------------------
+
+    def _start_reading(self):
+        for _ in range(_RECVS_POSTED - len(self._recv_ops)):
+            if not self._post_recv(bytearray(_RECV_SIZE)):
+                return
+
+    def _post_recv(self, buf) -> bool:
+        if self._closing:
+            return False
+        try:
+            op = self._port.recvmsg(self._sock, buf, self._on_recv,
+                                    pktinfo=self._arrivals is not None)
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on datagram transport")
+            return False
+        self._recv_ops.add(op)
+        return True
+
+    def _on_recv(self, op):
+        self._recv_ops.discard(op)
+        if self._closing:
+            self._maybe_finish_close()
+            return
+        try:
+            if op.result < 0:
+                if not op.cancelled and op.result != _EAGAIN:
+                    self._protocol.error_received(op.error)
+            else:
+                self._deliver(op.buffer, self._port.message_of(op))
+                if not IS_WINDOWS:
+                    self._drain(op.buffer)
+        finally:
+            # A protocol that raised still gets the next datagram.
+            self._post_recv(op.buffer)
+
+    def _drain(self, buf):
+        pktinfo = self._arrivals is not None
+        for _ in range(_DRAIN_MAX):
+            if self._closing:
+                return
+            try:
+                message = self._port.recvmsg_now(self._sock, buf, pktinfo)
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                continue
+            if message is None:
+                return
+            self._deliver(buf, message)
+
+    def _deliver(self, buf, message):
+        nbytes, addr, _flags, local = message
+        data = bytes(memoryview(buf)[:nbytes])
+        if addr is None:
+            addr = self._extra["peername"]
+        if self._arrivals is None:
+            self._protocol.datagram_received(data, addr)
+            return
+        if local is not None:
+            self._remember_arrival(addr, local)
+        self._protocol.datagram_received_on(data, addr, local)
+
+    def _remember_arrival(self, addr, local):
+        arrivals = self._arrivals
+        key = addr[:2]
+        arrivals[key] = local
+        arrivals.move_to_end(key)
+        if len(arrivals) > _ARRIVALS_REMEMBERED:
+            arrivals.popitem(last=False)
+
+    # -- sending --------------------------------------------------------------
+
+    def sendto(self, data, addr=None, *, source=None):
+        """Send a datagram (asyncio's DatagramTransport.sendto).  iocploop
+        extension: source = the local IP address to send from."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if not data and not _SENDS_EMPTY_DATAGRAMS:
+            return
+        if self._address:
+            if addr not in (None, self._address):
+                raise ValueError(f"Invalid address: must be None or {self._address}")
+            addr = None   # connected: the kernel knows the peer
+        if self._conn_lost and self._address:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                base_events.logger.warning("socket.send() raised exception.")
+            self._conn_lost += 1
+            return
+        if self._closing:
+            return
+        if source is None and self._arrivals is not None and addr is not None:
+            source = self._arrivals.get(addr[:2])
+        self._queue.append((bytes(data), addr, source))
+        self._buffer_size += len(data) + _HEADER_SIZE
+        self._send_queued()
+        self._maybe_pause_protocol()
+
+    def _send_queued(self):
+        while self._queue and len(self._send_ops) < _SENDS_IN_FLIGHT:
+            data, addr, source = self._queue.popleft()
+            try:
+                op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
+            except OSError as exc:
+                self._buffer_size -= len(data) + _HEADER_SIZE
+                self._protocol.error_received(exc)
+                continue
+            except (TypeError, ValueError) as exc:   # a bad address
+                self._buffer_size -= len(data) + _HEADER_SIZE
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
+            self._send_ops.add(op)
+
+    def _on_sent(self, op):
+        self._send_ops.discard(op)
+        if not self._aborting:   # abort() already emptied the count
+            self._buffer_size -= len(op.buffer[0]) + _HEADER_SIZE
+        if op.result < 0 and not op.cancelled:
+            try:
+                self._protocol.error_received(op.error)
+            finally:
+                self._after_send()
+            return
+        self._after_send()
+
+    def _after_send(self):
+        if not self._aborting:
+            self._send_queued()
+        self._maybe_resume_protocol()
+        self._maybe_finish_close()
+
+    # -- closing --------------------------------------------------------------
+
+    def close(self):
+        if self._closing:
+            return
+        self._closing = True
+        if not self._queue and not self._send_ops:
+            self._conn_lost += 1
+        for op in list(self._recv_ops):
+            self._port.cancel(op)
+        self._maybe_finish_close()
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                base_events.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._sock_closed or self._aborting:
+            return
+        self._aborting = True
+        self._closing = True
+        self._lost_exc = exc
+        self._queue.clear()
+        self._buffer_size = 0
+        for op in list(self._recv_ops) + list(self._send_ops):
+            self._port.cancel(op)
+        if not self._conn_lost:
+            self._conn_lost = 1
+        self._maybe_finish_close()
+
+    def _maybe_finish_close(self):
+        if not self._closing or self._sock_closed:
+            return
+        if not self._aborting and (self._queue or self._send_ops):
+            return   # close(): the queued datagrams go out first
+        if self._recv_ops or self._send_ops:
+            return   # the kernel still holds operations of ours
+        self._sock_closed = True
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._sock.close()
+            self._protocol = None
+
+
+class DatagramMethods:
+    """Mixin for Loop: the hook BaseEventLoop.create_datagram_endpoint calls
+    (it does the option handling: local_addr, remote_addr, reuse_port,
+    allow_broadcast, sock, ...)."""
+
+    def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
+        return DatagramTransport(self, sock, protocol, address, waiter, extra)
