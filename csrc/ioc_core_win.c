@@ -42,6 +42,9 @@
 #define KEY_WAKEUP ((ULONG_PTR)2)
 #define KEY_SIGINT ((ULONG_PTR)3)
 
+#ifndef STATUS_BUFFER_OVERFLOW
+#define STATUS_BUFFER_OVERFLOW ((LONG)0x80000005L)
+#endif
 #ifndef STATUS_CANCELLED
 #define STATUS_CANCELLED ((LONG)0xC0000120L)
 #endif
@@ -481,7 +484,13 @@ int ioc_submit_recvmsg(ioc_core *c, intptr_t sock, void *buf, uint32_t len,
         op->wsamsg.dwFlags = (DWORD)flags;
         r = p->wsa_recv_msg((SOCKET)sock, &op->wsamsg, NULL, &op->ov, NULL);
     }
-    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+    err = r == 0 ? 0 : WSAGetLastError();
+    /* A datagram larger than the buffer: the call reports WSAEMSGSIZE, but
+     * the operation completed (STATUS_BUFFER_OVERFLOW is a warning) and its
+     * packet still reaches the port, carrying the truncated datagram. */
+    if (err == WSAEMSGSIZE)
+        err = WSA_IO_PENDING;
+    return finish_submit(c, op, err, op_out);
 }
 
 /* A completed receive: copy what Winsock wrote back into the caller's result. */
@@ -664,6 +673,10 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
     int e;
 
     if (status >= 0)
+        return (int64_t)bytes;
+    /* A datagram cut to the buffer's size: its bytes, as asyncio's proactor
+     * returns them (GetOverlappedResult's ERROR_MORE_DATA is not an error). */
+    if (status == STATUS_BUFFER_OVERFLOW && op->kind == IOC_OP_RECVMSG)
         return (int64_t)bytes;
     if (status == STATUS_CANCELLED)
         return -(int64_t)ERROR_OPERATION_ABORTED;

@@ -69,6 +69,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._buffer_size = 0
         self._arrivals = None
         self._lost_exc = None
+        self._error_in_batch = None     # receive error already reported this batch
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -147,7 +148,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         try:
             if op.result < 0:
                 if not op.cancelled and op.result != _EAGAIN:
-                    self._protocol.error_received(op.error)
+                    self._receive_failed(op)
             else:
                 self._deliver(op.buffer, self._port.message_of(op))
                 if not IS_WINDOWS:
@@ -155,6 +156,19 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         finally:
             # A protocol that raised still gets the next datagram.
             self._post_recv(op.buffer)
+
+    def _receive_failed(self, op):
+        # One ICMP error can fail every posted receive at once (Wine does
+        # so): report it once per batch of completions, as one receive would.
+        if op.result == self._error_in_batch:
+            return
+        if self._error_in_batch is None:
+            self._loop.call_soon(self._end_error_batch)
+        self._error_in_batch = op.result
+        self._protocol.error_received(op.error)
+
+    def _end_error_batch(self):
+        self._error_in_batch = None
 
     def _drain(self, buf):
         pktinfo = self._arrivals is not None
