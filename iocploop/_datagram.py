@@ -81,7 +81,12 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             except OSError:
                 self._extra["peername"] = None
         if callable(getattr(protocol, "datagram_received_on", None)):
-            self._enable_arrival_info()
+            try:
+                self._enable_arrival_info()
+            except BaseException:
+                self._sock_closed = True   # the endpoint never existed
+                sock.close()
+                raise
         self._loop.call_soon(self._protocol.connection_made, self)
         self._loop.call_soon(self._start_reading)
         if waiter is not None:
