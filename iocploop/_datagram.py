@@ -10,8 +10,12 @@
              a burst is read in one pass of the loop.  Then the receive is
              posted again.
   sending:   one sendmsg per datagram, up to _SENDS_IN_FLIGHT at once; the
-             rest queue.  The write buffer size counts queued and in-flight
-             bytes, for pause_writing / resume_writing.
+             rest queue.  Linux first tries the send at once when nothing is
+             queued (a UDP send rarely blocks; that saves a completion per
+             datagram), up to _SEND_AT_ONCE_MAX per pass of the loop, and
+             hands io_uring what would block and what exceeds that.  The write
+             buffer size counts queued and in-flight bytes, for
+             pause_writing / resume_writing.
   errors:    as asyncio's datagram transports: an OSError of a receive or a
              send (an ICMP port-unreachable reported on a connected socket,
              a datagram too large, ...) goes to protocol.error_received and
@@ -44,6 +48,8 @@ _RECVS_POSTED = 16 if IS_WINDOWS else 1
 _DRAIN_MAX = 64                     # Linux: datagrams read at once per completion
 _RECV_SIZE = 65536                  # the largest UDP payload fits
 _SENDS_IN_FLIGHT = 8
+_SEND_AT_ONCE = not IS_WINDOWS       # see sendto
+_SEND_AT_ONCE_MAX = 128
 _ARRIVALS_REMEMBERED = 4096         # peers whose arrival address replies reuse
 _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
 # asyncio 3.12+ counts a per-datagram header in the write buffer size.
@@ -70,6 +76,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._arrivals = None
         self._lost_exc = None
         self._error_in_batch = None     # receive error already reported this batch
+        self._send_budget = _SEND_AT_ONCE_MAX   # Linux: sends done at once this pass
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -176,18 +183,36 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._error_in_batch = None
 
     def _drain(self, buf):
-        pktinfo = self._arrivals is not None
+        if self._arrivals is None:
+            self._drain_plain()
+            return
         for _ in range(_DRAIN_MAX):
             if self._closing:
                 return
             try:
-                message = self._port.recvmsg_now(self._sock, buf, pktinfo)
+                message = self._port.recvmsg_now(self._sock, buf, True)
             except OSError as exc:
                 self._protocol.error_received(exc)
                 continue
             if message is None:
                 return
             self._deliver(buf, message)
+
+    def _drain_plain(self):
+        # No control data wanted: the socket module's own recvfrom is the
+        # cheapest non-blocking receive there is.
+        recvfrom = self._sock.recvfrom
+        for _ in range(_DRAIN_MAX):
+            if self._closing:
+                return
+            try:
+                data, addr = recvfrom(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                continue
+            self._protocol.datagram_received(data, addr)
 
     def _deliver(self, buf, message):
         nbytes, addr, _flags, local = message
@@ -232,10 +257,34 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             return
         if source is None and self._arrivals is not None and addr is not None:
             source = self._arrivals.get(addr[:2])
+        if (_SEND_AT_ONCE and source is None and not self._queue and not self._send_ops
+                and self._send_budget > 0):
+            # Linux: a datagram send rarely blocks, and a send done at once
+            # costs one system call and no completion to process.  At most
+            # _SEND_AT_ONCE_MAX per pass of the loop, though: a burst beyond
+            # that goes through io_uring, paced by the loop, so a receiver on
+            # this host gets to read between sends and nothing overflows.
+            if self._send_budget == _SEND_AT_ONCE_MAX:
+                self._loop.call_soon(self._refill_send_budget)
+            self._send_budget -= 1
+            try:
+                if addr is None:
+                    self._sock.send(data)
+                else:
+                    self._sock.sendto(data, addr)
+                return
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError as exc:
+                self._protocol.error_received(exc)
+                return
         self._queue.append((bytes(data), addr, source))
         self._buffer_size += len(data) + _HEADER_SIZE
         self._send_queued()
         self._maybe_pause_protocol()
+
+    def _refill_send_budget(self):
+        self._send_budget = _SEND_AT_ONCE_MAX
 
     def _send_queued(self):
         while self._queue and len(self._send_ops) < _SENDS_IN_FLIGHT:
