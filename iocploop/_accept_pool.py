@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import math
 import socket
-from asyncio import constants
+from asyncio import constants, sslproto
 
 from ._port import IS_WINDOWS
 from ._reuse import SparePool
@@ -38,7 +38,8 @@ class AcceptPool:
     """The accepts posted on one listening socket, their spare (recycled)
     sockets, and the first-data guard."""
 
-    def __init__(self, loop, sock, protocol_factory, server, size, first_data_timeout=None):
+    def __init__(self, loop, sock, protocol_factory, server, size, first_data_timeout=None,
+                 tls=None):
         self._loop = loop
         self._port = loop._port
         self._recycler = loop._recycler
@@ -54,6 +55,8 @@ class AcceptPool:
         # First-data mode: each connection arrives with its first bytes;
         # silent ones are dropped after first_data_timeout seconds.
         self._first_data_timeout = first_data_timeout
+        # TLS: (sslcontext, handshake timeout, shutdown timeout), or None.
+        self._tls = tls
         self._guard = None
         self._silent_ops = set()        # accepts cancelled by the guard
         self._awaiting_data = {}        # Linux: conn -> (recv op, timer)
@@ -176,6 +179,32 @@ class AcceptPool:
             return
         self._serve(conn, address, first_data)
 
+    def _tls_protocol(self, app_protocol, conn):
+        """asyncio's SSLProtocol for a server-side connection; a failed
+        handshake closes the connection (reported in debug mode, as asyncio
+        does)."""
+        sslcontext, handshake_timeout, shutdown_timeout = self._tls
+        loop = self._loop
+        waiter = loop.create_future()
+        ssl_protocol = sslproto.SSLProtocol(
+            loop, app_protocol, sslcontext, waiter, server_side=True,
+            ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=shutdown_timeout)
+
+        def handshake_done(fut):
+            if fut.cancelled() or fut.exception() is None:
+                return
+            ssl_protocol._app_transport.close()
+            if loop.get_debug():
+                loop.call_exception_handler({
+                    "message": "Error on transport creation for incoming connection",
+                    "exception": fut.exception(),
+                    "protocol": app_protocol,
+                    "socket": conn,
+                })
+
+        waiter.add_done_callback(handshake_done)
+        return ssl_protocol
+
     # -- first-data mode ------------------------------------------------------
 
     def _arm_guard(self):
@@ -234,6 +263,8 @@ class AcceptPool:
     def _serve(self, conn, address, first_data=b""):
         try:
             protocol = self._protocol_factory()
+            if self._tls is not None:
+                protocol = self._tls_protocol(protocol, conn)
             TCPTransport(self._loop, conn, protocol, extra={"peername": address},
                          server=self._server, reuse_home=self._home, first_data=first_data)
         except (SystemExit, KeyboardInterrupt):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import numbers
 import weakref
-from asyncio import constants
+from asyncio import constants, sslproto
 
 from ._accept_pool import DEFAULT_ACCEPT_POOL_SIZE, AcceptPool
 from ._reuse import SocketRecycler
@@ -116,20 +116,31 @@ class ServerMethods:
         self._recycler.adopt_client(spare)
         return spare
 
-    def _make_ssl_transport(self, *args, **kwargs):
-        raise NotImplementedError(
-            "iocploop does not implement TLS (ssl=) yet: it arrives with TLS support "
-            "(issue #6). Use asyncio's default loop for this program until then.")
+    def _make_ssl_transport(self, rawsock, protocol, sslcontext, waiter=None, *,
+                            server_side=False, server_hostname=None, extra=None, server=None,
+                            ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
+                            ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
+        """TLS on a TCP transport: asyncio's own SSLProtocol (ssl.MemoryBIO)
+        between the socket transport and the user's protocol.  Ciphertext is
+        received straight into SSLProtocol's buffer (it is a BufferedProtocol)
+        and the records it writes are bytes, sent without another copy."""
+        ssl_protocol = sslproto.SSLProtocol(
+            self, protocol, sslcontext, waiter, server_side, server_hostname,
+            ssl_handshake_timeout=ssl_handshake_timeout,
+            ssl_shutdown_timeout=ssl_shutdown_timeout)
+        self._make_socket_transport(rawsock, ssl_protocol, extra=extra, server=server)
+        return ssl_protocol._app_transport
 
     def _start_serving(self, protocol_factory, sock, sslcontext=None, server=None,
                        backlog=100, ssl_handshake_timeout=constants.SSL_HANDSHAKE_TIMEOUT,
                        ssl_shutdown_timeout=constants.SSL_SHUTDOWN_TIMEOUT):
-        if sslcontext is not None:
-            self._make_ssl_transport()
         if sock in self._accept_pools:
             return
+        tls = None
+        if sslcontext is not None:
+            tls = (sslcontext, ssl_handshake_timeout, ssl_shutdown_timeout)
         pool = AcceptPool(self, sock, protocol_factory, server, self.accept_pool_size,
-                           self._first_data_socks.get(sock))
+                           self._first_data_socks.get(sock), tls)
         self._accept_pools[sock] = pool
         pool.start()
 

@@ -40,7 +40,6 @@ def _not_yet(name: str, milestone: str):
 
 # Methods that later milestones implement, and which one.
 _PENDING_FEATURES = {
-    "TLS support (issue #6)": ["start_tls"],
     "pipes, subprocesses, local sockets, signals and readiness callbacks (issue #7)": [
         "connect_read_pipe", "connect_write_pipe", "subprocess_exec", "subprocess_shell",
         "create_unix_connection", "create_unix_server", "add_reader", "remove_reader",

@@ -14,7 +14,6 @@ from _helpers import TIMEOUT
 # method name -> positional arguments that would be valid for asyncio's loop
 _S = object()   # placeholder: replaced by a real socket in the test
 NOT_YET = {
-    "start_tls": (None, None, None),
     "connect_read_pipe": (asyncio.Protocol, None),
     "connect_write_pipe": (asyncio.Protocol, None),
     "subprocess_exec": (asyncio.SubprocessProtocol, "python"),
