@@ -189,11 +189,14 @@ class AcceptPool:
         ssl_protocol = sslproto.SSLProtocol(
             loop, app_protocol, sslcontext, waiter, server_side=True,
             ssl_handshake_timeout=handshake_timeout, ssl_shutdown_timeout=shutdown_timeout)
+        # Kept here: SSLProtocol forgets it in connection_lost, which may run
+        # before this waiter's callback.
+        app_transport = ssl_protocol._app_transport
 
         def handshake_done(fut):
             if fut.cancelled() or fut.exception() is None:
                 return
-            ssl_protocol._app_transport.close()
+            app_transport.close()
             if loop.get_debug():
                 loop.call_exception_handler({
                     "message": "Error on transport creation for incoming connection",
