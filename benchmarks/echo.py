@@ -16,6 +16,7 @@ the limit), and each loop's ratio to uvloop.
 from __future__ import annotations
 
 import argparse
+import glob
 import itertools
 import json
 import os
@@ -30,13 +31,15 @@ LOADGEN = os.path.join(ROOT, "build", "bench", "loadgen")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def build_c_tool(name: str) -> str:
-    """benchmarks/NAME.c compiled into build/bench/NAME (again whenever the source is newer)."""
+def build_c_tool(name: str, libs=()) -> str:
+    """benchmarks/NAME.c compiled into build/bench/NAME (again whenever it or a
+    header in benchmarks/ is newer), linked with libs (e.g. "-lssl")."""
     src = os.path.join(HERE, name + ".c")
     exe = os.path.join(ROOT, "build", "bench", name)
-    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(src):
+    newest = max(map(os.path.getmtime, [src, *glob.glob(os.path.join(HERE, "*.h"))]))
+    if not os.path.exists(exe) or os.path.getmtime(exe) < newest:
         os.makedirs(os.path.dirname(exe), exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-o", exe, src], check=True)
+        subprocess.run(["gcc", "-O2", "-o", exe, src, *libs], check=True)
     return exe
 
 
@@ -84,12 +87,14 @@ def drive(server_cmd, client_cmd, warmup, duration, label, after=None) -> dict:
 
 
 def measure(loop: str, style: str, size_kib: int, conns: int, warmup: float,
-            duration: float) -> dict:
+            duration: float, server_args=(), gen=LOADGEN, gen_args=()) -> dict:
+    """One run of benchmarks.echo_server LOOP STYLE *server_args against
+    gen HOST PORT CONNS BYTES WARMUP DURATION *gen_args."""
     return drive(
-        [*taskset(0), sys.executable, "-m", "benchmarks.echo_server", loop, style],
-        lambda port: [*taskset(1), LOADGEN, "127.0.0.1", str(port), str(conns),
-                      str(size_kib * 1024), str(warmup), str(duration)],
-        warmup, duration, f"{loop}/{style}")
+        [*taskset(0), sys.executable, "-m", "benchmarks.echo_server", loop, style, *server_args],
+        lambda port: [*taskset(1), gen, "127.0.0.1", str(port), str(conns),
+                      str(size_kib * 1024), str(warmup), str(duration), *gen_args],
+        warmup, duration, f"{loop}/{style}/{size_kib}/{conns}")
 
 
 def run_interleaved(runs: int, jobs: list, measure_job) -> dict:
@@ -143,48 +148,62 @@ def available(loops):
     return found
 
 
-def main(argv=None):
-    parser = base_parser(__doc__, "asyncio,uvloop,iocploop")
-    parser.add_argument("--styles", default="sockets,streams,protocol,buffered")
-    parser.add_argument("--sizes", default="1,10,100", help="message sizes in KiB")
+ECHO_KEYS = ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu")
+
+
+def echo_parser(doc: str, styles: str, sizes: str) -> argparse.ArgumentParser:
+    """base_parser and the echo suites' --styles --sizes --concurrency."""
+    parser = base_parser(doc, "asyncio,uvloop,iocploop")
+    parser.add_argument("--styles", default=styles)
+    parser.add_argument("--sizes", default=sizes, help="message sizes in KiB")
     parser.add_argument("--concurrency", default="1,16")
-    args = parser.parse_args(argv)
-    if not sys.platform.startswith("linux"):
-        sys.exit("benchmarks.echo runs on Linux (never read performance from Wine)")
-    build_loadgen()
-    loops = available(args.loops.split(","))
-    styles = args.styles.split(",")
-    sizes = [int(s) for s in args.sizes.split(",")]
-    concurrency = [int(c) for c in args.concurrency.split(",")]
-    configs = list(itertools.product(styles, sizes, concurrency))
+    return parser
+
+
+def run_echo_suite(args, loops: list, measure_job, note=None, footer: str = "") -> dict:
+    """Measure every (style, KiB, conns, loop) of args interleaved, print the
+    table (medians, ratio to uvloop -- asyncio's without it; note(runs), if
+    given, fills a last column), write --json; returns the samples."""
+    configs = list(itertools.product(args.styles.split(","),
+                                     [int(s) for s in args.sizes.split(",")],
+                                     [int(c) for c in args.concurrency.split(",")]))
     jobs = [(*config, loop) for config in configs for loop in loops]
-    samples = run_interleaved(
-        args.runs, jobs,
-        lambda job: measure(job[3], job[0], job[1], job[2], args.warmup, args.duration))
+    samples = run_interleaved(args.runs, jobs, measure_job)
     reference = "uvloop" if "uvloop" in loops else "asyncio"
     print(f"{'style':<9}{'KiB':>5}{'conns':>6}  {'loop':<9}{'req/s':>10}{'p50 us':>9}"
-          f"{'p99 us':>9}{'srv cpu':>9}{'gen cpu':>9}{'vs ' + reference:>11}")
+          f"{'p99 us':>9}{'srv cpu':>9}{'gen cpu':>9}{'vs ' + reference:>11}"
+          + ("  note" if note else ""))
     table = []
     for config in configs:
-        medians = {}
-        for loop in loops:
-            runs = samples[(*config, loop)]
-            medians[loop] = medians_of(
-                runs, ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu"))
+        medians = {loop: medians_of(samples[(*config, loop)], ECHO_KEYS) for loop in loops}
         for loop in loops:
             m = medians[loop]
             ratio = m["rps"] / medians[reference]["rps"] if medians[reference]["rps"] else 0
             style, size, conns = config
+            row = {"style": style, "kib": size, "connections": conns, "loop": loop, **m,
+                   "ratio_to_" + reference: ratio}
+            if note:
+                row["note"] = note(samples[(*config, loop)])
             print(f"{style:<9}{size:>5}{conns:>6}  {loop:<9}{m['rps']:>10.0f}{m['p50_us']:>9.0f}"
                   f"{m['p99_us']:>9.0f}{m['server_cpu']:>8.0%}{m['loadgen_cpu']:>9.0%}"
-                  f"{ratio:>10.2f}x")
-            table.append({"style": style, "kib": size, "connections": conns, "loop": loop, **m,
-                          "ratio_to_" + reference: ratio})
+                  f"{ratio:>10.2f}x  {row.get('note', '')}".rstrip())
+            table.append(row)
     print(f"(median of {args.runs} interleaved runs of {args.duration:g}s after "
           f"{args.warmup:g}s warm-up; server on CPU 0, load generator on CPU 1; "
-          f"python {sys.version.split()[0]})")
+          f"{footer}python {sys.version.split()[0]})")
     if args.json:
         write_json(args.json, table, samples)
+    return samples
+
+
+def main(argv=None):
+    args = echo_parser(__doc__, "sockets,streams,protocol,buffered", "1,10,100").parse_args(argv)
+    if not sys.platform.startswith("linux"):
+        sys.exit("benchmarks.echo runs on Linux (never read performance from Wine)")
+    build_loadgen()
+    loops = available(args.loops.split(","))
+    run_echo_suite(args, loops, lambda job: measure(job[3], job[0], job[1], job[2],
+                                                    args.warmup, args.duration))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """An echo server for benchmarks/echo.py, in one of four styles, on one loop.
 
-    python -m benchmarks.echo_server LOOP STYLE
+    python -m benchmarks.echo_server LOOP STYLE [CERTFILE KEYFILE]
 
 LOOP: asyncio | uvloop | iocploop.  STYLE: sockets (sock_recv/sock_sendall),
 streams (asyncio.start_server), protocol (asyncio.Protocol), buffered
-(asyncio.BufferedProtocol).  Prints the port it listens on, then serves until
-killed.
+(asyncio.BufferedProtocol).  With CERTFILE and KEYFILE (PEM) it serves TLS
+(benchmarks/tls.py): the same code with ssl= an SSLContext holding them
+(every style but sockets; buffered returns a bytearray from get_buffer(),
+which asyncio's SSLProtocol mishandles, CPython issue #156275).  Prints the
+port it listens on, then serves until killed.
 """
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import sys
 
 
@@ -58,9 +62,11 @@ async def echo_socket(loop, conn):
             await loop.sock_sendall(conn, data)
 
 
-async def serve(style: str) -> None:
+async def serve(style: str, sslcontext: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     if style == "sockets":
+        if sslcontext is not None:
+            sys.exit("echo_server: the sockets style has no TLS")
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(("127.0.0.1", 0))
@@ -74,16 +80,22 @@ async def serve(style: str) -> None:
             tasks.add(task)
             task.add_done_callback(tasks.discard)
     if style == "streams":
-        server = await asyncio.start_server(echo_stream, "127.0.0.1", 0, backlog=1024)
+        server = await asyncio.start_server(echo_stream, "127.0.0.1", 0, backlog=1024,
+                                            ssl=sslcontext)
     else:
         factory = EchoProtocol if style == "protocol" else EchoBufferedProtocol
-        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024)
+        server = await loop.create_server(factory, "127.0.0.1", 0, backlog=1024,
+                                          ssl=sslcontext)
     print(server.sockets[0].getsockname()[1], flush=True)
     await server.serve_forever()
 
 
 def main() -> None:
     loop_name, style = sys.argv[1], sys.argv[2]
+    sslcontext = None
+    if len(sys.argv) > 3:
+        sslcontext = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sslcontext.load_cert_chain(sys.argv[3], sys.argv[4])
     if loop_name == "uvloop":
         import uvloop
 
@@ -95,7 +107,7 @@ def main() -> None:
     else:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(style))
+        runner.run(serve(style, sslcontext))
 
 
 if __name__ == "__main__":

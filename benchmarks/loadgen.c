@@ -11,21 +11,13 @@
  * (microseconds), and the generator's user+system CPU seconds.
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
-#define HIST_BUCKETS 100000   /* 1 us buckets up to 100 ms, then the last bucket */
+#include "echogen.h"
 
 typedef struct conn {
     int fd;
@@ -33,45 +25,12 @@ typedef struct conn {
     double started;
 } conn;
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(1);
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
-static double percentile(const uint64_t *hist, uint64_t total, double p)
-{
-    uint64_t want = (uint64_t)(total * p), seen = 0;
-    int i;
-    for (i = 0; i < HIST_BUCKETS; i++) {
-        seen += hist[i];
-        if (seen > want)
-            return (double)i;
-    }
-    return (double)HIST_BUCKETS;
-}
-
 int main(int argc, char **argv)
 {
-    struct sockaddr_in addr;
+    echo_target target;
     int nconn, ep, i, one = 1;
     size_t size;
-    double warmup, duration, t_start, t_end, cpu_start = 0, measure_from;
+    double t_start, t_end, cpu_start = 0, measure_from;
     conn *conns;
     char *out, *in;
     uint64_t *hist, requests = 0, measured = 0;
@@ -82,19 +41,13 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)atoi(argv[2]));
-    if (inet_pton(AF_INET, argv[1], &addr.sin_addr) != 1)
-        die("inet_pton");
-    nconn = atoi(argv[3]);
-    size = (size_t)atol(argv[4]);
-    warmup = atof(argv[5]);
-    duration = atof(argv[6]);
+    parse_target(argv, &target);
+    nconn = target.nconn;
+    size = target.size;
     conns = calloc((size_t)nconn, sizeof(conn));
     out = malloc(size);
     in = malloc(size > 65536 ? size : 65536);
-    hist = calloc(HIST_BUCKETS + 1, sizeof(uint64_t));
+    hist = new_histogram();
     if (!conns || !out || !in || !hist)
         die("malloc");
     memset(out, 'x', size);
@@ -102,7 +55,7 @@ int main(int argc, char **argv)
 
     for (i = 0; i < nconn; i++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+        if (fd < 0 || connect(fd, (struct sockaddr *)&target.addr, sizeof(target.addr)) != 0)
             die("connect");
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         conns[i].fd = fd;
@@ -113,8 +66,8 @@ int main(int argc, char **argv)
     }
 
     t_start = now();
-    measure_from = t_start + warmup;
-    t_end = measure_from + duration;
+    measure_from = t_start + target.warmup;
+    t_end = measure_from + target.duration;
     for (;;) {
         double t = now();
         int n, k;
@@ -156,7 +109,7 @@ int main(int argc, char **argv)
                 double us = (done - c->started) * 1e6;
                 requests++;
                 if (done >= measure_from) {
-                    hist[us < HIST_BUCKETS ? (int)us : HIST_BUCKETS]++;
+                    hist_add(hist, us);
                     measured++;
                 }
                 c->sent = c->received = 0;
@@ -173,7 +126,7 @@ int main(int argc, char **argv)
     }
     printf("{\"requests\": %llu, \"seconds\": %.3f, \"p50_us\": %.0f, \"p99_us\": %.0f, "
            "\"loadgen_cpu_s\": %.3f}\n",
-           (unsigned long long)measured, duration, percentile(hist, measured, 0.50),
+           (unsigned long long)measured, target.duration, percentile(hist, measured, 0.50),
            percentile(hist, measured, 0.99), cpu_seconds() - cpu_start);
     for (i = 0; i < nconn; i++)
         close(conns[i].fd);
