@@ -33,7 +33,8 @@
     WSABUF wsabufs[IOC_WIN_MSG_BUFS]; \
     INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
     int uses_msg;    /* recvmsg went through WSARecvMsg */ \
-    ioc_msg_result *result;
+    ioc_msg_result *result; \
+    int stray;       /* see make_stray */
 #include "ioc_ops.h"
 #include "ioc_addr.h"
 #include "ioc_wakeup.h"
@@ -41,6 +42,9 @@
 #define KEY_IO ((ULONG_PTR)1)
 #define KEY_WAKEUP ((ULONG_PTR)2)
 #define KEY_SIGINT ((ULONG_PTR)3)
+
+/* OVERLAPPED.Internal before a submit: no NTSTATUS has this value. */
+#define IOC_NOT_STARTED ((ULONG_PTR)0x1C0C0DE1u)
 
 #ifndef STATUS_BUFFER_OVERFLOW
 #define STATUS_BUFFER_OVERFLOW ((LONG)0x80000005L)
@@ -80,6 +84,9 @@ struct ioc_core {
     HANDLE sigint_wait;    /* the armed thread-pool wait on it */
     ioc_provider providers[IOC_MAX_PROVIDERS];
     int provider_count;
+
+    ioc_op *strays;        /* failed submits whose packet may still come */
+    unsigned stray_count;
 
     ioc_op_pool pool;
     ioc_stats stats;
@@ -208,16 +215,56 @@ static ioc_op *take_op(ioc_core *c, int kind, intptr_t handle, uint64_t token, i
     op = ioc_pool_take(&c->pool, token, handle, kind);
     if (op == NULL)
         *err = -(int)ERROR_NOT_ENOUGH_MEMORY;
+    else
+        op->ov.Internal = IOC_NOT_STARTED;
     return op;
 }
 
+/* A record whose submit failed after the kernel touched its OVERLAPPED: off
+ * the in-flight list (Python got the error), parked until a packet for it
+ * arrives, if one ever does. */
+static void make_stray(ioc_core *c, ioc_op *op)
+{
+    op->prev->next = op->next;
+    op->next->prev = op->prev;
+    c->pool.count_in_flight--;
+    op->token = 0;
+    op->stray = 1;
+    op->next = c->strays;
+    op->prev = NULL;
+    c->strays = op;
+    c->stray_count++;
+}
+
+/* The packet of a stray arrived: now the record may be reused. */
+static void release_stray(ioc_core *c, ioc_op *op)
+{
+    ioc_op **link = &c->strays;
+    while (*link != NULL && *link != op)
+        link = &(*link)->next;
+    if (*link == op)
+        *link = op->next;
+    c->stray_count--;
+    op->stray = 0;
+    op->next = c->pool.free_list;
+    c->pool.free_list = op;
+}
+
 /* error is 0 when the call succeeded at once, else WSAGetLastError().
- * Success and WSA_IO_PENDING both mean a packet will reach the port; any
- * other error means none will, so the record is recycled at once. */
+ * Success and WSA_IO_PENDING both mean a packet will reach the port.  Any
+ * other error normally means none will -- but a provider may have started
+ * the operation before failing the call, and then a packet may still come
+ * (Wine queues one for a WSASendTo refused with WSAEMSGSIZE).  take_op marks
+ * OVERLAPPED.Internal with IOC_NOT_STARTED: if the kernel changed it, the
+ * record becomes a stray (never reused until its packet shows up, which
+ * ioc_wait then drops); otherwise it is recycled at once. */
 static int finish_submit(ioc_core *c, ioc_op *op, int error, ioc_op **op_out)
 {
     if (error != 0 && error != WSA_IO_PENDING) {
-        ioc_pool_give_back(&c->pool, op);
+        if (op->ov.Internal != IOC_NOT_STARTED)
+            make_stray(c, op);
+        else
+            ioc_pool_give_back(&c->pool, op);
         return -error;
     }
     c->stats.submitted++;
@@ -730,6 +777,10 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         }
         {
             ioc_op *op = (ioc_op *)e->lpOverlapped;
+            if (op->stray) {
+                release_stray(c, op);   /* its submit already reported the error */
+                continue;
+            }
             out[n].token = op->token;
             out[n].result = op_result(op, e->dwNumberOfBytesTransferred);
             /* TransmitFile sends everything or fails; some providers (Wine)

@@ -34,13 +34,19 @@ from sendto(..., source=address)).
 from __future__ import annotations
 
 import collections
+import socket
 import sys
 import warnings
 from asyncio import base_events, constants, futures, transports, trsock
 
-from ._port import IS_WINDOWS
+from ._port import IS_WINDOWS, _bind_if_unbound
 
 _EAGAIN = -11   # Linux: a receive that found nothing (not an error to report)
+# Windows: an ICMP port-unreachable reported on a receive (WSAECONNRESET,
+# ERROR_PORT_UNREACHABLE).
+_UNREACHABLE = (10054, 1234)
+# Errors a receive may report about earlier datagrams (ICMP), not about the socket.
+_DATAGRAM_ERRORS = (ConnectionRefusedError, ConnectionResetError)
 
 __all__ = ["DatagramTransport", "DatagramMethods"]
 
@@ -77,6 +83,10 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._lost_exc = None
         self._error_in_batch = None     # receive error already reported this batch
         self._send_budget = _SEND_AT_ONCE_MAX   # Linux: sends done at once this pass
+        if IS_WINDOWS:
+            # A receive posted on an unbound socket fails (WSAEINVAL); a first
+            # send would bind it to the wildcard address anyway.
+            _bind_if_unbound(sock)
         self._extra["socket"] = trsock.TransportSocket(sock)
         try:
             self._extra["sockname"] = sock.getsockname()
@@ -147,6 +157,13 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             op = self._port.recvmsg(self._sock, buf, self._on_recv,
                                     pktinfo=self._arrivals is not None)
         except OSError as exc:
+            if isinstance(exc, _DATAGRAM_ERRORS):
+                # An ICMP error Winsock reports when the receive is posted:
+                # the endpoint hears of it and goes on, as after a failed
+                # receive.
+                self._report_receive_error(getattr(exc, "winerror", None) or exc.errno, exc)
+                self._loop.call_soon(self._post_recv, buf)
+                return True
             self._fatal_error(exc, "Fatal read error on datagram transport")
             return False
         self._recv_ops.add(op)
@@ -170,14 +187,21 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._post_recv(op.buffer)
 
     def _receive_failed(self, op):
+        self._report_receive_error(op.result, op.error)
+
+    def _report_receive_error(self, code, exc):
+        if IS_WINDOWS and not self._extra["peername"] and exc.winerror in _UNREACHABLE:
+            # As asyncio's proactor (CPython gh-91227): an unconnected socket
+            # is not told that one of its earlier datagrams found no listener.
+            return
         # One ICMP error can fail every posted receive at once (Wine does
         # so): report it once per batch of completions, as one receive would.
-        if op.result == self._error_in_batch:
+        if code == self._error_in_batch:
             return
         if self._error_in_batch is None:
             self._loop.call_soon(self._end_error_batch)
-        self._error_in_batch = op.result
-        self._protocol.error_received(op.error)
+        self._error_in_batch = code
+        self._protocol.error_received(exc)
 
     def _end_error_batch(self):
         self._error_in_batch = None
@@ -247,13 +271,20 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         if self._address:
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = None   # connected: the kernel knows the peer
+            addr = self._address
+        if self._extra["peername"]:
+            addr = None   # a connected socket sends to its peer, as asyncio's send()
         if self._conn_lost and self._address:
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 base_events.logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
         if self._closing:
+            return
+        if addr is None and not self._extra["peername"]:
+            # What socket.sendto(data, None) raises, handled as asyncio does.
+            self._fatal_error(TypeError("an address is required: the socket is not connected"),
+                              "Fatal write error on datagram transport")
             return
         if source is None and self._arrivals is not None and addr is not None:
             source = self._arrivals.get(addr[:2])
@@ -278,6 +309,11 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             except OSError as exc:
                 self._protocol.error_received(exc)
                 return
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:   # a malformed address, as asyncio handles it
+                self._fatal_error(exc, "Fatal write error on datagram transport")
+                return
         self._queue.append((bytes(data), addr, source))
         self._buffer_size += len(data) + _HEADER_SIZE
         self._send_queued()
@@ -290,16 +326,29 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         while self._queue and len(self._send_ops) < _SENDS_IN_FLIGHT:
             data, addr, source = self._queue.popleft()
             try:
-                op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
+                try:
+                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
+                except OSError:
+                    if addr is None:
+                        raise
+                    # A host name: resolved as socket.sendto resolves it.
+                    addr = self._resolve(addr)
+                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
             except OSError as exc:
                 self._buffer_size -= len(data) + _HEADER_SIZE
                 self._protocol.error_received(exc)
                 continue
-            except (TypeError, ValueError) as exc:   # a bad address
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:   # a malformed address or source
                 self._buffer_size -= len(data) + _HEADER_SIZE
                 self._fatal_error(exc, "Fatal write error on datagram transport")
                 return
             self._send_ops.add(op)
+
+    def _resolve(self, addr):
+        infos = socket.getaddrinfo(addr[0], addr[1], self._sock.family, socket.SOCK_DGRAM)
+        return infos[0][4]
 
     def _on_sent(self, op):
         self._send_ops.discard(op)

@@ -34,6 +34,10 @@ class _Stash:
         self.waiters = []
 
 
+# Windows: an ICMP port-unreachable reported on a receive (WSAECONNRESET,
+# ERROR_PORT_UNREACHABLE).
+_UNREACHABLE = (10054, 1234)
+
 # Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
 # sock_recv would cost more than the receive itself.
 _POOLED_BUFFER_SIZE = 256 * 1024
@@ -235,7 +239,13 @@ class SocketMethods:
             self._orphan_settled(op)
             if op.result < 0:
                 self._give_back_recv_buffer(buf)
-                if not fut.done():
+                if fut.done():
+                    return
+                if IS_WINDOWS and op.error.winerror in _UNREACHABLE:
+                    # asyncio's proactor turns an ICMP port-unreachable into an
+                    # empty datagram from nowhere (CPython gh-91227).
+                    fut.set_result((b"", None))
+                else:
                     fut.set_exception(op.error)
                 return
             nbytes, address, _flags, _local = self._port.message_of(op)

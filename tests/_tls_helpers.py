@@ -1,7 +1,8 @@
 """Certificates, SSL contexts and small helpers for the TLS tests (no test
 lives here).
 
-Everything is made at test time with the ``cryptography`` package: a CA, a
+Everything is made at test time with the ``cryptography`` package
+(tests/_make_pki.py; under Wine the runner makes them on the Linux side): a CA, a
 server certificate for localhost / 127.0.0.1 / ::1, a client certificate, an
 expired server certificate, one for another host name, and a second CA that
 nobody trusts.  Keys are EC P-256 (fast to make); the whole set is made once
@@ -17,8 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
-import ipaddress
+import os
 import socket
 import ssl
 import threading
@@ -27,10 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 #: The client certificate's common name (the server checks it in peercert).
 CLIENT_CN = "iocploop test client"
@@ -84,96 +80,15 @@ class Pki:
         return ctx
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "iocploop tests"),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn),
-    ])
-
-
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write(folder: Path, stem: str, cert: x509.Certificate, key) -> tuple[Path, Path]:
-    cert_path = folder / f"{stem}.crt"
-    key_path = folder / f"{stem}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def _ca(cn: str, now: datetime.datetime):
-    key = _key()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(_name(cn))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-                       critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
-
-
-def _leaf(ca_cert, ca_key, cn: str, *, dns=(), ips=(), client=False,
-          not_before: datetime.datetime, not_after: datetime.datetime):
-    key = _key()
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=False,
-            crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH]),
-            critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       critical=False)
-    )
-    names = [x509.DNSName(d) for d in dns] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    return builder.sign(ca_key, hashes.SHA256()), key
-
-
-def make_pki(folder: Path) -> Pki:
-    """Make every certificate and key into folder (which must exist)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    valid = dict(not_before=now - datetime.timedelta(days=1),
-                 not_after=now + datetime.timedelta(days=7))
-    expired = dict(not_before=now - datetime.timedelta(days=30),
-                   not_after=now - datetime.timedelta(days=2))
-    here = dict(dns=["localhost"], ips=["127.0.0.1", "::1"])
-    ca_cert, ca_key = _ca("iocploop test CA", now)
-    other_cert, other_key = _ca("iocploop untrusted CA", now)
-    files = {}
-    files["ca"] = _write(folder, "ca", ca_cert, ca_key)[0]
-    files["other_ca"] = _write(folder, "other_ca", other_cert, other_key)[0]
-    leaves = {
-        "server": _leaf(ca_cert, ca_key, "localhost", **here, **valid),
-        "client": _leaf(ca_cert, ca_key, CLIENT_CN, client=True, **valid),
-        "expired": _leaf(ca_cert, ca_key, "localhost", **here, **expired),
-        "wrong_host": _leaf(ca_cert, ca_key, "wrong.example", dns=["wrong.example"], **valid),
-        "untrusted": _leaf(other_cert, other_key, "localhost", **here, **valid),
-    }
-    for stem, (cert, key) in leaves.items():
-        files[f"{stem}_cert"], files[f"{stem}_key"] = _write(folder, stem, cert, key)
+def load_pki(folder: Path) -> Pki:
+    """The Pki whose files make_pki() wrote into folder."""
+    files = {"ca": folder / "ca.crt", "other_ca": folder / "other_ca.crt"}
+    for stem in ("server", "client", "expired", "wrong_host", "untrusted"):
+        files[f"{stem}_cert"] = folder / f"{stem}.crt"
+        files[f"{stem}_key"] = folder / f"{stem}.key"
+    missing = [str(p) for p in files.values() if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"certificates missing: {missing}")
     return Pki(**files)
 
 
@@ -186,7 +101,15 @@ def pki(tmp_path_factory) -> Pki:
     import this fixture)."""
     global _made
     if _made is None:
-        _made = make_pki(tmp_path_factory.mktemp("tls"))
+        made_for_us = os.environ.get("IOCPLOOP_TEST_PKI")
+        if made_for_us:
+            # Under Wine, cryptography's Rust extension does not load: the
+            # runner (tools/wine.py) makes this run's certificates on the
+            # Linux side with tests/_make_pki.py and names the folder here.
+            _made = load_pki(Path(made_for_us))
+        else:
+            from _make_pki import make_pki
+            _made = make_pki(tmp_path_factory.mktemp("tls"))
     return _made
 
 

@@ -661,6 +661,13 @@ async def _scenario(pki, name):
                                   "plaintext-client", "client-abort", "server-abort",
                                   "client-reset"])
 def test_abrupt_endings_same_outcome_as_asyncio(pki, name):
+    if IS_WINDOWS and name == "client-reset":
+        # Under Wine a reset reads as ConnectionResetError for a receive that
+        # is waiting when it arrives (iocploop keeps one posted) and as EOF
+        # for one posted after it (the proactor's, at times): both are a
+        # clean end; test_reset_peer_gets_connection_reset checks each loop.
+        pytest.skip("a peer's reset reads as EOF or ConnectionResetError under Wine, "
+                    "depending on whether a receive was already waiting")
     outcomes = {}
     for loop_name, factory in (("iocploop", iocploop.new_event_loop),
                                ("asyncio", asyncio.new_event_loop)):

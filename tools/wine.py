@@ -666,10 +666,25 @@ def preflight(wine: WineSession, minor: str, env: dict[str, str]) -> None:
         say(f"  WARNING: preflight exited {res.rc}; see {stage_dir(minor) / 'preflight.log'}")
 
 
+_pki_made: list[Path] = []
+
+
+def make_test_pki() -> Path:
+    """This run's TLS test certificates (made afresh once per run, on the
+    Linux side: cryptography's Rust extension does not load under Wine 8)."""
+    if not _pki_made:
+        folder = BUILD / "pki"
+        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run([sys.executable, str(ROOT / "tests" / "_make_pki.py"), str(folder)],
+                       check=True)
+        _pki_made.append(folder)
+    return _pki_made[0]
+
+
 def run_one_version(wine: WineSession, minor: str, pytest_args: list[str],
                     timeout: float) -> tuple[str, str, float]:
     tag = tag_of(minor)
-    env = {"PYTHONPATH": winpath(stage_dir(minor))}
+    env = {"PYTHONPATH": winpath(stage_dir(minor)), "IOCPLOOP_TEST_PKI": winpath(make_test_pki())}
     say("")
     say("=" * 78)
     say(f"  {tag}: Windows CPython {cpython_version(minor)} under Wine, "
