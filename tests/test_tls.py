@@ -432,20 +432,73 @@ async def test_client_without_certificate_tls12_fails_at_handshake(pki):
 # -- renegotiation --------------------------------------------------------------------------
 
 
-def test_renegotiation_refused():
-    """asyncio's SSLProtocol does not take part in a TLS 1.2 renegotiation
-    (TLS 1.3 has none).  A test needs a peer that asks for one, and Python's
-    ssl module cannot: it has no binding of OpenSSL's SSL_renegotiate (nor of
-    SSL_key_update).  A hand-made HelloRequest would have to be encrypted with
-    the session's keys, which ssl does not expose either: so no test here
-    rather than a fake one.  If ssl ever gains the call, this fails to ask for
-    the real test."""
-    names = ("renegotiate", "do_renegotiate", "key_update")
-    found = [n for n in names
-             if hasattr(ssl.SSLObject, n) or hasattr(ssl.SSLSocket, n)]
-    assert not found, f"ssl now exposes {found}: write the renegotiation test"
-    pytest.skip("Python's ssl module exposes no way to trigger a TLS renegotiation "
-                "(no SSL_renegotiate binding), so a renegotiating peer cannot be built")
+def _renegotiating_client(port: int, ca) -> str:
+    """openssl s_client over TLS 1.2: send a line, ask for a renegotiation
+    ("R"), then try another line; its output."""
+    import subprocess
+    import time as _time
+
+    proc = subprocess.Popen(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2", "-CAfile", str(ca),
+         "-servername", "localhost"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for line, pause in ((b"before\n", 0.5), (b"R\n", 0.5), (b"after\n", 0.3)):
+            _time.sleep(pause)
+            try:
+                proc.stdin.write(line)
+                proc.stdin.flush()
+            except BrokenPipeError:   # s_client gave up: the server refused
+                break
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        return proc.stdout.read().decode(errors="replace")
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not IS_LINUX, reason="drives Debian's openssl s_client (Linux)")
+async def test_renegotiation_refused(pki):
+    """A TLS 1.2 client asks to renegotiate (Python's ssl cannot, so
+    openssl s_client does): the server refuses -- the client reports "no
+    renegotiation", the server's reader gets an SSLError -- and the
+    application never sees the second handshake.  Same on both loops."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+    loop = asyncio.get_running_loop()
+    lines = []
+
+    async def handle(reader, writer):
+        try:
+            while line := await reader.readline():
+                lines.append(line)
+                writer.write(b"echo " + line)
+                await writer.drain()
+        except ssl.SSLError as exc:
+            lines.append(type(exc).__name__)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(
+        handle, "127.0.0.1", 0, ssl=pki.server_context(max_version=ssl.TLSVersion.TLSv1_2))
+    try:
+        port = server.sockets[0].getsockname()[1]
+        out = await asyncio.wait_for(
+            loop.run_in_executor(None, _renegotiating_client, port, pki.ca), TIMEOUT)
+    finally:
+        server.close()
+    assert "echo before" in out
+    assert "RENEGOTIATING" in out
+    assert "no renegotiation" in out
+    assert "echo after" not in out
+    await until(lambda: len(lines) == 2)
+    assert lines == [b"before\n", "SSLError"]
 
 
 # -- close_notify, abort, reset -------------------------------------------------------------
