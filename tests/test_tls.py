@@ -30,6 +30,7 @@ from _tcp_helpers import (
     LOOPBACKS, UNDER_WINE, MiB, bounded, digest, fd_count, payload, set_linger_reset, until,
 )
 from _tls_helpers import (
+    open_connections,
     CLIENT_CN, ThreadPeer, describe_errors, no_ops_in_flight, outcome, pki,  # noqa: F401 (fixture)
     read_outcome, record_errors,
 )
@@ -93,7 +94,7 @@ async def close_server(server):
     """Close the server once its connections are gone, failed handshakes
     included (Python 3.12+'s wait_closed waits for them; 3.11's does not,
     so the count asyncio's Server keeps is checked here)."""
-    await until(lambda: server._active_count == 0)
+    await until(lambda: open_connections(server) == 0)
     server.close()
     await bounded(server.wait_closed())
 

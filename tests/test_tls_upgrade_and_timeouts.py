@@ -24,6 +24,7 @@ import pytest
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT
 from _tcp_helpers import bounded, fd_count, loop_kept_fds, payload, until
 from _tls_helpers import (
+    open_connections,
     ThreadPeer, describe_errors, no_ops_in_flight, outcome, pki,  # noqa: F401 (fixture)
     record_errors,
 )
@@ -41,7 +42,7 @@ async def close_server(server):
     """Close the server once its connections are gone, failed handshakes
     included (Python 3.12+'s wait_closed waits for them; 3.11's does not,
     so the count asyncio's Server keeps is checked here)."""
-    await until(lambda: server._active_count == 0)
+    await until(lambda: open_connections(server) == 0)
     server.close()
     await bounded(server.wait_closed())
 
