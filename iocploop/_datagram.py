@@ -34,17 +34,15 @@ from sendto(..., source=address)).
 from __future__ import annotations
 
 import collections
+import errno
 import socket
 import sys
 import warnings
 from asyncio import base_events, constants, futures, transports, trsock
 
-from ._port import IS_WINDOWS, _bind_if_unbound
+from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
 
-_EAGAIN = -11   # Linux: a receive that found nothing (not an error to report)
-# Windows: an ICMP port-unreachable reported on a receive (WSAECONNRESET,
-# ERROR_PORT_UNREACHABLE).
-_UNREACHABLE = (10054, 1234)
+_EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
 # Errors a receive may report about earlier datagrams (ICMP), not about the socket.
 _DATAGRAM_ERRORS = (ConnectionRefusedError, ConnectionResetError)
 
@@ -190,7 +188,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         self._report_receive_error(op.result, op.error)
 
     def _report_receive_error(self, code, exc):
-        if IS_WINDOWS and not self._extra["peername"] and exc.winerror in _UNREACHABLE:
+        if IS_WINDOWS and not self._extra["peername"] and exc.winerror in WINDOWS_PORT_UNREACHABLE:
             # As asyncio's proactor (CPython gh-91227): an unconnected socket
             # is not told that one of its earlier datagrams found no listener.
             return

@@ -35,6 +35,10 @@ IS_WINDOWS = sys.platform == "win32"
 #: well inside a signed 32-bit count on both systems).
 MAX_TRANSFER = 0x7FFFF000
 
+#: Windows: the errors with which a receive reports an ICMP port-unreachable
+#: for an earlier datagram (WSAECONNRESET, ERROR_PORT_UNREACHABLE).
+WINDOWS_PORT_UNREACHABLE = (10054, 1234)
+
 _WAIT_BATCH = 256
 _DRAIN_MS = 5000
 

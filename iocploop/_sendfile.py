@@ -106,28 +106,6 @@ class SendfileMethods:
                 file.seek(pos)
         return pos - offset
 
-    async def _run_op(self, submit, *args):
-        """Submit one operation and wait for its completion; cancelling the
-        wait cancels the operation (its completion still arrives later and
-        finds the future done)."""
-        fut = self.create_future()
-
-        def done(op):
-            if fut.done():
-                return
-            if op.result < 0:
-                fut.set_exception(op.error)
-            else:
-                fut.set_result(op.result)
-
-        op = submit(*args, done)
-        try:
-            return await fut
-        except BaseException:
-            if not op.done:
-                self._port.cancel(op)
-            raise
-
     async def _sendfile_native(self, transp, file, offset, count):
         if getattr(transp, "_sendfile_compatible", None) is not constants._SendfileMode.TRY_NATIVE:
             raise exceptions.SendfileNotAvailableError(

@@ -14,7 +14,7 @@ import socket
 import weakref
 from asyncio import base_events
 
-from ._port import IS_WINDOWS
+from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE
 
 __all__ = ["SocketMethods"]
 
@@ -33,10 +33,6 @@ class _Stash:
         self.orphans = 0
         self.waiters = []
 
-
-# Windows: an ICMP port-unreachable reported on a receive (WSAECONNRESET,
-# ERROR_PORT_UNREACHABLE).
-_UNREACHABLE = (10054, 1234)
 
 # Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
 # sock_recv would cost more than the receive itself.
@@ -241,7 +237,7 @@ class SocketMethods:
                 self._give_back_recv_buffer(buf)
                 if fut.done():
                     return
-                if IS_WINDOWS and op.error.winerror in _UNREACHABLE:
+                if IS_WINDOWS and op.error.winerror in WINDOWS_PORT_UNREACHABLE:
                     # asyncio's proactor turns an ICMP port-unreachable into an
                     # empty datagram from nowhere (CPython gh-91227).
                     fut.set_result((b"", None))
@@ -267,22 +263,7 @@ class SocketMethods:
         self._check_sock(sock)
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             address = await self._numeric_address(sock, address)
-        fut = self.create_future()
-
-        def done(op):
-            if fut.done():
-                return
-            if op.result < 0:
-                fut.set_exception(op.error)
-            else:
-                fut.set_result(op.result)
-
-        op = self._port.sendmsg(sock, [data], address, done)
-        self._cancel_op_when_cancelled(fut, op)
-        try:
-            return await fut
-        finally:
-            fut = None   # break the cycle through the traceback
+        return await self._run_op(self._port.sendmsg, sock, [data], address)
 
     async def _numeric_address(self, sock, address):
         """address with its host resolved to a numeric one (socket.sendto
@@ -301,25 +282,37 @@ class SocketMethods:
 
     # -- sending --------------------------------------------------------------
 
+    async def _run_op(self, submit, *args):
+        """Submit one operation and wait for its completion; cancelling the
+        wait cancels the operation (its completion still arrives later and
+        finds the future done)."""
+        fut = self.create_future()
+
+        def done(op, fut=fut):   # its own reference: the frame drops fut below
+            if fut.done():
+                return
+            if op.result < 0:
+                fut.set_exception(op.error)
+            else:
+                fut.set_result(op.result)
+
+        op = submit(*args, done)
+        try:
+            return await fut
+        except BaseException:
+            if not op.done:
+                self._port.cancel(op)
+            raise
+        finally:
+            fut = None   # break the cycle through a traceback
+
     async def sock_sendall(self, sock, data):
         """Send all of data (asyncio.loop.sock_sendall)."""
         self._check_sock(sock)
         view = memoryview(data).cast("B")
         sent = 0
         while sent < len(view):
-            fut = self.create_future()
-
-            def done(op, fut=fut):
-                if fut.done():
-                    return
-                if op.result < 0:
-                    fut.set_exception(op.error)
-                else:
-                    fut.set_result(op.result)
-
-            op = self._port.send(sock, view[sent:], done)
-            self._cancel_op_when_cancelled(fut, op)
-            sent += await fut
+            sent += await self._run_op(self._port.send, sock, view[sent:])
         return None
 
     # -- connecting -----------------------------------------------------------
@@ -333,7 +326,7 @@ class SocketMethods:
             _, _, _, _, address = resolved[0]
         fut = self.create_future()
 
-        def done(op):
+        def done(op, fut=fut):   # its own reference: the frame drops fut below
             if fut.done():
                 return
             if op.result < 0:
