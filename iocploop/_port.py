@@ -15,6 +15,7 @@ Linux) and every `Operation` submitted through it.  Ownership rules:
 """
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import os
@@ -55,6 +56,8 @@ _EXTENSION_NAMES = {
 
 # Buffers of operations the kernel never finished before their port closed.
 _ABANDONED: list = []
+# Windows: memory of the latest submits that failed (see CompletionPort._track).
+_FAILED_SUBMITS: "collections.deque" = collections.deque(maxlen=4096)
 _LIVE_PORTS: "weakref.WeakSet[CompletionPort]" = weakref.WeakSet()
 
 
@@ -311,7 +314,12 @@ class CompletionPort:
     def _track(self, rc, token, kind, callback, buffer, keep) -> Operation:
         """Record a submitted operation; keep = cffi memory the kernel uses."""
         if rc < 0:
-            raise os_error(-rc)   # refused at once: no completion will follow
+            if IS_WINDOWS:
+                # A provider may start an operation and still fail the call
+                # (the core then parks the record until its packet comes:
+                # make_stray in ioc_core_win.c): its memory outlives that too.
+                _FAILED_SUBMITS.append((buffer, keep))
+            raise os_error(-rc)   # refused at once: no completion reaches Python
         op = Operation(token, kind, callback, buffer, self._record_out[0], keep)
         self._ops[token] = op
         return op
