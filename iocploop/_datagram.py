@@ -37,10 +37,10 @@ import collections
 import errno
 import socket
 import sys
-import warnings
-from asyncio import base_events, constants, futures, transports, trsock
+from asyncio import base_events, constants, futures, transports
 
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
+from ._transport_base import SocketTransportBase
 
 _EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
 # Errors a receive may report about earlier datagrams (ICMP), not about the socket.
@@ -60,7 +60,8 @@ _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
 _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
 
 
-class DatagramTransport(transports._FlowControlMixin, transports.DatagramTransport):
+class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
+                        transports.DatagramTransport):
     max_size = _RECV_SIZE
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
@@ -85,16 +86,7 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             # A receive posted on an unbound socket fails (WSAEINVAL); a first
             # send would bind it to the wildcard address anyway.
             _bind_if_unbound(sock)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        self._init_socket_extra(sock)
         if callable(getattr(protocol, "datagram_received_on", None)):
             try:
                 self._enable_arrival_info()
@@ -122,21 +114,11 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
         return (f"<{type(self).__name__} {state} fd={fd} "
                 f"bufsize={self.get_write_buffer_size()}>")
 
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and not self._sock_closed:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
     # -- protocol / state -----------------------------------------------------
 
     def set_protocol(self, protocol):
         self._protocol = protocol
 
-    def get_protocol(self):
-        return self._protocol
-
-    def is_closing(self):
-        return self._closing
 
     def get_write_buffer_size(self):
         return self._buffer_size
@@ -378,35 +360,11 @@ class DatagramTransport(transports._FlowControlMixin, transports.DatagramTranspo
             self._port.cancel(op)
         self._maybe_finish_close()
 
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                base_events.logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._sock_closed or self._aborting:
-            return
-        self._aborting = True
-        self._closing = True
-        self._lost_exc = exc
-        self._queue.clear()
+    def _forget_writes(self):
         self._buffer_size = 0
-        for op in list(self._recv_ops) + list(self._send_ops):
-            self._port.cancel(op)
-        if not self._conn_lost:
-            self._conn_lost = 1
-        self._maybe_finish_close()
+
+    def _kernel_ops(self):
+        return list(self._recv_ops) + list(self._send_ops)
 
     def _maybe_finish_close(self):
         if not self._closing or self._sock_closed:

@@ -21,8 +21,9 @@ from __future__ import annotations
 import collections
 import socket
 import sys
-import warnings
-from asyncio import base_events, constants, futures, protocols, transports, trsock
+from asyncio import base_events, constants, futures, protocols, transports
+
+from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
 
@@ -35,7 +36,7 @@ _MAX_GATHER = 64                 # buffers per gathered send
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
-class TCPTransport(transports._FlowControlMixin):
+class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
@@ -67,16 +68,7 @@ class TCPTransport(transports._FlowControlMixin):
         self._sock_closed = False
         self._empty_waiter = None       # loop.sendfile waits for the writes to drain
         self._reuse_home = reuse_home   # where the socket goes after a clean end (_reuse.py)
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
+        self._init_socket_extra(sock)
         base_events._set_nodelay(sock)
         self.set_protocol(protocol)
         if server is not None:
@@ -105,22 +97,12 @@ class TCPTransport(transports._FlowControlMixin):
                     f"bufsize={self.get_write_buffer_size()}>")
         return "<{}>".format(" ".join(info))
 
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and not self._sock_closed:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
-
     # -- protocol -------------------------------------------------------------
 
     def set_protocol(self, protocol):
         self._buffered = isinstance(protocol, protocols.BufferedProtocol)
         self._protocol = protocol
 
-    def get_protocol(self):
-        return self._protocol
-
-    def is_closing(self):
-        return self._closing
 
     # -- reading --------------------------------------------------------------
 
@@ -377,38 +359,13 @@ class TCPTransport(transports._FlowControlMixin):
         self._held = None
         self._maybe_finish_close()
 
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                base_events.logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-        self._force_close(exc)
-
-    def _force_close(self, exc):
-        if self._sock_closed or self._aborting:
-            return
-        self._aborting = True
-        self._lost_exc = exc
-        self._closing = True
-        self._queue.clear()
+    def _forget_writes(self):
         self._queued_size = 0
         self._in_flight_size = 0   # dropped now, as asyncio reports
         self._held = None
-        for op in (self._recv_op, self._send_op):
-            if op is not None:
-                self._port.cancel(op)
-        if not self._conn_lost:
-            self._conn_lost = 1
-        self._maybe_finish_close()
+
+    def _kernel_ops(self):
+        return [op for op in (self._recv_op, self._send_op) if op is not None]
 
     def _maybe_finish_close(self):
         """Close the socket once closing and the kernel holds no operation of ours."""

@@ -459,6 +459,7 @@ def _renegotiating_client(port: int, ca) -> str:
     finally:
         proc.kill()
         proc.wait()
+        proc.stdout.close()
 
 
 @pytest.mark.asyncio
