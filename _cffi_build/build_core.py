@@ -107,6 +107,12 @@ int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t o
                         uint32_t count, uint64_t token, ioc_op **op_out);
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
                     ioc_op **op_out);
+int ioc_submit_read(ioc_core *core, intptr_t handle, void *buf, uint32_t len, uint64_t token,
+                    ioc_op **op_out);
+int ioc_submit_write(ioc_core *core, intptr_t handle, const void *buf, uint32_t len,
+                     uint64_t token, ioc_op **op_out);
+int ioc_submit_connect_pipe(ioc_core *core, intptr_t pipe, uint64_t token, ioc_op **op_out);
+int ioc_submit_wait_handle(ioc_core *core, intptr_t handle, uint64_t token, ioc_op **op_out);
 int ioc_submit_disconnect(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
 int ioc_socket_dissolve(intptr_t sock);
 

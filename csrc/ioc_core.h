@@ -189,10 +189,33 @@ int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t o
                         uint32_t count, uint64_t token, ioc_op **op_out);
 
 /* Complete when sock is ready for poll events (POLLIN 0x1, POLLOUT 0x4);
- * the result is the ready mask.  Linux: IORING_OP_POLL_ADD, one shot.
- * Windows returns -WSAEOPNOTSUPP (readiness waits arrive with AFD polling). */
+ * the result is the ready mask, poll(2)'s bits (POLLERR 0x8, POLLHUP 0x10
+ * may come with either; POLLNVAL 0x20 alone: the socket was closed while
+ * polled).  One shot.  Linux: IORING_OP_POLL_ADD, any pollable fd.
+ * Windows: IOCTL_AFD_POLL on the socket driver (sockets only; the base
+ * socket of a layered provider is polled). */
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
                     ioc_op **op_out);
+
+/* Read / write a stream that is not a socket (a pipe, a character device)
+ * at its current position: IORING_OP_READ / WRITE on Linux, ReadFile /
+ * WriteFile on Windows (the handle must be open for overlapped I/O and
+ * associated with ioc_associate).  A read's result 0 is end of file;
+ * Windows reports a pipe whose other end closed as -ERROR_BROKEN_PIPE. */
+int ioc_submit_read(ioc_core *core, intptr_t handle, void *buf, uint32_t len, uint64_t token,
+                    ioc_op **op_out);
+int ioc_submit_write(ioc_core *core, intptr_t handle, const void *buf, uint32_t len,
+                     uint64_t token, ioc_op **op_out);
+
+/* Windows: wait for a client on a server instance of a named pipe
+ * (ConnectNamedPipe); result 0 when one connected.  Linux: -EOPNOTSUPP. */
+int ioc_submit_connect_pipe(ioc_core *core, intptr_t pipe, uint64_t token, ioc_op **op_out);
+
+/* Windows: complete when a waitable handle (a process) is signalled, through
+ * a thread-pool wait registration that posts to the port; result 0.
+ * Cancelling unregisters the wait.  Linux: -EOPNOTSUPP (a process exit is a
+ * pidfd that ioc_submit_poll watches). */
+int ioc_submit_wait_handle(ioc_core *core, intptr_t handle, uint64_t token, ioc_op **op_out);
 
 /* End a connection so that its socket can be used again: DisconnectEx with
  * TF_REUSE_SOCKET on Windows (may take as long as TCP's TIME_WAIT when this

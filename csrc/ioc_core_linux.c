@@ -512,6 +512,47 @@ int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
     return 0;
 }
 
+/* Pipes and other streams that are not sockets: IORING_OP_READ / WRITE at
+ * the current position (offset -1), which is the only one a pipe has. */
+static int submit_rw(ioc_core *c, int opcode, int kind, intptr_t fd, void *buf, uint32_t len,
+                     uint64_t token, ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe = prep_op(c, opcode, kind, fd, token, op_out, &err);
+    if (sqe == NULL)
+        return err;
+    sqe->addr = (uint64_t)(uintptr_t)buf;
+    sqe->len = len;
+    sqe->off = (uint64_t)-1;
+    return 0;
+}
+
+int ioc_submit_read(ioc_core *c, intptr_t handle, void *buf, uint32_t len, uint64_t token,
+                    ioc_op **op_out)
+{
+    return submit_rw(c, IORING_OP_READ, IOC_OP_READ, handle, buf, len, token, op_out);
+}
+
+int ioc_submit_write(ioc_core *c, intptr_t handle, const void *buf, uint32_t len,
+                     uint64_t token, ioc_op **op_out)
+{
+    return submit_rw(c, IORING_OP_WRITE, IOC_OP_WRITE, handle, (void *)buf, len, token, op_out);
+}
+
+int ioc_submit_connect_pipe(ioc_core *c, intptr_t pipe, uint64_t token, ioc_op **op_out)
+{
+    (void)c; (void)pipe; (void)token;
+    *op_out = NULL;
+    return -EOPNOTSUPP;
+}
+
+int ioc_submit_wait_handle(ioc_core *c, intptr_t handle, uint64_t token, ioc_op **op_out)
+{
+    (void)c; (void)handle; (void)token;
+    *op_out = NULL;
+    return -EOPNOTSUPP;
+}
+
 int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
 {
     (void)c; (void)sock; (void)token;

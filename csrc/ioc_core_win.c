@@ -22,6 +22,33 @@
 #include <stdio.h>
 #include <string.h>
 
+/* IOCTL_AFD_POLL, the readiness query under Winsock's select() and WSAPoll,
+ * reached straight through the socket driver (\\Device\\Afd) so that its
+ * completion arrives at the port like any other operation.  libuv, wepoll
+ * and trio use the same ioctl; the layout below is the driver's. */
+#define IOC_IOCTL_AFD_POLL 0x00012024
+#define IOC_AFD_POLL_RECEIVE 0x0001
+#define IOC_AFD_POLL_RECEIVE_EXPEDITED 0x0002
+#define IOC_AFD_POLL_SEND 0x0004
+#define IOC_AFD_POLL_DISCONNECT 0x0008
+#define IOC_AFD_POLL_ABORT 0x0010
+#define IOC_AFD_POLL_LOCAL_CLOSE 0x0020
+#define IOC_AFD_POLL_ACCEPT 0x0080
+#define IOC_AFD_POLL_CONNECT_FAIL 0x0100
+
+typedef struct ioc_afd_poll_handle {
+    HANDLE handle;
+    ULONG events;
+    LONG status;
+} ioc_afd_poll_handle;
+
+typedef struct ioc_afd_poll_info {
+    LARGE_INTEGER timeout;
+    ULONG count;
+    ULONG exclusive;
+    ioc_afd_poll_handle handles[1];
+} ioc_afd_poll_info;
+
 /* Datagram sends carry at most this many buffers on Windows. */
 #define IOC_WIN_MSG_BUFS 4
 
@@ -34,7 +61,11 @@
     INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
     int uses_msg;    /* recvmsg went through WSARecvMsg */ \
     ioc_msg_result *result; \
-    int stray;       /* see make_stray */
+    int stray;       /* see make_stray */ \
+    struct ioc_core *core;   /* wait registrations: the port to post to */ \
+    HANDLE wait;             /* RegisterWaitForSingleObject's handle */ \
+    volatile LONG wait_posted; /* 1 once a packet for the wait was posted */ \
+    ioc_afd_poll_info afd;   /* IOCTL_AFD_POLL's in/out block */
 #include "ioc_ops.h"
 #include "ioc_addr.h"
 #include "ioc_wakeup.h"
@@ -84,6 +115,9 @@ struct ioc_core {
     HANDLE sigint_wait;    /* the armed thread-pool wait on it */
     ioc_provider providers[IOC_MAX_PROVIDERS];
     int provider_count;
+
+    HANDLE afd;            /* \\Device\\Afd, opened at the first poll */
+    int afd_error;         /* the error opening it gave, if it failed */
 
     ioc_op *strays;        /* failed submits whose packet may still come */
     unsigned stray_count;
@@ -455,14 +489,276 @@ int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offs
     return finish_submit(c, op, err, op_out);
 }
 
+/* ---- readiness: AFD polling ---- */
+
+typedef LONG (NTAPI *ioc_nt_create_file_fn)(PHANDLE, ACCESS_MASK, PVOID, PVOID, PLARGE_INTEGER,
+                                             ULONG, ULONG, ULONG, ULONG, PVOID, ULONG);
+typedef LONG (NTAPI *ioc_nt_ioctl_fn)(HANDLE, HANDLE, PVOID, PVOID, PVOID, ULONG, PVOID, ULONG,
+                                       PVOID, ULONG);
+typedef ULONG (NTAPI *ioc_nt_status_fn)(LONG);
+
+typedef struct ioc_unicode_string {
+    USHORT length;
+    USHORT maximum_length;
+    PWSTR buffer;
+} ioc_unicode_string;
+
+typedef struct ioc_object_attributes {
+    ULONG length;
+    HANDLE root;
+    ioc_unicode_string *name;
+    ULONG attributes;
+    PVOID security_descriptor;
+    PVOID security_qos;
+} ioc_object_attributes;
+
+static FARPROC ntdll_function(const char *name)
+{
+    HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+    return ntdll == NULL ? NULL : GetProcAddress(ntdll, name);
+}
+
+static int nt_error(LONG status)
+{
+    ioc_nt_status_fn to_dos = (ioc_nt_status_fn)ntdll_function("RtlNtStatusToDosError");
+    return to_dos != NULL ? (int)to_dos(status) : (int)ERROR_GEN_FAILURE;
+}
+
+/* Open the socket driver once per core and tie it to the port: every poll
+ * is an ioctl on this one handle, and completes through the port. */
+static int open_afd(ioc_core *c)
+{
+    /* A name below the device keeps our handle apart from Winsock's own
+     * (as wepoll does); some providers know only the plain device name. */
+    static const wchar_t *names[] = {L"\\Device\\Afd\\iocploop", L"\\Device\\Afd"};
+    ioc_nt_create_file_fn create = (ioc_nt_create_file_fn)ntdll_function("NtCreateFile");
+    size_t i;
+    LONG status = 0;
+
+    if (c->afd != NULL)
+        return 0;
+    if (c->afd_error != 0)
+        return -c->afd_error;
+    if (create == NULL)
+        return -(c->afd_error = (int)ERROR_PROC_NOT_FOUND);
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        ioc_unicode_string name;
+        ioc_object_attributes attrs;
+        {
+            ULONG_PTR iosb[2] = {0, 0};
+            HANDLE afd = NULL;
+            name.length = (USHORT)(wcslen(names[i]) * sizeof(wchar_t));
+            name.maximum_length = name.length;
+            name.buffer = (PWSTR)names[i];
+            memset(&attrs, 0, sizeof(attrs));
+            attrs.length = sizeof(attrs);
+            attrs.name = &name;
+            attrs.attributes = 0x40;   /* OBJ_CASE_INSENSITIVE */
+            status = create(&afd, SYNCHRONIZE, &attrs, iosb, NULL, 0,
+                            FILE_SHARE_READ | FILE_SHARE_WRITE, 1 /* FILE_OPEN */, 0, NULL, 0);
+            if (status >= 0) {
+                if (CreateIoCompletionPort(afd, c->port, KEY_IO, 0) == NULL) {
+                    c->afd_error = (int)GetLastError();
+                    CloseHandle(afd);
+                    return -c->afd_error;
+                }
+                SetFileCompletionNotificationModes(afd, FILE_SKIP_SET_EVENT_ON_HANDLE);
+                c->afd = afd;
+                return 0;
+            }
+        }
+    }
+    c->afd_error = nt_error(status);
+    return -c->afd_error;
+}
+
+/* The socket the base provider knows: AFD polls only base sockets, and a
+ * layered provider's handle is not one. */
+static SOCKET base_socket(SOCKET s)
+{
+    SOCKET base = INVALID_SOCKET;
+    DWORD got = 0;
+    if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, sizeof(base), &got, NULL, NULL) != 0 ||
+        base == INVALID_SOCKET)
+        return s;
+    return base;
+}
+
+static ULONG afd_events_for(uint32_t events)
+{
+    /* Errors and hang-ups wake both directions, as poll() reports them. */
+    ULONG afd = IOC_AFD_POLL_ABORT | IOC_AFD_POLL_LOCAL_CLOSE | IOC_AFD_POLL_CONNECT_FAIL;
+    if (events & 0x1)
+        afd |= IOC_AFD_POLL_RECEIVE | IOC_AFD_POLL_ACCEPT | IOC_AFD_POLL_DISCONNECT;
+    if (events & 0x4)
+        afd |= IOC_AFD_POLL_SEND;
+    return afd;
+}
+
+/* The poll(2)-style mask of what a completed AFD poll found. */
+static int64_t afd_result(ioc_op *op)
+{
+    ULONG found;
+    int64_t mask = 0;
+    if (op->afd.count < 1)
+        return 0;
+    found = op->afd.handles[0].events;
+    if (found & IOC_AFD_POLL_LOCAL_CLOSE)
+        return 0x20;   /* POLLNVAL: the socket was closed while polled */
+    if (found & (IOC_AFD_POLL_RECEIVE | IOC_AFD_POLL_ACCEPT | IOC_AFD_POLL_DISCONNECT))
+        mask |= 0x1;
+    if (found & IOC_AFD_POLL_SEND)
+        mask |= 0x4;
+    if (found & (IOC_AFD_POLL_ABORT | IOC_AFD_POLL_CONNECT_FAIL))
+        mask |= 0x8;   /* POLLERR */
+    if (found & (IOC_AFD_POLL_DISCONNECT | IOC_AFD_POLL_ABORT))
+        mask |= 0x10;  /* POLLHUP */
+    return mask;
+}
+
 int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token, ioc_op **op_out)
 {
-    (void)c;
-    (void)sock;
-    (void)events;
-    (void)token;
+    ioc_nt_ioctl_fn ioctl = (ioc_nt_ioctl_fn)ntdll_function("NtDeviceIoControlFile");
+    ioc_op *op;
+    LONG status;
+    int err;
+
     *op_out = NULL;
-    return -(int)WSAEOPNOTSUPP;
+    err = open_afd(c);
+    if (err != 0)
+        return err;
+    if (ioctl == NULL)
+        return -(int)ERROR_PROC_NOT_FOUND;
+    /* The record's handle is the AFD device: CancelIoEx targets it. */
+    op = take_op(c, IOC_OP_POLL, (intptr_t)c->afd, token, &err);
+    if (op == NULL)
+        return err;
+    op->ov.Internal = 0x103;   /* STATUS_PENDING until the driver says more */
+    op->afd.timeout.QuadPart = 0x7FFFFFFFFFFFFFFFLL;
+    op->afd.count = 1;
+    op->afd.exclusive = FALSE;
+    op->afd.handles[0].handle = (HANDLE)base_socket((SOCKET)sock);
+    op->afd.handles[0].events = afd_events_for(events);
+    op->afd.handles[0].status = 0;
+    status = ioctl(c->afd, NULL, NULL, &op->ov, &op->ov.Internal, IOC_IOCTL_AFD_POLL,
+                   &op->afd, sizeof(op->afd), &op->afd, sizeof(op->afd));
+    if (status < 0) {
+        ioc_pool_give_back(&c->pool, op);
+        return -nt_error(status);
+    }
+    c->stats.submitted++;
+    *op_out = op;
+    return 0;
+}
+
+/* ---- pipes and other handles ---- */
+
+static int submit_file_io(ioc_core *c, int kind, intptr_t handle, void *buf, uint32_t len,
+                          uint64_t token, ioc_op **op_out)
+{
+    ioc_op *op;
+    BOOL ok;
+    int err;
+
+    *op_out = NULL;
+    op = take_op(c, kind, handle, token, &err);
+    if (op == NULL)
+        return err;
+    if (kind == IOC_OP_READ)
+        ok = ReadFile((HANDLE)handle, buf, len, NULL, &op->ov);
+    else
+        ok = WriteFile((HANDLE)handle, buf, len, NULL, &op->ov);
+    err = ok ? 0 : (int)GetLastError();
+    if (err == ERROR_IO_PENDING)
+        err = 0;
+    return finish_submit(c, op, err, op_out);
+}
+
+int ioc_submit_read(ioc_core *c, intptr_t handle, void *buf, uint32_t len, uint64_t token,
+                    ioc_op **op_out)
+{
+    return submit_file_io(c, IOC_OP_READ, handle, buf, len, token, op_out);
+}
+
+int ioc_submit_write(ioc_core *c, intptr_t handle, const void *buf, uint32_t len,
+                     uint64_t token, ioc_op **op_out)
+{
+    return submit_file_io(c, IOC_OP_WRITE, handle, (void *)buf, len, token, op_out);
+}
+
+/* Post a packet for op ourselves (the kernel queues none): status is the
+ * NTSTATUS op_result will read. */
+static int post_own_packet(ioc_core *c, ioc_op *op, LONG status)
+{
+    op->ov.Internal = (ULONG_PTR)status;
+    if (!PostQueuedCompletionStatus(c->port, 0, KEY_IO, &op->ov))
+        return (int)GetLastError();
+    return 0;
+}
+
+int ioc_submit_connect_pipe(ioc_core *c, intptr_t pipe, uint64_t token, ioc_op **op_out)
+{
+    ioc_op *op;
+    int err;
+
+    *op_out = NULL;
+    op = take_op(c, IOC_OP_CONNECT_PIPE, pipe, token, &err);
+    if (op == NULL)
+        return err;
+    if (ConnectNamedPipe((HANDLE)pipe, &op->ov))
+        err = 0;
+    else {
+        err = (int)GetLastError();
+        if (err == ERROR_IO_PENDING)
+            err = 0;
+        else if (err == ERROR_PIPE_CONNECTED)   /* a client came first: no packet queued */
+            err = post_own_packet(c, op, 0);
+    }
+    return finish_submit(c, op, err, op_out);
+}
+
+/* A wait registration: the thread pool runs this once the handle is
+ * signalled; the first of it and a cancellation to post wins. */
+static VOID CALLBACK wait_fired(PVOID context, BOOLEAN timed_out)
+{
+    ioc_op *op = (ioc_op *)context;
+    (void)timed_out;
+    if (InterlockedExchange(&op->wait_posted, 1) == 0)
+        post_own_packet(op->core, op, 0);
+}
+
+int ioc_submit_wait_handle(ioc_core *c, intptr_t handle, uint64_t token, ioc_op **op_out)
+{
+    ioc_op *op;
+    int err;
+
+    *op_out = NULL;
+    op = take_op(c, IOC_OP_WAIT_HANDLE, handle, token, &err);
+    if (op == NULL)
+        return err;
+    op->core = c;
+    op->wait_posted = 0;
+    if (!RegisterWaitForSingleObject(&op->wait, (HANDLE)handle, wait_fired, op, INFINITE,
+                                     WT_EXECUTEONLYONCE)) {
+        err = (int)GetLastError();
+        ioc_pool_give_back(&c->pool, op);
+        return -err;
+    }
+    c->stats.submitted++;
+    *op_out = op;
+    return 0;
+}
+
+/* Cancel a wait registration: once UnregisterWaitEx has returned no
+ * callback runs any more, so exactly one packet is posted for the op. */
+static void cancel_wait(ioc_core *c, ioc_op *op)
+{
+    if (op->wait != NULL) {
+        UnregisterWaitEx(op->wait, INVALID_HANDLE_VALUE);
+        op->wait = NULL;
+    }
+    if (InterlockedExchange(&op->wait_posted, 1) == 0)
+        post_own_packet(c, op, (LONG)STATUS_CANCELLED);
 }
 
 int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
@@ -697,7 +993,10 @@ static void request_cancel(ioc_core *c, ioc_op *op)
      * queued; any other failure means the handle is gone, which aborts the
      * operation anyway.  Either way its completion still arrives, and the
      * record stays in flight until then. */
-    CancelIoEx((HANDLE)op->handle, &op->ov);
+    if (op->kind == IOC_OP_WAIT_HANDLE)
+        cancel_wait(c, op);
+    else
+        CancelIoEx((HANDLE)op->handle, &op->ov);
     op->cancel_requested = 1;
     c->stats.cancels++;
 }
@@ -727,6 +1026,15 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
         return (int64_t)bytes;
     if (status == STATUS_CANCELLED)
         return -(int64_t)ERROR_OPERATION_ABORTED;
+    if (op->kind >= IOC_OP_READ || op->kind == IOC_OP_POLL) {
+        /* Not a socket: the NTSTATUS becomes the Win32 error as
+         * GetOverlappedResult would give it.  A message longer than the
+         * buffer (ERROR_MORE_DATA) still delivered the buffer's worth. */
+        int e = nt_error(status);
+        if (e == ERROR_MORE_DATA)
+            return (int64_t)bytes;
+        return -(int64_t)e;
+    }
     /* Let Winsock translate the NTSTATUS into the WSA error asyncio expects. */
     if (WSAGetOverlappedResult((SOCKET)op->handle, &op->ov, &transferred, FALSE, &flags))
         return (int64_t)transferred;
@@ -789,6 +1097,12 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
                 out[n].result = (int64_t)op->requested;
             if (op->kind == IOC_OP_RECVMSG && out[n].result >= 0 && op->result != NULL)
                 finish_recvmsg(op);
+            if (op->kind == IOC_OP_POLL && out[n].result >= 0)
+                out[n].result = afd_result(op);
+            if (op->kind == IOC_OP_WAIT_HANDLE && op->wait != NULL) {
+                UnregisterWaitEx(op->wait, NULL);   /* it fired: release the registration */
+                op->wait = NULL;
+            }
             out[n].flags = 0;
             n++;
             ioc_pool_give_back(&c->pool, op);
@@ -889,6 +1203,8 @@ int ioc_core_close(ioc_core *c, int drain_ms)
             break;
     }
     left = (int)c->pool.count_in_flight;
+    if (c->afd != NULL)
+        CloseHandle(c->afd);
     CloseHandle(c->port);
     WSACleanup();
     if (left == 0) {

@@ -15,10 +15,12 @@ import sys as _sys
 import warnings as _warnings
 
 from ._errors import BackendUnavailableError
+from ._named_pipes import PipeServer, open_pipe_connection, start_pipe_server
 from .loop import Loop
 
 __all__ = ["Loop", "new_event_loop", "run", "EventLoopPolicy", "install",
-           "BackendUnavailableError"]
+           "BackendUnavailableError", "PipeServer", "open_pipe_connection",
+           "start_pipe_server"]
 __version__ = "0.1.0"
 
 

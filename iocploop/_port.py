@@ -78,9 +78,27 @@ def _fileno(sock) -> int:
     return fd
 
 
+def _unix_sockaddr(address):
+    """(sockaddr_un, length) for a path (str, bytes or path-like); a path
+    starting with NUL is a Linux abstract name, which takes no terminator."""
+    path = os.fsencode(address) if not isinstance(address, (bytes, bytearray)) else bytes(address)
+    if not path.startswith(b"\0"):
+        path += b"\0"
+    if len(path) > 108:   # sizeof(sun_path)
+        raise OSError(errno.ENAMETOOLONG if hasattr(errno, "ENAMETOOLONG") else 0,
+                      "AF_UNIX path too long")
+    raw = socket.AF_UNIX.to_bytes(2, sys.byteorder) + path
+    out = ffi.new("char[]", raw)
+    return out, len(raw)
+
+
 def encode_address(family: int, address):
     """(sockaddr as a cffi char array, its length) for a numeric (host, port[, flowinfo,
-    scope_id]) address; raises like socket.connect would for a bad one."""
+    scope_id]) address or an AF_UNIX path; raises like socket.connect would for a bad one."""
+    if family == getattr(socket, "AF_UNIX", None) and not IS_WINDOWS:
+        if not isinstance(address, (str, bytes, bytearray, os.PathLike)):
+            raise TypeError(f"a bytes-like object is required, not {type(address).__name__!r}")
+        return _unix_sockaddr(address)
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise NotImplementedError(
             f"iocploop: socket family {family!r} is not supported yet (local sockets arrive "
@@ -224,6 +242,7 @@ class CompletionPort:
         self._batch_size = ffi.new("int[1]")   # written by ioc_wait
         self._batch_pos = 0                    # next event of the batch to hand out
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
+        self._associated_handles: set[int] = set()
         self._forked = False
         _LIVE_PORTS.add(self)
 
@@ -497,12 +516,69 @@ class CompletionPort:
         return self._track(rc, token, "sendfile", callback, (sock, file), None)
 
     def poll_ready(self, sock, events: int, callback) -> Operation:
-        """Linux: complete once sock is ready for `events` (select.POLLIN /
-        POLLOUT); the result is the ready mask."""
-        core, fd = self._prepare(sock)
+        """Complete once sock (a socket or a file descriptor number) is ready
+        for `events` (select.POLLIN / POLLOUT); the result is the ready mask
+        with poll(2)'s bits.  Linux: io_uring poll on any pollable fd.
+        Windows: AFD polling, sockets only; the socket need not be attached
+        to the port."""
+        core = self._checked_core()
+        fd = _fileno(sock)
         token = self._next_token()
         rc = lib.ioc_submit_poll(core, fd, events, token, self._record_out)
         return self._track(rc, token, "poll", callback, sock, None)
+
+    # -- pipes and processes ---------------------------------------------------
+
+    def associate_handle(self, handle: int) -> None:
+        """Windows: attach a pipe handle (opened for overlapped I/O) to the
+        port; a no-op on Linux.  The caller calls `forget_handle` when it
+        closes the handle, so that a reused handle number is attached again."""
+        if not IS_WINDOWS or handle in self._associated_handles:
+            return
+        rc = lib.ioc_associate(self._checked_core(), handle)
+        if rc < 0:
+            raise os_error(-rc)
+        self._associated_handles.add(handle)
+
+    def forget_handle(self, handle: int) -> None:
+        self._associated_handles.discard(handle)
+
+    def read(self, handle: int, buffer, callback) -> Operation:
+        """Read a pipe (or another stream that is not a socket) into a
+        writable buffer.  The result is the byte count, 0 at end of file."""
+        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        core = self._checked_core()
+        self.associate_handle(handle)
+        token = self._next_token()
+        rc = lib.ioc_submit_read(core, handle, cbuf, min(len(cbuf), MAX_TRANSFER), token,
+                                 self._record_out)
+        return self._track(rc, token, "read", callback, buffer, cbuf)
+
+    def write(self, handle: int, data, callback) -> Operation:
+        """Write a bytes-like object to a pipe; the result is the byte count
+        written (possibly fewer than asked)."""
+        cbuf = ffi.from_buffer(data)
+        core = self._checked_core()
+        self.associate_handle(handle)
+        token = self._next_token()
+        rc = lib.ioc_submit_write(core, handle, cbuf, min(len(cbuf), MAX_TRANSFER), token,
+                                  self._record_out)
+        return self._track(rc, token, "write", callback, data, cbuf)
+
+    def connect_pipe(self, handle: int, callback) -> Operation:
+        """Windows: wait for a client on a named pipe server instance."""
+        core = self._checked_core()
+        self.associate_handle(handle)
+        token = self._next_token()
+        rc = lib.ioc_submit_connect_pipe(core, handle, token, self._record_out)
+        return self._track(rc, token, "connect_pipe", callback, handle, None)
+
+    def wait_handle(self, handle: int, callback) -> Operation:
+        """Windows: complete once a waitable handle (a process) is signalled."""
+        core = self._checked_core()
+        token = self._next_token()
+        rc = lib.ioc_submit_wait_handle(core, handle, token, self._record_out)
+        return self._track(rc, token, "wait_handle", callback, handle, None)
 
     def disconnect(self, sock, callback) -> Operation:
         """Windows: DisconnectEx(TF_REUSE_SOCKET).  After success the socket

@@ -148,6 +148,7 @@ class ServerMethods:
         pool = self._accept_pools.pop(sock, None)
         if pool is not None:
             pool.stop()
+        self._remove_unix_socket_file(sock)
         # As asyncio does: the listening socket closes now.  Pending accepts
         # complete as cancelled (Linux: the io_uring request holds its own
         # reference to the socket until then).

@@ -21,6 +21,7 @@ class SocketTransportBase:
     def _init_socket_extra(self, sock):
         """get_extra_info's socket, sockname and peername, as asyncio's."""
         self._extra["socket"] = trsock.TransportSocket(sock)
+        self._loop._transports[sock.fileno()] = self   # add_reader refuses its fd
         try:
             self._extra["sockname"] = sock.getsockname()
         except OSError:

@@ -8,8 +8,11 @@ and then runs the callbacks of the operations the kernel finished, in the
 order the kernel finished them, within the same iteration.  Completions do
 not become futures plus an extra `call_soon` hop as in CPython's Proactor.
 
-Networking, pipes, subprocesses, signals and readiness callbacks arrive with
-later milestones; until then those methods raise NotImplementedError.
+The rest of AbstractEventLoop comes from mixins, one module each: sockets
+(_sockets.py), servers and connections (_servers.py), sendfile, datagrams,
+Unix sockets (_unix.py), Windows named pipes (_named_pipes.py), pipes and
+subprocesses (_subprocess.py), signals (_signals.py) and readiness
+callbacks (_readiness.py).
 """
 from __future__ import annotations
 
@@ -17,38 +20,24 @@ import asyncio
 import sys
 import threading
 
+import weakref
+
 from ._datagram import DatagramMethods
+from ._named_pipes import PipeMethods
 from ._port import IS_WINDOWS, CompletionPort
 from ._sendfile import SendfileMethods
 from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
+from ._readiness import ReadinessMethods
+from ._signals import SignalMethods
 from ._sockets import SocketMethods
+from ._subprocess import SubprocessMethods
+from ._unix import UnixMethods
 
 __all__ = ["Loop"]
 
 
-def _not_yet(name: str, milestone: str):
-    def method(self, *args, **kwargs):
-        raise NotImplementedError(
-            f"iocploop does not implement loop.{name}() yet: it arrives with {milestone}. "
-            "Use asyncio's default loop for this program until then.")
-
-    method.__name__ = name
-    method.__qualname__ = f"Loop.{name}"
-    method.__doc__ = f"Not implemented yet ({milestone})."
-    return method
-
-
-# Methods that later milestones implement, and which one.
-_PENDING_FEATURES = {
-    "pipes, subprocesses, local sockets, signals and readiness callbacks (issue #7)": [
-        "connect_read_pipe", "connect_write_pipe", "subprocess_exec", "subprocess_shell",
-        "create_unix_connection", "create_unix_server", "add_reader", "remove_reader",
-        "add_writer", "remove_writer", "add_signal_handler", "remove_signal_handler",
-    ],
-}
-
-
-class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods,
+class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixMethods,
+           PipeMethods, SubprocessMethods, SignalMethods, ReadinessMethods,
            asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
@@ -65,8 +54,13 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods,
             self._closed = True
             raise
         self._selector = self._port
+        self._transports = weakref.WeakValueDictionary()   # fd -> socket transport
         self._init_socket_methods()
         self._init_server_methods(accept_pool_size, socket_reuse)
+        self._init_unix_methods()
+        self._init_subprocess_methods()
+        self._init_signal_methods()
+        self._init_readiness_methods()
 
     def __repr__(self):
         port = getattr(self, "_port", None)
@@ -124,16 +118,12 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods,
             raise RuntimeError("Cannot close a running event loop")
         if self.is_closed():
             return
+        self._close_signal_handlers()
         super().close()
         pools = self._close_accept_pools()
         self._port.close()
         for pool in pools:
             pool.release()
         self._recycler.close()
-
-    # -- later milestones -----------------------------------------------------
-
-    for _milestone, _names in _PENDING_FEATURES.items():
-        for _name in _names:
-            locals()[_name] = _not_yet(_name, _milestone)
-    del _milestone, _names, _name
+        self._close_signal_channel()
+        self._close_exit_watches()

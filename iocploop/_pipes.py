@@ -1,0 +1,444 @@
+"""Pipe transports on completion operations: connect_read_pipe,
+connect_write_pipe, the pipes of subprocesses and Windows named pipes.
+
+A pipe is a handle (Windows, opened for overlapped I/O) or a file
+descriptor (Linux) read and written with `CompletionPort.read` / `write`
+(ReadFile / WriteFile; io_uring READ / WRITE).  States, as in the TCP
+transport:
+
+  reading:  one read posted while reading.  pause_reading leaves it posted;
+            data it brings while paused is held until resume_reading.
+            End of file (0 bytes; Windows: ERROR_BROKEN_PIPE) gives
+            eof_received, then the transport closes.
+  writing:  idle -> one write in flight, later writes queue -> the queue
+            leaves as one write when the write in flight completes.  A short
+            write sends the rest.  Flow control is asyncio's
+            (_FlowControlMixin: pause_writing above the high-water mark).
+  watching: a write-only pipe watches for its reader going away while it is
+            idle -- Linux: an io_uring poll (POLLERR on the write end);
+            Windows: a read posted on the handle, which completes with
+            ERROR_BROKEN_PIPE (the duplex pipes of windows_utils.pipe and
+            named pipes allow it; a one-way handle refuses and is then not
+            watched).  As asyncio's Unix transport does, the transport then
+            closes: connection_lost(None), or BrokenPipeError if data was
+            waiting to be written.
+  closing:  close() stops reading and flushes the writes; abort() drops
+            them.  connection_lost runs, and the pipe is closed, only after
+            the kernel has finished every operation of the transport.
+"""
+from __future__ import annotations
+
+import collections
+import os
+import stat
+import sys
+import warnings
+from asyncio import base_events, constants, futures, transports
+
+__all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
+
+IS_WINDOWS = sys.platform == "win32"
+
+_READ_SIZE = 256 * 1024          # what asyncio's Unix pipe transport reads at once
+# Windows errors that mean "the other end is gone" on a pipe read: end of file.
+_WINDOWS_PIPE_EOF = (109, 38, 233)   # BROKEN_PIPE, HANDLE_EOF, PIPE_NOT_CONNECTED
+_POLLIN = 0x1
+
+
+def _pipe_handle(pipe) -> int:
+    """The handle (Windows) or fd (Linux) of a pipe object, checked."""
+    fd = pipe.fileno()
+    if not isinstance(fd, int):
+        raise TypeError(f"pipe.fileno() returned {fd!r}, not an integer")
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    if not IS_WINDOWS:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
+            raise ValueError("Pipe transport is for pipes/sockets only.")
+        os.set_blocking(fd, False)
+    return fd
+
+
+class _PipeBase:
+    """What every pipe transport shares: the handle, the operations the
+    kernel holds, and a close that waits for them."""
+
+    def _init_pipe(self, loop, pipe, protocol, extra):
+        if isinstance(self, transports._FlowControlMixin):
+            transports._FlowControlMixin.__init__(self, extra, loop)
+        else:
+            transports.BaseTransport.__init__(self, extra)
+        self._extra["pipe"] = pipe
+        self._loop = loop
+        self._port = loop._port
+        self._pipe = pipe
+        self._handle = _pipe_handle(pipe)
+        self._protocol = protocol
+        self._closing = False
+        self._aborting = False
+        self._lost_exc = None
+        self._lost_scheduled = False
+        self._ops = set()            # operations the kernel still holds
+
+    def __repr__(self):
+        info = [type(self).__name__]
+        if self._pipe is None:
+            info.append("closed")
+        elif self._closing:
+            info.append("closing")
+        info.append(f"{'handle' if IS_WINDOWS else 'fd'}={self._handle}")
+        return "<{}>".format(" ".join(info))
+
+    def __del__(self, _warn=warnings.warn):
+        if getattr(self, "_pipe", None) is not None and not self._lost_scheduled:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            if not self._ops:
+                self._pipe.close()
+
+    def get_protocol(self):
+        return self._protocol
+
+    def set_protocol(self, protocol):
+        self._protocol = protocol
+
+    def is_closing(self):
+        return self._closing
+
+    def _submit(self, submit, *args):
+        """Submit one operation of this transport; None if the port refused
+        (the error is then the transport's fatal error)."""
+        try:
+            op = submit(self._handle, *args)
+        except (OSError, RuntimeError) as exc:
+            self._fatal_error(exc, "Fatal error submitting a pipe operation")
+            return None
+        self._ops.add(op)
+        return op
+
+    def _done(self, op) -> None:
+        self._ops.discard(op)
+
+    def abort(self):
+        self._force_close(None)
+
+    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
+        if isinstance(exc, OSError):
+            if self._loop.get_debug():
+                base_events.logger.debug("%r: %s", self, message, exc_info=True)
+        else:
+            self._loop.call_exception_handler({
+                "message": message,
+                "exception": exc,
+                "transport": self,
+                "protocol": self._protocol,
+            })
+        self._force_close(exc)
+
+    def _force_close(self, exc):
+        if self._aborting or self._lost_scheduled:
+            return
+        self._aborting = True
+        self._closing = True
+        self._lost_exc = exc
+        self._drop_writes()
+        for op in list(self._ops):
+            self._port.cancel(op)
+        self._maybe_finish_close()
+
+    def _drop_writes(self):
+        pass
+
+    def _writes_pending(self) -> bool:
+        return False
+
+    def _maybe_finish_close(self):
+        """connection_lost once closing, with no write left to flush and no
+        operation in the kernel."""
+        if not self._closing or self._lost_scheduled:
+            return
+        if self._writes_pending() and not self._aborting:
+            return
+        # Flushed: what is still posted (a read, a watch) is cancelled.
+        for op in list(self._ops):
+            self._port.cancel(op)
+        if self._ops:
+            return
+        self._lost_scheduled = True
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+
+    def _call_connection_lost(self, exc):
+        try:
+            self._protocol.connection_lost(exc)
+        finally:
+            self._port.forget_handle(self._handle)
+            self._pipe.close()
+            self._pipe = None
+            self._protocol = None
+
+
+class _Reading:
+    """One read posted at a time; pause holds, never cancels."""
+
+    def _init_reading(self):
+        self._paused = False
+        self._read_op = None
+        self._read_buf = bytearray(_READ_SIZE)
+        self._held = None            # data (or b"" for EOF) read while paused
+
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        if self._loop.get_debug():
+            base_events.logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._loop.get_debug():
+            base_events.logger.debug("%r resumes reading", self)
+        held, self._held = self._held, None
+        if held is not None:
+            self._loop.call_soon(self._deliver, held)
+        elif self._read_op is None:
+            self._post_read()
+
+    def _post_read(self):
+        if self._closing or self._paused or self._read_op is not None:
+            return
+        self._read_op = self._submit(self._port.read, self._read_buf, self._on_read)
+
+    def _on_read(self, op):
+        self._done(op)
+        self._read_op = None
+        if self._closing:
+            self._maybe_finish_close()
+            return
+        if op.result < 0:
+            exc = op.error
+            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
+                data = b""
+            else:
+                self._fatal_error(exc, "Fatal read error on pipe transport")
+                return
+        else:
+            data = bytes(self._read_buf[:op.result])
+        if self._paused:
+            self._held = data
+            return
+        self._deliver(data)
+
+    def _deliver(self, data):
+        if self._closing:
+            return
+        if not data:
+            self._on_eof()
+            return
+        try:
+            self._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+            return
+        self._post_read()
+
+    def _on_eof(self):
+        if self._loop.get_debug():
+            base_events.logger.info("%r was closed by peer", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not (keep_open and isinstance(self, _Writing)):
+            self.close()
+
+
+class _Writing:
+    """Writes: one in flight, the rest queued; asyncio's flow control."""
+
+    def _init_writing(self):
+        self._write_op = None
+        self._in_flight = 0          # bytes of the write in flight not yet written
+        self._queue = collections.deque()
+        self._queued = 0
+        self._eof_wanted = False
+        self._conn_lost = 0
+
+    def get_write_buffer_size(self):
+        return self._in_flight + self._queued
+
+    def can_write_eof(self):
+        return True
+
+    def write(self, data):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data argument must be a bytes-like object, "
+                            f"not {type(data).__name__!r}")
+        if self._eof_wanted:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._closing or self._pipe is None:
+            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+                base_events.logger.warning("pipe closed by peer or "
+                                           "os.write(pipe, data) raised exception.")
+            self._conn_lost += 1
+            return
+        if not data:
+            return
+        data = bytes(data)   # the caller may reuse its buffer while the kernel reads ours
+        if self._write_op is None:
+            self._start_write(data)
+        else:
+            self._queue.append(data)
+            self._queued += len(data)
+        self._maybe_pause_protocol()
+
+    def writelines(self, list_of_data):
+        for data in list_of_data:
+            self.write(data)
+
+    def _start_write(self, data):
+        self._in_flight = len(data)
+        self._write_op = self._submit(self._port.write, data, self._on_write)
+        if self._write_op is None:
+            self._in_flight = 0
+
+    def _on_write(self, op):
+        self._done(op)
+        self._write_op = None
+        sent = op.buffer
+        if self._aborting:
+            self._in_flight = 0
+            self._maybe_finish_close()
+            return
+        if op.result < 0:
+            self._in_flight = 0
+            self._conn_lost += 1
+            self._fatal_error(op.error, "Fatal write error on pipe transport")
+            return
+        if op.result < len(sent):    # a short write: the rest goes first
+            self._start_write(sent[op.result:])
+            return
+        self._in_flight = 0
+        if self._queue:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued = 0
+            self._start_write(data)
+            return
+        self._maybe_resume_protocol()
+        if self._eof_wanted or self._closing:
+            self._closing = True
+            self._maybe_finish_close()
+
+    def write_eof(self):
+        if self._closing or self._eof_wanted:
+            return
+        self._eof_wanted = True
+        if isinstance(self, _Reading):
+            # A duplex pipe has no half-close: the write side ends with it.
+            self.close()
+            return
+        self._closing = True
+        self._maybe_finish_close()
+
+    def _writes_pending(self):
+        return self._write_op is not None or bool(self._queue)
+
+    def _drop_writes(self):
+        self._queue.clear()
+        self._queued = 0
+
+
+class ReadPipeTransport(_Reading, _PipeBase, transports.ReadTransport):
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        self._init_pipe(loop, pipe, protocol, extra)
+        self._init_reading()
+        loop._port.associate_handle(self._handle)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._post_read)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def close(self):
+        if not self._closing:
+            self._closing = True
+            self._maybe_finish_close()
+
+
+class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        self._init_pipe(loop, pipe, protocol, extra)
+        self._init_writing()
+        self._watch_op = None
+        self._watch_buf = None
+        loop._port.associate_handle(self._handle)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._watch_reader)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def close(self):
+        if not self._closing:
+            self.write_eof()
+
+    def _watch_reader(self):
+        """Be told when the reading end goes away (see the module doc)."""
+        if self._closing:
+            return
+        try:
+            if IS_WINDOWS:
+                self._watch_buf = bytearray(16)
+                op = self._port.read(self._handle, self._watch_buf, self._on_reader_gone)
+            elif stat.S_ISFIFO(os.fstat(self._handle).st_mode):
+                op = self._port.poll_ready(self._handle, _POLLIN, self._on_reader_gone)
+            else:
+                return
+        except OSError:
+            return   # a one-way handle: the next write tells instead
+        self._ops.add(op)
+        self._watch_op = op
+
+    def _on_reader_gone(self, op):
+        self._done(op)
+        self._watch_op = None
+        if self._closing:
+            self._maybe_finish_close()
+            return
+        if IS_WINDOWS and op.result < 0 and op.error.winerror not in _WINDOWS_PIPE_EOF:
+            return   # the handle cannot be read: nothing to watch
+        if IS_WINDOWS and op.result > 0:
+            return   # data on our write handle is not ours to take: stop watching
+        self._force_close(BrokenPipeError() if self._writes_pending() else None)
+
+
+class DuplexPipeTransport(_Reading, _Writing, _PipeBase, transports._FlowControlMixin):
+    """Both directions of a Windows named pipe."""
+
+    def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
+        self._init_pipe(loop, pipe, protocol, extra)
+        self._init_reading()
+        self._init_writing()
+        loop._port.associate_handle(self._handle)
+        loop.call_soon(protocol.connection_made, self)
+        loop.call_soon(self._post_read)
+        if waiter is not None:
+            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+
+    def can_write_eof(self):
+        return False
+
+    def close(self):
+        if not self._closing:
+            self._closing = True
+            self._maybe_finish_close()
