@@ -69,17 +69,18 @@ class _PipeBase:
             transports._FlowControlMixin.__init__(self, extra, loop)
         else:
             transports.BaseTransport.__init__(self, extra)
-        self._extra["pipe"] = pipe
+        self._pipe = None            # set once the pipe passed its checks
         self._loop = loop
         self._port = loop._port
-        self._pipe = pipe
-        self._handle = _pipe_handle(pipe)
         self._protocol = protocol
         self._closing = False
         self._aborting = False
         self._lost_exc = None
         self._lost_scheduled = False
         self._ops = set()            # operations the kernel still holds
+        self._handle = _pipe_handle(pipe)
+        self._pipe = pipe
+        self._extra["pipe"] = pipe
 
     def __repr__(self):
         info = [type(self).__name__]
@@ -211,7 +212,21 @@ class _Reading:
     def _post_read(self):
         if self._closing or self._paused or self._read_op is not None:
             return
-        self._read_op = self._submit(self._port.read, self._read_buf, self._on_read)
+        try:
+            op = self._port.read(self._handle, self._read_buf, self._on_read)
+        except OSError as exc:
+            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
+                # The writer was gone before the read was posted: ReadFile
+                # says so at once, and that is end of file too.
+                self._loop.call_soon(self._deliver_or_hold, b"")
+            else:
+                self._fatal_error(exc, "Fatal read error on pipe transport")
+            return
+        except RuntimeError as exc:   # the port is closed
+            self._fatal_error(exc, "Fatal read error on pipe transport")
+            return
+        self._ops.add(op)
+        self._read_op = op
 
     def _on_read(self, op):
         self._done(op)
@@ -228,10 +243,13 @@ class _Reading:
                 return
         else:
             data = bytes(self._read_buf[:op.result])
+        self._deliver_or_hold(data)
+
+    def _deliver_or_hold(self, data):
         if self._paused:
             self._held = data
-            return
-        self._deliver(data)
+        else:
+            self._deliver(data)
 
     def _deliver(self, data):
         if self._closing:
@@ -283,9 +301,8 @@ class _Writing:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, "
                             f"not {type(data).__name__!r}")
-        if self._eof_wanted:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._closing or self._pipe is None:
+        if self._closing or self._eof_wanted or self._pipe is None:
+            # Dropped, as asyncio's pipe transports drop it.
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 base_events.logger.warning("pipe closed by peer or "
                                            "os.write(pipe, data) raised exception.")
@@ -399,17 +416,19 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         try:
             if IS_WINDOWS:
                 self._watch_buf = bytearray(16)
-                op = self._port.read(self._handle, self._watch_buf, self._on_reader_gone)
+                op = self._port.read(self._handle, self._watch_buf, self._on_watch_done)
             elif stat.S_ISFIFO(os.fstat(self._handle).st_mode):
-                op = self._port.poll_ready(self._handle, _POLLIN, self._on_reader_gone)
+                op = self._port.poll_ready(self._handle, _POLLIN, self._on_watch_done)
             else:
                 return
-        except OSError:
-            return   # a one-way handle: the next write tells instead
+        except OSError as exc:
+            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
+                self._reader_gone()   # gone already
+            return   # else a one-way handle: the next write tells instead
         self._ops.add(op)
         self._watch_op = op
 
-    def _on_reader_gone(self, op):
+    def _on_watch_done(self, op):
         self._done(op)
         self._watch_op = None
         if self._closing:
@@ -419,6 +438,9 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
             return   # the handle cannot be read: nothing to watch
         if IS_WINDOWS and op.result > 0:
             return   # data on our write handle is not ours to take: stop watching
+        self._reader_gone()
+
+    def _reader_gone(self):
         self._force_close(BrokenPipeError() if self._writes_pending() else None)
 
 

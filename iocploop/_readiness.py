@@ -7,7 +7,8 @@ wepoll and trio get readiness out of a completion port.  When the poll
 completes, the reader and/or writer handle joins the ready queue, and the
 poll is posted again *after* those callbacks ran (a deferred re-arm), so
 that it reports what is still unread then: level-triggered, like the
-selector loops.
+selector loops.  (On Linux the poll is queued at once: the kernel sees it
+only when the next wait submits it, after the callbacks.)
 
 A registration is keyed by file descriptor, and also found by its object
 when that object was closed since (as selectors do), so remove_reader
@@ -182,8 +183,14 @@ class ReadinessMethods:
             self._add_callback(watch.reader)
         if watch.writer is not None and ready & (POLLOUT | POLLERR | POLLHUP):
             self._add_callback(watch.writer)
-        # After this iteration's callbacks ran: poll what they left.
-        self.call_soon(self._rearm, watch)
+        if IS_WINDOWS:
+            # The AFD ioctl is issued at once: post it after this
+            # iteration's callbacks ran, so it sees what they left unread.
+            self.call_soon(self._rearm, watch)
+        else:
+            # An io_uring poll is only looked at when the next wait submits
+            # it, which is after the callbacks ran: post it now.
+            self._rearm(watch)
 
     def _rearm(self, watch):
         if self._watches.get(watch.fd) is watch and watch.op is None:
