@@ -119,6 +119,7 @@ int ioc_socket_dissolve(intptr_t sock);
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);
+int ioc_flush(ioc_core *core);
 int ioc_wakeup(ioc_core *core);
 int ioc_watch_sigint(ioc_core *core, intptr_t event);
 intptr_t ioc_py_sigint_event(void);

@@ -254,6 +254,13 @@ int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);
 
+/* Hand the submissions queued so far to the kernel now, and let it finish
+ * what that completes at once, without taking completions (they stay queued
+ * for the next ioc_wait).  Linux: a cancellation flushed this way has
+ * dropped the request's reference to its file when this returns, so a
+ * closed listening socket frees its address at once.  Windows: a no-op. */
+int ioc_flush(ioc_core *core);
+
 /* Wake a core blocked in ioc_wait.  Safe from any thread.  Bursts of
  * wakeups cost at most one kernel call per sleep of the waiting thread, and
  * none while it is not sleeping. */

@@ -866,6 +866,17 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
     return n;
 }
 
+int ioc_flush(ioc_core *c)
+{
+    int r;
+    if (c->forked)
+        return -EBADF;
+    if (!kernel_has_work_for_us(c))
+        return 0;
+    r = flush_submissions(c, 0, IORING_ENTER_GETEVENTS, NULL, 0);
+    return (r < 0 && r != -EINTR && r != -EBUSY && r != -EAGAIN) ? r : 0;
+}
+
 int ioc_wakeup(ioc_core *c)
 {
     if (ioc_wake_request(&c->wake)) {

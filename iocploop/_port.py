@@ -665,6 +665,13 @@ class CompletionPort:
                 op.release()
         return count
 
+    def flush(self) -> None:
+        """Hand queued submissions (cancellations, say) to the kernel now;
+        their completions still come through `select`."""
+        rc = lib.ioc_flush(self._checked_core())
+        if rc < 0:
+            raise os_error(-rc)
+
     def wakeup(self) -> None:
         """Wake a thread blocked in select.  Safe from any thread, and after close."""
         with self._lock:

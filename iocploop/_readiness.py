@@ -1,30 +1,34 @@
 """add_reader / add_writer / remove_reader / remove_writer on a completion loop.
 
-A readiness callback is a one-shot poll operation kept posted per file
-descriptor: io_uring POLL_ADD on Linux, IOCTL_AFD_POLL through the socket
-driver on Windows (sockets only, as select() on Windows) -- the way libuv,
-wepoll and trio get readiness out of a completion port.  When the poll
-completes, the reader and/or writer handle joins the ready queue, and the
-poll is posted again *after* those callbacks ran (a deferred re-arm), so
-that it reports what is still unread then: level-triggered, like the
-selector loops.  (On Linux the poll is queued at once: the kernel sees it
-only when the next wait submits it, after the callbacks.)
+The registrations (one `_Watch` per file descriptor: its reader and writer
+handles) are kept here; how readiness is learned is the backend's job:
 
-A registration is keyed by file descriptor, and also found by its object
-when that object was closed since (as selectors do), so remove_reader
-works on a socket closed while watched.  A poll that reports the handle
-closed (POLLNVAL; Windows: AFD_POLL_LOCAL_CLOSE) or fails stops polling
-that descriptor without forgetting the registration, as epoll drops a
-closed descriptor.  On Linux a posted poll keeps the file open: remove the
-reader before closing the socket, as asyncio's documentation asks anyway.
+* Linux (`_EpollBackend`): the descriptors sit in one epoll set per loop,
+  level-triggered, and the completion port polls the epoll fd itself (one
+  io_uring POLL_ADD for the whole set).  When it completes, epoll_wait(0)
+  says which descriptors are ready, their handles join the ready queue, and
+  the poll on the epoll fd is queued again; the kernel sees it when the next
+  wait submits it, after the callbacks ran, so it reports only what they
+  left unread.  epoll (not one io_uring poll per descriptor) because a
+  posted io_uring poll holds a reference to its file: a socket closed while
+  watched would stay open for its peer.  epoll drops a closed descriptor by
+  itself, exactly as the selector loops see it.
+* Windows (`_AfdBackend`): one IOCTL_AFD_POLL per socket sent to the socket
+  driver through the completion port, as libuv, wepoll and trio do
+  (sockets only, as select() on Windows).  The ioctl is issued at once, so
+  after a completion the next poll is posted with call_soon, after the
+  callbacks of this iteration.  A poll that reports the socket closed
+  (AFD_POLL_LOCAL_CLOSE) stops polling it, as epoll drops a closed fd.
+
+A registration is found by file descriptor, and also by its object when
+that object was closed since (as selectors do), so remove_reader works on a
+socket closed while watched.
 """
 from __future__ import annotations
 
-import errno
-import os
-import stat
+import select
 import sys
-from asyncio import events
+from asyncio import base_events, events
 
 __all__ = ["ReadinessMethods"]
 
@@ -46,17 +50,18 @@ def _fileobj_to_fd(fileobj) -> int:
 
 
 class _Watch:
-    """The reader and writer of one file descriptor and its posted poll."""
-    __slots__ = ("fd", "fileobj", "reader", "writer", "op", "op_mask", "dead")
+    """The reader and writer of one file descriptor."""
+    __slots__ = ("fd", "fileobj", "reader", "writer", "op", "op_mask", "dead", "registered")
 
     def __init__(self, fd, fileobj):
         self.fd = fd
         self.fileobj = fileobj
         self.reader = None
         self.writer = None
-        self.op = None
+        self.op = None           # Windows: the AFD poll in flight
         self.op_mask = 0
-        self.dead = False
+        self.dead = False        # Windows: closed under its poll
+        self.registered = False  # Linux: in the epoll set
 
     def mask(self) -> int:
         return (POLLIN if self.reader is not None else 0) | \
@@ -68,6 +73,7 @@ class ReadinessMethods:
 
     def _init_readiness_methods(self):
         self._watches: dict[int, _Watch] = {}
+        self._readiness = (_AfdBackend if IS_WINDOWS else _EpollBackend)(self)
 
     # -- public ------------------------------------------------------------------
 
@@ -117,28 +123,23 @@ class ReadinessMethods:
     def _add_watch(self, fileobj, role, callback, args):
         self._check_closed()
         fd = _fileobj_to_fd(fileobj)
-        if not IS_WINDOWS and stat.S_ISREG(os.fstat(fd).st_mode):
-            # epoll refuses regular files (they are always ready).
-            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
         handle = events.Handle(callback, args, self, None)
         watch = self._watches.get(fd)
-        if watch is None:
+        created = watch is None
+        if created:
             watch = self._watches[fd] = _Watch(fd, fileobj)
-        watch.fileobj = fileobj
-        watch.dead = False
         old = getattr(watch, role)
         setattr(watch, role, handle)
-        if old is not None:
-            old.cancel()
         try:
-            # A fresh poll every time: the descriptor may now be another file
-            # than the one a poll in flight watches.
-            self._post_poll(watch, force=True)
+            self._readiness.update(watch, fresh=True)
         except OSError:
-            setattr(watch, role, None)
-            if watch.mask() == 0:
+            setattr(watch, role, old)
+            if created:
                 del self._watches[fd]
             raise
+        watch.fileobj = fileobj
+        if old is not None:
+            old.cancel()
 
     def _remove_watch(self, fileobj, role):
         if self.is_closed():
@@ -150,27 +151,107 @@ class ReadinessMethods:
         setattr(watch, role, None)
         if watch.mask() == 0:
             del self._watches[watch.fd]
-            if watch.op is not None:
-                self._port.cancel(watch.op)
-                watch.op = None
+        self._readiness.update(watch)
         return True
 
-    # -- polling ----------------------------------------------------------------
+    def _dispatch_ready(self, watch, ready):
+        """Queue the handles of watch that ready (poll bits) wakes."""
+        for role, bits in (("reader", POLLIN | POLLERR | POLLHUP),
+                           ("writer", POLLOUT | POLLERR | POLLHUP)):
+            handle = getattr(watch, role)
+            if handle is None or not ready & bits:
+                continue
+            if handle.cancelled():   # cancelled by hand: unregister, as selectors do
+                self._remove_watch(watch.fileobj, role)
+            else:
+                self._add_callback(handle)
 
-    def _post_poll(self, watch, force=False):
-        mask = watch.mask()
-        if watch.op is not None:
-            if not force and watch.op_mask == mask:
-                return
-            self._port.cancel(watch.op)
-            watch.op = None
-        if mask == 0 or watch.dead or self.is_closed():
+    def _close_readiness(self):
+        self._readiness.close()
+
+
+class _EpollBackend:
+    """Linux: one level-triggered epoll set, whose fd the completion port polls."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._epoll = None
+        self._op = None          # the io_uring poll on the epoll fd
+
+    def update(self, watch, fresh=False):
+        mask = watch.mask()   # EPOLLIN/EPOLLOUT have poll's values
+        if mask == 0 or self._loop._watches.get(watch.fd) is not watch:
+            if watch.registered:
+                watch.registered = False
+                try:
+                    self._epoll.unregister(watch.fd)
+                except OSError:
+                    pass   # closed since: epoll dropped it already
             return
-        watch.op = self._port.poll_ready(watch.fd, mask, self._on_ready)
+        if self._epoll is None:
+            self._epoll = select.epoll()
+        if watch.registered:
+            try:
+                self._epoll.modify(watch.fd, mask)
+            except FileNotFoundError:
+                # The descriptor was closed (epoll dropped it) and its number
+                # now names another file: register that one.
+                self._epoll.register(watch.fd, mask)
+        else:
+            try:
+                self._epoll.register(watch.fd, mask)
+            except FileExistsError:
+                self._epoll.modify(watch.fd, mask)
+            watch.registered = True
+        self._arm()
+
+    def _arm(self):
+        if self._op is None and self._loop._watches and not self._loop.is_closed():
+            self._op = self._loop._port.poll_ready(self._epoll.fileno(), POLLIN, self._on_ready)
+
+    def _on_ready(self, op):
+        self._op = None
+        if op.result < 0:
+            if not op.cancelled:
+                base_events.logger.error("polling the readiness set failed: %s", op.error)
+            return
+        watches = self._loop._watches
+        for fd, ready in self._epoll.poll(0):
+            watch = watches.get(fd)
+            if watch is not None:
+                self._loop._dispatch_ready(watch, ready)
+        self._arm()
+
+    def close(self):
+        if self._op is not None:
+            self._loop._port.cancel(self._op)
+        if self._epoll is not None:
+            self._epoll.close()   # the poll in flight holds its own reference
+
+
+class _AfdBackend:
+    """Windows: one AFD poll per socket through the completion port."""
+
+    def __init__(self, loop):
+        self._loop = loop
+
+    def update(self, watch, fresh=False):
+        if fresh:
+            watch.dead = False
+        loop = self._loop
+        mask = watch.mask() if loop._watches.get(watch.fd) is watch else 0
+        if watch.op is not None:
+            if not fresh and watch.op_mask == mask:
+                return
+            loop._port.cancel(watch.op)
+            watch.op = None
+        if mask == 0 or watch.dead or loop.is_closed():
+            return
+        watch.op = loop._port.poll_ready(watch.fd, mask, self._on_ready)
         watch.op_mask = mask
 
     def _on_ready(self, op):
-        watch = self._watches.get(op.buffer)
+        watch = self._loop._watches.get(op.buffer)
         if watch is None or watch.op is not op:
             return   # removed, or replaced by a newer poll
         watch.op = None
@@ -178,30 +259,17 @@ class ReadinessMethods:
             if not op.cancelled:
                 watch.dead = True   # closed under the poll: stop, as epoll drops it
             return
-        ready = op.result
-        if watch.reader is not None and ready & (POLLIN | POLLERR | POLLHUP):
-            self._add_callback(watch.reader)
-        if watch.writer is not None and ready & (POLLOUT | POLLERR | POLLHUP):
-            self._add_callback(watch.writer)
-        if IS_WINDOWS:
-            # The AFD ioctl is issued at once: post it after this
-            # iteration's callbacks ran, so it sees what they left unread.
-            self.call_soon(self._rearm, watch)
-        else:
-            # An io_uring poll is only looked at when the next wait submits
-            # it, which is after the callbacks ran: post it now.
-            self._rearm(watch)
+        self._loop._dispatch_ready(watch, op.result)
+        self._loop.call_soon(self._rearm, watch)
 
     def _rearm(self, watch):
-        if self._watches.get(watch.fd) is watch and watch.op is None:
-            for role in ("reader", "writer"):
-                handle = getattr(watch, role)
-                if handle is not None and handle.cancelled():
-                    setattr(watch, role, None)
-            if watch.mask() == 0:
-                del self._watches[watch.fd]
-                return
-            try:
-                self._post_poll(watch)
-            except OSError:
-                watch.dead = True
+        if self._loop._watches.get(watch.fd) is not watch or watch.op is not None:
+            return
+        try:
+            self.update(watch)
+        except OSError:
+            watch.dead = True
+
+    def close(self):
+        pass   # the port cancels the polls in flight as it closes
+

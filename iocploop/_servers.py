@@ -150,8 +150,12 @@ class ServerMethods:
             pool.stop()
         self._remove_unix_socket_file(sock)
         # As asyncio does: the listening socket closes now.  Pending accepts
-        # complete as cancelled (Linux: the io_uring request holds its own
-        # reference to the socket until then).
+        # complete as cancelled.  On Linux an io_uring request holds its own
+        # reference to the socket until then: flushing the cancellations
+        # lets it go now, so the address (a port, an abstract name) is free
+        # as soon as server.close() returns, as with asyncio.
+        if not self._port.closed:
+            self._port.flush()
         sock.close()
 
     def _close_accept_pools(self):

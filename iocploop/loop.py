@@ -127,3 +127,4 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
         self._recycler.close()
         self._close_signal_channel()
         self._close_exit_watches()
+        self._close_readiness()
