@@ -10,12 +10,15 @@ transport:
             data it brings while paused is held until resume_reading.
             End of file (0 bytes; Windows: ERROR_BROKEN_PIPE) gives
             eof_received, then the transport closes.
-  writing:  idle -> one write in flight, later writes queue -> the queue
+  writing:  Linux writes at once when idle (os.write, as asyncio does) and
+            hands the rest, if the pipe is full, to the completion path.
+            idle -> one write in flight, later writes queue -> the queue
             leaves as one write when the write in flight completes.  A short
             write sends the rest.  Flow control is asyncio's
             (_FlowControlMixin: pause_writing above the high-water mark).
   watching: a write-only pipe watches for its reader going away while it is
-            idle -- Linux: an io_uring poll (POLLERR on the write end);
+            idle -- Linux: an io_uring poll (POLLERR on the write end of a
+            pipe, readable on a socket);
             Windows: a read posted on the handle, which completes with
             ERROR_BROKEN_PIPE (the duplex pipes of windows_utils.pipe and
             named pipes allow it; a one-way handle refuses and is then not
@@ -83,13 +86,9 @@ class _PipeBase:
         self._extra["pipe"] = pipe
 
     def __repr__(self):
-        info = [type(self).__name__]
-        if self._pipe is None:
-            info.append("closed")
-        elif self._closing:
-            info.append("closing")
-        info.append(f"{'handle' if IS_WINDOWS else 'fd'}={self._handle}")
-        return "<{}>".format(" ".join(info))
+        state = "closed" if self._pipe is None else "closing" if self._closing else "open"
+        return (f"<{type(self).__name__} {'handle' if IS_WINDOWS else 'fd'}={self._handle} "
+                f"{state}>")
 
     def __del__(self, _warn=warnings.warn):
         if getattr(self, "_pipe", None) is not None and not self._lost_scheduled:
@@ -310,6 +309,24 @@ class _Writing:
             return
         if not data:
             return
+        if self._write_op is None and not IS_WINDOWS:
+            # Linux: write at once, as asyncio's Unix transport does, so the
+            # bytes are in the pipe when write() returns (a queued io_uring
+            # write would reach the kernel only at the next wait); the
+            # completion path takes what the pipe had no room for.
+            try:
+                n = os.write(self._handle, data)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._conn_lost += 1
+                self._fatal_error(exc, "Fatal write error on pipe transport")
+                return
+            if n == len(data):
+                return
+            data = data[n:]
         data = bytes(data)   # the caller may reuse its buffer while the kernel reads ours
         if self._write_op is None:
             self._start_write(data)
@@ -417,7 +434,11 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
             if IS_WINDOWS:
                 self._watch_buf = bytearray(16)
                 op = self._port.read(self._handle, self._watch_buf, self._on_watch_done)
-            elif stat.S_ISFIFO(os.fstat(self._handle).st_mode):
+            elif stat.S_ISFIFO(os.fstat(self._handle).st_mode) or \
+                    stat.S_ISSOCK(os.fstat(self._handle).st_mode):
+                # As asyncio's Unix transport: the write end of a pipe polls
+                # POLLERR when the reader is gone; a socket polls readable
+                # when its peer closed (and that is taken as the same).
                 op = self._port.poll_ready(self._handle, _POLLIN, self._on_watch_done)
             else:
                 return

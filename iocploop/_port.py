@@ -605,10 +605,12 @@ class CompletionPort:
     def cancel(self, op: Operation) -> bool:
         """Ask the kernel to cancel op.  Its callback still runs, later, with
         the cancellation or with the real result if the kernel finished
-        first.  Returns False if op has already completed."""
-        if op.done or self._ops.get(op.token) is not op:
+        first.  Returns False if op has already completed, or if the port
+        is closed or was inherited through fork() (nothing of it runs in this
+        process: cleanup code may call this freely)."""
+        if op.done or self._ops.get(op.token) is not op or self._core is None or self._forked:
             return False
-        rc = lib.ioc_cancel(self._checked_core(), op._record, op.token)
+        rc = lib.ioc_cancel(self._core, op._record, op.token)
         if rc < 0:
             raise os_error(-rc)
         return rc == 0

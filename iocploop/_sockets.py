@@ -343,6 +343,10 @@ class SocketMethods:
                     fut.set_result(None)
 
         op = self._port.connect(sock, address, done)
+        # The connection attempt starts now, as connect() would start it
+        # (Linux queues it until the next wait otherwise): code that goes on
+        # to accept it synchronously, or to time it, sees asyncio's order.
+        self._port.flush()
         self._cancel_op_when_cancelled(fut, op)
         try:
             return await fut

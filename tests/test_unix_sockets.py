@@ -9,7 +9,7 @@ asyncio; a stale socket file removed before bind; EADDRINUSE (a regular file
 at the path, an abstract name in use); abstract names; connection errors;
 sock_connect / sock_accept / sock_recv / sock_sendall; the socket file removed
 when the server closes (asyncio: from Python 3.13, cleanup_socket=True;
-iocploop: on every version), cleanup_socket=False, and a file that replaced
+iocploop: on every version for a path it bound), cleanup_socket=False, and a file that replaced
 the socket's is left alone.
 """
 from __future__ import annotations
@@ -449,17 +449,28 @@ async def test_closing_the_server_removes_its_socket_file(path):
 
 
 @pytest.mark.asyncio
-async def test_closing_a_server_on_a_premade_socket_removes_its_file(path):
+async def test_a_server_on_a_premade_socket_cleans_up_as_the_running_asyncio(path):
+    # A socket the caller bound is the caller's: its file is removed by
+    # default from 3.13 on (asyncio's cleanup_socket=True), kept before --
+    # on both loops (CPython's 3.11 tests remove such a file themselves).
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.bind(path)
     server = await loop.create_unix_server(Echo, sock=sock)
     server.close()
     await bounded(server.wait_closed())
-    if is_iocploop() or ASYNCIO_CLEANS_UP:
-        assert not os.path.exists(path)
-    else:
-        assert os.path.exists(path)
+    assert os.path.exists(path) != ASYNCIO_CLEANS_UP
+
+
+@pytest.mark.asyncio(loop_factories=["iocploop"])
+async def test_cleanup_socket_true_removes_a_premade_sockets_file_on_every_version(path):
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    server = await loop.create_unix_server(Echo, sock=sock, cleanup_socket=True)
+    server.close()
+    await bounded(server.wait_closed())
+    assert not os.path.exists(path)
 
 
 @pytest.mark.asyncio
