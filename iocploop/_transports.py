@@ -100,6 +100,12 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     # -- protocol -------------------------------------------------------------
 
     def set_protocol(self, protocol):
+        if self._protocol is not None and protocol is not self._protocol:
+            # A pause_writing the old protocol got is not the new one's: it
+            # must never see a resume_writing without a pause (start_tls
+            # swaps in an SSLProtocol that asserts on that).  A later write
+            # above the high-water mark pauses the new protocol afresh.
+            self._protocol_paused = False
         self._buffered = isinstance(protocol, protocols.BufferedProtocol)
         self._protocol = protocol
 
