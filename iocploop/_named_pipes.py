@@ -25,7 +25,10 @@ __all__ = ["PipeMethods", "PipeServer", "open_pipe_connection", "start_pipe_serv
 IS_WINDOWS = sys.platform == "win32"
 if IS_WINDOWS:
     import _winapi
-    from asyncio import windows_utils
+    from asyncio import windows_events, windows_utils
+    _PipeServerBase = windows_events.PipeServer   # isinstance() checks keep working
+else:
+    _PipeServerBase = object
 
 from ._pipes import DuplexPipeTransport
 
@@ -38,11 +41,13 @@ _NOT_ON_THIS_SYSTEM = ("named pipes are a Windows feature; on Linux use Unix dom
                        "(create_unix_server / create_unix_connection)")
 
 
-class PipeServer:
+class PipeServer(_PipeServerBase):
     """A served pipe address: close() stops accepting clients (connections
-    already made stay open), as with CPython's PipeServer."""
+    already made stay open), as with CPython's PipeServer -- of which it is
+    a subclass on Windows, so code checking for that class accepts it; none
+    of the base's machinery is used."""
 
-    def __init__(self, loop, address, protocol_factory):
+    def __init__(self, loop, address, protocol_factory):   # not the base's: see _fill
         self._loop = loop
         self._address = address
         self._protocol_factory = protocol_factory
@@ -66,6 +71,9 @@ class PipeServer:
         for op in list(self._waiting):
             # The instance closes when its cancelled connect completes.
             self._loop._port.cancel(op)
+
+    def __del__(self):
+        pass   # the base closes its own instances here; ours close with their operations
 
     def _fill(self):
         while not self.closed() and len(self._waiting) < _PENDING_INSTANCES:
