@@ -68,9 +68,13 @@ class PipeServer(_PipeServerBase):
         if self._address is None:
             return
         self._address = None
-        for op in list(self._waiting):
-            # The instance closes when its cancelled connect completes.
+        # The waiting instances close now, as asyncio's do, so that the name
+        # is gone once no connection holds it; closing a handle aborts its
+        # ConnectNamedPipe, whose record the port keeps until that completes.
+        for op, pipe in list(self._waiting.items()):
             self._loop._port.cancel(op)
+            self._loop._port.forget_handle(pipe.fileno())
+            pipe.close()
 
     def __del__(self):
         pass   # the base closes its own instances here; ours close with their operations
@@ -99,8 +103,9 @@ class PipeServer(_PipeServerBase):
     def _on_client(self, op):
         pipe = self._waiting.pop(op)
         if op.cancelled or self.closed():
-            self._loop._port.forget_handle(pipe.fileno())
-            pipe.close()
+            if pipe.handle is not None:   # not closed by close() already
+                self._loop._port.forget_handle(pipe.fileno())
+                pipe.close()
             return
         if op.result < 0:
             self._loop._port.forget_handle(pipe.fileno())

@@ -80,6 +80,7 @@ class _PipeBase:
         self._aborting = False
         self._lost_exc = None
         self._lost_scheduled = False
+        self._handle_closed = False
         self._ops = set()            # operations the kernel still holds
         self._handle = _pipe_handle(pipe)
         self._pipe = pipe
@@ -165,14 +166,21 @@ class _PipeBase:
         if self._ops:
             return
         self._lost_scheduled = True
+        # The kernel is done with the handle: close it now (a named pipe's
+        # name goes with its last handle), tell the protocol in its turn.
+        self._close_handle()
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+
+    def _close_handle(self):
+        if not self._handle_closed:
+            self._handle_closed = True
+            self._port.forget_handle(self._handle)
+            self._pipe.close()
 
     def _call_connection_lost(self, exc):
         try:
             self._protocol.connection_lost(exc)
         finally:
-            self._port.forget_handle(self._handle)
-            self._pipe.close()
             self._pipe = None
             self._protocol = None
 
@@ -215,8 +223,13 @@ class _Reading:
             op = self._port.read(self._handle, self._read_buf, self._on_read)
         except OSError as exc:
             if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
-                # The writer was gone before the read was posted: ReadFile
-                # says so at once, and that is end of file too.
+                # The other end was gone before the read was posted: ReadFile
+                # says so at once, and that is end of file too.  With nothing
+                # else in flight the dead handle closes now (a named pipe's
+                # name goes with its last handle); the protocol still hears
+                # of the end in order.
+                if not self._ops:
+                    self._close_handle()
                 self._loop.call_soon(self._deliver_or_hold, b"")
             else:
                 self._fatal_error(exc, "Fatal read error on pipe transport")
@@ -300,7 +313,7 @@ class _Writing:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data argument must be a bytes-like object, "
                             f"not {type(data).__name__!r}")
-        if self._closing or self._eof_wanted or self._pipe is None:
+        if self._closing or self._eof_wanted or self._handle_closed:
             # Dropped, as asyncio's pipe transports drop it.
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
                 base_events.logger.warning("pipe closed by peer or "
@@ -399,7 +412,10 @@ class ReadPipeTransport(_Reading, _PipeBase, transports.ReadTransport):
         self._init_reading()
         loop._port.associate_handle(self._handle)
         loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._post_read)
+        # Posted now: what it brings is handled in a later iteration, after
+        # connection_made (a peer already gone is seen at once, and its end
+        # of file queued behind connection_made).
+        self._post_read()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
@@ -474,7 +490,10 @@ class DuplexPipeTransport(_Reading, _Writing, _PipeBase, transports._FlowControl
         self._init_writing()
         loop._port.associate_handle(self._handle)
         loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._post_read)
+        # Posted now: what it brings is handled in a later iteration, after
+        # connection_made (a peer already gone is seen at once, and its end
+        # of file queued behind connection_made).
+        self._post_read()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
