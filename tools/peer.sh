@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Peer suites (issue #8): uvloop's own tests and CPython's test.test_asyncio,
+# each run on iocploop and on stock asyncio on this machine, natively on
+# Linux and with Windows CPython 3.11 under Wine; then peer/report.py prints
+# and writes build/peer/report.md and fails if iocploop passes fewer tests
+# than stock asyncio in any module.  Neither suite is in this repository:
+# uvloop's comes from its pinned sdist on PyPI, CPython's from the
+# interpreter (see peer/uvloop_suite.py, peer/cpython_suite.py).
+#   bash tools/peer.sh            Linux and Wine
+#   bash tools/peer.sh --linux    Linux only
+# Needs what tools/test.sh sets up (the venv; for Wine the Windows Pythons).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source tools/venv.sh
+platforms="linux wine"
+[ "${1:-}" = --linux ] && platforms=linux
+rm -rf build/peer && mkdir -p build/peer
+if [[ $platforms == *wine* ]]; then
+    "$PY" tools/wine.py build --pythons 3.11 >/dev/null || exit 1
+fi
+for platform in $platforms; do
+    for suite in uvloop cpython; do
+        for target in asyncio iocploop; do
+            echo "=== peer suite: $suite on $platform, target $target ==="
+            # A runner's own status says whether any test failed, on either
+            # target; the gate is the comparison below.
+            "$PY" "peer/${suite}_suite.py" --platform "$platform" --target "$target" \
+                --out build/peer >"build/peer/$suite-$platform-$target.out" 2>&1
+            tail -n 3 "build/peer/$suite-$platform-$target.out"
+        done
+    done
+done
+status=0
+"$PY" peer/report.py --dir build/peer || status=1
+# Per test as well: CPython's suite runs extra iocploop subclasses of the
+# modules that hard-code a loop class, so a module's count alone could hide
+# a test that stock asyncio passes and iocploop fails.
+for platform in $platforms; do
+    "$PY" peer/cpython_suite.py --compare --platform "$platform" --out build/peer || status=1
+done
+exit $status
