@@ -311,6 +311,16 @@ class SocketMethods:
         self._check_sock(sock)
         view = memoryview(data).cast("B")
         sent = 0
+        if not IS_WINDOWS and view:
+            # Linux: send at once what the socket buffer takes, as asyncio
+            # does: the bytes leave before sock_sendall's first await (a
+            # queued io_uring send would reach the kernel only at the next
+            # wait, after code that closes the socket meanwhile), and a send
+            # that fits needs no completion at all.
+            try:
+                sent = sock.send(view)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
         while sent < len(view):
             sent += await self._run_op(self._port.send, sock, view[sent:])
         return None
