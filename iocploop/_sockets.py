@@ -22,7 +22,7 @@ __all__ = ["SocketMethods"]
 class _Stash:
     """What the kernel delivered for a socket after its caller stopped waiting."""
 
-    __slots__ = ("data", "datagrams", "accepted", "orphans", "waiters")
+    __slots__ = ("data", "datagrams", "accepted", "orphans", "waiters", "live")
 
     def __init__(self):
         self.data = bytearray()
@@ -32,6 +32,10 @@ class _Stash:
         # what they deliver lands in the stash, so the next call waits for them.
         self.orphans = 0
         self.waiters = []
+        # Receive/accept operations in flight: token -> (op, future).  A
+        # future cancelled a moment ago has not run its done-callbacks yet;
+        # the next call finds its op here and orphans it first.
+        self.live = {}
 
 
 # Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
@@ -86,18 +90,31 @@ class SocketMethods:
     def _cancel_op_when_cancelled(self, fut, op, sock=None) -> None:
         """sock given (receive/accept): count the op as an orphan of sock
         until the kernel reports it (see _settle)."""
+        if sock is not None:
+            self._stash_for(sock).live[op.token] = (op, fut)
+
         def on_done(f):
-            if f.cancelled() and not op.done:
-                if sock is not None:
-                    self._stash_for(sock).orphans += 1
-                    self._orphan_ops[op.token] = sock
-                self._port.cancel(op)
+            if f.cancelled():
+                self._orphan(op, sock)
 
         fut.add_done_callback(on_done)
 
-    def _orphan_settled(self, op) -> None:
-        sock = self._orphan_ops.pop(op.token, None)
-        if sock is None:
+    def _orphan(self, op, sock) -> None:
+        """The caller of op stopped waiting: cancel it; for a receive/accept,
+        what it still delivers goes to the stash, and later calls wait."""
+        if op.done or op.token in self._orphan_ops:
+            return
+        if sock is not None:
+            self._stash_for(sock).orphans += 1
+            self._orphan_ops[op.token] = sock
+        self._port.cancel(op)
+
+    def _orphan_settled(self, op, sock) -> None:
+        """op of sock completed (called first thing by its callback)."""
+        stash = self._stashes.get(sock)
+        if stash is not None:
+            stash.live.pop(op.token, None)
+        if self._orphan_ops.pop(op.token, None) is None:
             return
         stash = self._stash_for(sock)
         stash.orphans -= 1
@@ -109,7 +126,12 @@ class SocketMethods:
 
     def _unsettled(self, sock) -> bool:
         stash = self._stashes.get(sock)
-        return stash is not None and stash.orphans > 0
+        if stash is None:
+            return False
+        for op, fut in list(stash.live.values()):
+            if fut.cancelled():   # cancelled, its callbacks not run yet
+                self._orphan(op, sock)
+        return stash.orphans > 0
 
     async def _settle(self, sock) -> None:
         """Wait until no cancelled receive/accept of sock is still in the
@@ -164,7 +186,7 @@ class SocketMethods:
         buf = self._take_recv_buffer(n)
 
         def done(op):
-            self._orphan_settled(op)
+            self._orphan_settled(op, sock)
             data = bytes(memoryview(buf)[:op.result]) if op.result > 0 else b""
             self._give_back_recv_buffer(buf)
             if op.result < 0:
@@ -232,7 +254,7 @@ class SocketMethods:
         buf = self._take_recv_buffer(n)
 
         def done(op):
-            self._orphan_settled(op)
+            self._orphan_settled(op, sock)
             if op.result < 0:
                 self._give_back_recv_buffer(buf)
                 if fut.done():
@@ -377,7 +399,7 @@ class SocketMethods:
         target = socket.socket(sock.family, sock.type, sock.proto) if IS_WINDOWS else None
 
         def done(op):
-            self._orphan_settled(op)
+            self._orphan_settled(op, sock)
             if op.result < 0:
                 if target is not None:
                     target.close()

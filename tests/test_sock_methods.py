@@ -915,3 +915,21 @@ async def test_blocked_sock_sendall_fails_when_the_peer_resets(pair):
     with pytest.raises(PEER_GONE):
         await _bounded(task)
     await _assert_no_pending_ops(loop)
+
+
+@pytest.mark.asyncio
+async def test_recv_right_after_cancelling_a_pending_recv_gets_the_data():
+    # The data reaches the kernel's pending receive, the task is cancelled
+    # and a new sock_recv starts in the same step, before the cancelled
+    # future's callbacks ran: the new call must find the bytes (uvloop's
+    # test_sock_send_before_cancel).
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    with a, b:
+        pending = asyncio.ensure_future(loop.sock_recv(a, 1))
+        await asyncio.sleep(0.01)
+        b.send(b"1")   # the kernel hands it to the pending receive
+        pending.cancel()
+        assert await asyncio.wait_for(loop.sock_recv(a, 1), 5) == b"1"
