@@ -1,0 +1,108 @@
+"""pytest plugin for running uvloop's suite through the shim (peer/uvloop_shim).
+
+Loaded with `-p peer.uvloop_plugin` by peer/uvloop_suite.py.  It
+
+* deselects the tests in peer/uvloop_shim/deselect.py (the same list for
+  every target and platform) and writes how many per module to the JSON file
+  named by --peer-deselected-json;
+* writes the node id of the running test to $IOCPLOOP_PEER_PROGRESS, so that
+  the runner can name the test when a process dies or times out;
+* arms a hard per-test watchdog ($IOCPLOOP_PEER_HARD_TIMEOUT seconds,
+  faulthandler: dumps every thread's stack, then ends the process).
+  pytest-timeout's signal method (Linux) raises its Failed once, and a test
+  whose subtests catch it (unittest's subTest records BaseExceptions as
+  sub-failures) or a loop stuck in C would otherwise never end;
+* ends the process with os._exit() once pytest has written its reports: a
+  test that fails on a loop can leave a non-daemon thread blocked (an executor
+  thread in Test_UV_UDP::test_socketpair, for one) and the interpreter would
+  never exit.
+"""
+from __future__ import annotations
+
+import faulthandler
+import fnmatch
+import json
+import os
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+_DESELECT_FILE = Path(__file__).resolve().parent / "uvloop_shim" / "deselect.py"
+_state = {"exitstatus": None}
+
+
+def load_deselect() -> dict[str, str]:
+    return dict(runpy.run_path(str(_DESELECT_FILE))["DESELECT"])
+
+
+def module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--peer-deselected-json", default=None,
+                     help="write {module: number of deselected tests} here")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    # IOCPLOOP_PEER_NO_DESELECT=1: run listed tests too (to look into one).
+    patterns = {} if os.environ.get("IOCPLOOP_PEER_NO_DESELECT") else load_deselect()
+    keep, dropped = [], []
+    counts: dict[str, int] = {}
+    for item in items:
+        counts.setdefault(module_of(item.nodeid), 0)
+        if any(fnmatch.fnmatchcase(item.nodeid, p) for p in patterns):
+            dropped.append(item)
+            counts[module_of(item.nodeid)] += 1
+        else:
+            keep.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+    out = config.getoption("--peer-deselected-json")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
+
+
+def _progress(text: str) -> None:
+    path = os.environ.get("IOCPLOOP_PEER_PROGRESS")
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def _hard_timeout() -> float:
+    try:
+        return float(os.environ.get("IOCPLOOP_PEER_HARD_TIMEOUT", "0"))
+    except ValueError:
+        return 0.0
+
+
+def pytest_runtest_logstart(nodeid, location):
+    _progress(nodeid)
+    if _hard_timeout() > 0:
+        sys.stderr.flush()
+        faulthandler.dump_traceback_later(_hard_timeout(), exit=True, file=sys.__stderr__)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    if _hard_timeout() > 0:
+        faulthandler.cancel_dump_traceback_later()
+    _progress("")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _state["exitstatus"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    status = _state["exitstatus"]
+    if status is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
