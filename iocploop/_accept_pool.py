@@ -12,7 +12,9 @@
 """
 from __future__ import annotations
 
+import contextvars
 import errno
+import functools
 import math
 import socket
 from asyncio import constants, sslproto
@@ -42,6 +44,9 @@ class AcceptPool:
                  tls=None):
         self._loop = loop
         self._port = loop._port
+        # Connections are made in the context create_server ran in, as the
+        # selector loop's accept handle does it.
+        self._context = contextvars.copy_context()
         self._recycler = loop._recycler
         self._sock = sock
         self._protocol_factory = protocol_factory
@@ -102,7 +107,8 @@ class AcceptPool:
                 # AcceptEx accepts into a socket made ahead of need.
                 target = socket.socket(self._sock.family, self._sock.type, self._sock.proto)
                 self._recycler.created += 1
-            op = self._port.accept(self._sock, self._on_accept, target, self._first_data_size())
+            op = self._port.accept(self._sock, functools.partial(self._context.run, self._on_accept),
+                                   target, self._first_data_size())
         except OSError as exc:
             if target is not None:
                 if reused and self._recycler.is_refusal(exc):
@@ -256,7 +262,7 @@ class AcceptPool:
                 self._serve(conn, address, bytes(memoryview(buf)[:op.result]))
 
         try:
-            op = self._port.recv(conn, buf, on_data)
+            op = self._port.recv(conn, buf, functools.partial(self._context.run, on_data))
         except OSError:
             conn.close()
             return

@@ -189,6 +189,8 @@ class _Reading:
     """One read posted at a time; pause holds, never cancels."""
 
     def _init_reading(self):
+        self._made = False           # connection_made has run
+        self._early = None           # data (or b"" for EOF) that came before it
         self._paused = False
         self._read_op = None
         self._read_buf = bytearray(_READ_SIZE)
@@ -257,8 +259,20 @@ class _Reading:
             data = bytes(self._read_buf[:op.result])
         self._deliver_or_hold(data)
 
+    def _connection_made(self):
+        self._protocol.connection_made(self)
+        self._made = True
+        early, self._early = self._early, None
+        if early is not None:
+            # In the next turn: the caller of connect_*_pipe resumes first (its
+            # waiter was set right after this), as with asyncio's ordering;
+            # asyncio's subprocess transport relies on it.
+            self._loop.call_soon(self._deliver_or_hold, early)
+
     def _deliver_or_hold(self, data):
-        if self._paused:
+        if not self._made:
+            self._early = data
+        elif self._paused:
             self._held = data
         else:
             self._deliver(data)
@@ -411,10 +425,9 @@ class ReadPipeTransport(_Reading, _PipeBase, transports.ReadTransport):
         self._init_pipe(loop, pipe, protocol, extra)
         self._init_reading()
         loop._port.associate_handle(self._handle)
-        loop.call_soon(protocol.connection_made, self)
-        # Posted now: what it brings is handled in a later iteration, after
-        # connection_made (a peer already gone is seen at once, and its end
-        # of file queued behind connection_made).
+        loop.call_soon(self._connection_made)
+        # Posted now (a peer already gone is seen at once); what it brings
+        # waits for connection_made if it comes first.
         self._post_read()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
@@ -489,10 +502,9 @@ class DuplexPipeTransport(_Reading, _Writing, _PipeBase, transports._FlowControl
         self._init_reading()
         self._init_writing()
         loop._port.associate_handle(self._handle)
-        loop.call_soon(protocol.connection_made, self)
-        # Posted now: what it brings is handled in a later iteration, after
-        # connection_made (a peer already gone is seen at once, and its end
-        # of file queued behind connection_made).
+        loop.call_soon(self._connection_made)
+        # Posted now (a peer already gone is seen at once); what it brings
+        # waits for connection_made if it comes first.
         self._post_read()
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)

@@ -19,6 +19,8 @@ States (each independent):
 from __future__ import annotations
 
 import collections
+import contextvars
+import functools
 import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
@@ -68,6 +70,11 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._sock_closed = False
         self._empty_waiter = None       # loop.sendfile waits for the writes to drain
         self._reuse_home = reuse_home   # where the socket goes after a clean end (_reuse.py)
+        # Protocol callbacks run in the context the transport was made in, as
+        # asyncio's (its reader/writer handles copy that context).
+        # (A partial per operation, not one kept here: that would be a
+        # reference cycle keeping closed transports for the collector.)
+        self._context = contextvars.copy_context()
         self._init_socket_extra(sock)
         base_events._set_nodelay(sock)
         self.set_protocol(protocol)
@@ -166,7 +173,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             return
         self._recv_for = self._protocol if self._buffered else None
         try:
-            self._recv_op = self._port.recv(self._sock, buf, self._on_recv)
+            self._recv_op = self._port.recv(self._sock, buf,
+                                            functools.partial(self._context.run, self._on_recv))
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
@@ -284,9 +292,11 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._in_flight_size = size
         try:
             if len(chunks) == 1:
-                self._send_op = self._port.send(self._sock, chunks[0], self._on_sent)
+                self._send_op = self._port.send(self._sock, chunks[0],
+                                                functools.partial(self._context.run, self._on_sent))
             else:
-                self._send_op = self._port.sendv(self._sock, chunks, self._on_sent)
+                self._send_op = self._port.sendv(self._sock, chunks,
+                                                 functools.partial(self._context.run, self._on_sent))
         except OSError as exc:
             self._in_flight_size = 0
             self._fatal_error(exc, "Fatal write error on socket transport")
