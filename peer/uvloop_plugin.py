@@ -12,6 +12,10 @@ Loaded with `-p peer.uvloop_plugin` by peer/uvloop_suite.py.  It
   pytest-timeout's signal method (Linux) raises its Failed once, and a test
   whose subtests catch it (unittest's subTest records BaseExceptions as
   sub-failures) or a loop stuck in C would otherwise never end;
+* where pyOpenSSL cannot be imported (under Wine 8, cryptography's Rust
+  extension does not load), puts a stand-in `OpenSSL` module in sys.modules
+  so that test_tcp still imports: the two tests that use pyOpenSSL skip
+  (unittest.SkipTest on first use) instead of the whole module erroring;
 * ends the process with os._exit() once pytest has written its reports: a
   test that fails on a loop can leave a non-daemon thread blocked (an executor
   thread in Test_UV_UDP::test_socketpair, for one) and the interpreter would
@@ -39,6 +43,32 @@ def load_deselect() -> dict[str, str]:
 
 def module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0].rsplit("/", 1)[-1].removesuffix(".py")
+
+
+def _stand_in_for_pyopenssl() -> None:
+    try:
+        import OpenSSL.SSL  # noqa: F401
+        return
+    except ImportError as exc:
+        reason = f"pyOpenSSL does not import here ({exc})"
+    import types
+    import unittest
+
+    class _Missing(types.ModuleType):
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            raise unittest.SkipTest(reason)
+
+    pkg = types.ModuleType("OpenSSL")
+    pkg.SSL = _Missing("OpenSSL.SSL")
+    pkg.crypto = _Missing("OpenSSL.crypto")
+    sys.modules.update({"OpenSSL": pkg, "OpenSSL.SSL": pkg.SSL, "OpenSSL.crypto": pkg.crypto})
+    sys.stderr.write(f"peer.uvloop_plugin: {reason}; tests that use it will skip\n")
+
+
+def pytest_configure(config):
+    _stand_in_for_pyopenssl()
 
 
 def pytest_addoption(parser):
@@ -81,17 +111,21 @@ def _hard_timeout() -> float:
         return 0.0
 
 
-def pytest_runtest_logstart(nodeid, location):
-    _progress(nodeid)
-    if _hard_timeout() > 0:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # Around the whole test (setup, call, teardown), once per test: unlike
+    # pytest_runtest_logstart/logfinish, not repeated for each subtest.
+    _progress(item.nodeid)
+    hard = _hard_timeout()
+    if hard > 0:
         sys.stderr.flush()
-        faulthandler.dump_traceback_later(_hard_timeout(), exit=True, file=sys.__stderr__)
-
-
-def pytest_runtest_logfinish(nodeid, location):
-    if _hard_timeout() > 0:
-        faulthandler.cancel_dump_traceback_later()
-    _progress("")
+        faulthandler.dump_traceback_later(hard, exit=True, file=sys.__stderr__)
+    try:
+        yield
+    finally:
+        if hard > 0:
+            faulthandler.cancel_dump_traceback_later()
+        _progress("")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -919,6 +919,9 @@ async def test_blocked_sock_sendall_fails_when_the_peer_resets(pair):
 
 @pytest.mark.asyncio
 async def test_recv_right_after_cancelling_a_pending_recv_gets_the_data():
+    if IS_WINDOWS and not isinstance(asyncio.get_running_loop(), iocploop.Loop):
+        pytest.skip("asyncio's ProactorEventLoop loses the bytes a cancelled overlapped "
+                    "receive already took (CPython bpo-33694): no reference behaviour")
     # The data reaches the kernel's pending receive, the task is cancelled
     # and a new sock_recv starts in the same step, before the cancelled
     # future's callbacks ran: the new call must find the bytes (uvloop's
