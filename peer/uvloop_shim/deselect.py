@@ -51,7 +51,9 @@ DESELECT = {
     "tests/test_process.py::Test_UV_Process::test_process_double_close":
         "asserts the exact sequence of os.close() calls uvloop's spawn makes on "
         "its pipes and dup'ed stdio (libuv internals)",
-    "tests/test_process.py::Test_UV_Process_Delayed::*":
+    "tests/test_process.py::Test_UV_Process_Delayed::test_process_delayed_stdio__paused__no_stdin":
+        "passes uvloop's private Popen keyword __uvloop_sleep_after_fork",
+    "tests/test_process.py::Test_UV_Process_Delayed::test_process_delayed_stdio__paused__stdin_pipe":
         "passes uvloop's private Popen keyword __uvloop_sleep_after_fork",
 
     # -- test_signals ---------------------------------------------------------
