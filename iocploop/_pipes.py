@@ -261,13 +261,19 @@ class _Reading:
 
     def _connection_made(self):
         self._protocol.connection_made(self)
+        # Deliveries start in the next turn, together with the resumption of
+        # the connect_*_pipe caller (its waiter is set right after this), as
+        # with asyncio's ordering.  asyncio's subprocess transport relies on
+        # it: a pipe whose end of file came at once (a child killed while its
+        # pipes were being connected) must not lose its connection before
+        # the transport has recorded the pipe.
+        self._loop.call_soon(self._start_delivering)
+
+    def _start_delivering(self):
         self._made = True
         early, self._early = self._early, None
         if early is not None:
-            # In the next turn: the caller of connect_*_pipe resumes first (its
-            # waiter was set right after this), as with asyncio's ordering;
-            # asyncio's subprocess transport relies on it.
-            self._loop.call_soon(self._deliver_or_hold, early)
+            self._deliver_or_hold(early)
 
     def _deliver_or_hold(self, data):
         if not self._made:
@@ -446,14 +452,20 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         self._watch_op = None
         self._watch_buf = None
         loop._port.associate_handle(self._handle)
-        loop.call_soon(protocol.connection_made, self)
-        loop.call_soon(self._watch_reader)
+        loop.call_soon(self._connection_made)
         if waiter is not None:
             loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def close(self):
         if not self._closing:
             self.write_eof()
+
+    def _connection_made(self):
+        self._protocol.connection_made(self)
+        # The watch starts in the next turn, with the resumption of the
+        # connect_write_pipe caller: a reader gone already must not close the
+        # transport before the caller has it (see _Reading._connection_made).
+        self._loop.call_soon(self._watch_reader)
 
     def _watch_reader(self):
         """Be told when the reading end goes away (see the module doc)."""

@@ -61,7 +61,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._held = None               # a completed receive held while paused
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
-        self._queue = collections.deque()   # queued bytes objects
+        self._queue = collections.deque()   # queued bytes (a partly sent one: a memoryview of its tail)
         self._queued_size = 0
         self._in_flight_size = 0
         self._ops_in_flight = 0
@@ -316,10 +316,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._maybe_finish_close()
             return
         if op.result < sent_size:
-            # A short send: put the unsent tail back at the front.
-            rest = b"".join(chunks)[op.result:]
-            self._queue.appendleft(rest)
-            self._queued_size += len(rest)
+            self._requeue_unsent(chunks, op.result)
         if self._queue:
             self._send_queued()
         self._maybe_resume_protocol()
@@ -329,6 +326,20 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             if self._want_eof and not self._eof_written:
                 self._shutdown_write()
             self._maybe_finish_close()
+
+    def _requeue_unsent(self, chunks, sent):
+        """After a short send: put what was not sent back at the front of the
+        queue, chunk by chunk (a partly sent chunk as a view of its tail).
+        Joining them would copy the whole backlog again on every short send."""
+        for i, chunk in enumerate(chunks):
+            if sent < len(chunk):
+                break
+            sent -= len(chunk)
+        rest = chunks[i:]
+        if sent:
+            rest[0] = memoryview(rest[0])[sent:]
+        self._queue.extendleft(reversed(rest))
+        self._queued_size += sum(map(len, rest))
 
     def _make_empty_waiter(self):
         """For loop.sendfile: a future done once every queued write went out."""

@@ -812,3 +812,38 @@ async def test_stream_reader_backpressure_holds_back_a_fast_child():
     for i in range(chunks):
         block = got[i * 65536:(i + 1) * 65536]
         assert block == bytes([i % 256]) * 65536, f"chunk {i} differs"
+
+
+# -- creation cancelled ------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("pipes", [
+    dict(stdin=PIPE, stdout=PIPE, stderr=PIPE),
+    dict(stdin=PIPE, stdout=DEVNULL, stderr=DEVNULL),
+    dict(stdin=DEVNULL, stdout=PIPE, stderr=DEVNULL),
+], ids=["all-pipes", "stdin-only", "stdout-only"])
+async def test_cancelling_subprocess_exec_right_after_start_kills_the_child(pipes):
+    # CPython's test_cancel_post_init: the cancel lands while the pipes are
+    # being connected.  The loop kills the child and waits for its exit
+    # before the CancelledError reaches the caller; it must not hang (a pipe
+    # whose end of file came at once once lost its connection before the
+    # transport had recorded it, and the transport never finished).
+    loop = asyncio.get_running_loop()
+    protos = []
+
+    def factory():
+        protos.append(ProcRecorder())
+        return protos[-1]
+
+    task = loop.create_task(loop.subprocess_exec(
+        factory, *py("import time; time.sleep(60)"), **pipes))
+    loop.call_soon(task.cancel)
+    started = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        await bounded(task)
+    assert time.monotonic() - started < TIMEOUT
+    # The protocol is still told of the child's end, killed.
+    proto, = protos
+    await bounded(proto.lost)
+    assert proto.returncode_at_exit == KILLED

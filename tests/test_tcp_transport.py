@@ -130,6 +130,33 @@ async def test_pause_and_resume_writing_when_the_peer_stops_reading():
     await close_all(server, [transport, peer.transport], [client, peer])
 
 
+@pytest.mark.asyncio
+async def test_a_big_backlog_of_small_writes_drains_in_order_without_recopying():
+    # uvloop's test_many_small_writes: thousands of writes queued behind a
+    # peer that does not read.  Every gathered send that the kernel takes
+    # only in part must put the rest back chunk by chunk: once, the rest
+    # was joined into one bytes object at the head of the queue, which grew
+    # and was copied again on every short send (276 s instead of 4 s there).
+    server, transport, client, peer = await connected_pair()
+    peer.pause_reading()
+    chunk = 8 * 1024
+    total = (2 if IS_WINDOWS else 16) * MiB
+    data = _data(total, seed=2)
+    for off in range(0, total, chunk):
+        transport.write(data[off:off + chunk])
+    peer.resume_reading()
+    largest = 0
+    while len(peer.data) < total:
+        if is_iocploop():
+            pieces = [*transport._queue, *(transport._in_flight_chunks or ())]
+            largest = max([largest, *map(len, pieces)])
+        await bounded(peer.wait_bytes(min(total, len(peer.data) + 1)))
+    assert digest(peer.data) == digest(data)
+    # No queued or in-flight piece is ever bigger than the biggest write.
+    assert largest <= chunk
+    await close_all(server, [transport, peer.transport], [client, peer])
+
+
 # -- reading paused and resumed ------------------------------------------------------
 
 
