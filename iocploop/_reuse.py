@@ -176,6 +176,15 @@ class SocketRecycler:
 
     # -- recycling ------------------------------------------------------------
 
+    def rewrap(self, sock):
+        """A new socket object for sock's handle, sock left detached: whoever
+        kept the old object (get_extra_info('socket')) sees a closed socket,
+        not the next user's connection."""
+        fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        fresh.setblocking(False)   # the new object must know the handle is non-blocking
+        self._port.adopt(sock, fresh)
+        return fresh
+
     def recycle(self, sock, home: SparePool) -> None:
         """Instead of closing a socket whose connection ended cleanly: give it
         back to `home` once it is disconnected, or close it."""
@@ -187,11 +196,7 @@ class SocketRecycler:
         if IS_WINDOWS and home.role == "server" and not self._server_reuse_verified(sock):
             sock.close()
             return
-        # A new socket object for the same handle: whoever kept the old one
-        # (get_extra_info('socket')) sees a closed socket, not the next user's.
-        fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
-        fresh.setblocking(False)   # the new object must know the handle is non-blocking
-        self._port.adopt(sock, fresh)
+        fresh = self.rewrap(sock)
         if IS_WINDOWS or home.role == "server":
             # DisconnectEx(TF_REUSE_SOCKET); the socket is pooled when it completes.
             try:

@@ -70,6 +70,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._sock_closed = False
         self._empty_waiter = None       # loop.sendfile waits for the writes to drain
         self._reuse_home = reuse_home   # where the socket goes after a clean end (_reuse.py)
+        self._recycle_when_idle = False  # once its cancelled receive has completed
         # Protocol callbacks run in the context the transport was made in, as
         # asyncio's (its reader/writer handles copy that context).
         # (A partial per operation, not one kept here: that would be a
@@ -184,7 +185,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._recv_op = None
         self._ops_in_flight -= 1
         if self._closing:
-            self._maybe_finish_close()
+            if self._recycle_when_idle:
+                self._recycle()   # it waited for this receive (_release_socket)
+            else:
+                self._maybe_finish_close()
             return
         if op.result < 0:
             if op.cancelled:
@@ -402,21 +406,43 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             return   # close(): let the writes drain first
         if self._recv_op is not None and not self._recv_op.done:
             self._port.cancel(self._recv_op)
-        if self._ops_in_flight:
-            return
+        if self._send_op is not None:
+            return   # the kernel still holds a send (a cancelled one too)
+        # A receive still posted is cancelled and completes on its own (its
+        # buffer lives in its operation record until then): the socket may
+        # close without waiting for it, and connection_lost runs in the next
+        # turn, as asyncio's does.  A caller that cancelled
+        # create_connection(sock=) then finds its socket closed.  (The loop
+        # submits the cancellation before that turn; an io_uring receive holds
+        # its own reference to the socket.)
         self._sock_closed = True
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+
+    def _recycles(self) -> bool:
+        """Whether the socket goes to socket reuse after the end rather than
+        being closed: after a clean end of a connection from a reuse pool."""
+        return not (self._reuse_home is None or self._aborting or self._lost_exc is not None
+                    or self._empty_waiter is not None)
 
     def _release_socket(self):
         """Close the socket -- or, after a clean end, hand it to socket reuse,
         which disconnects it and pools it for a later connection."""
-        home = self._reuse_home
-        self._reuse_home = None
-        if (home is None or self._aborting or self._lost_exc is not None
-                or self._empty_waiter is not None):
+        if not self._recycles():
+            self._reuse_home = None
             self._sock.close()
+        elif self._recv_op is None:
+            self._recycle()
         else:
-            self._loop._recycler.recycle(self._sock, home)
+            # Reuse takes an idle socket: it goes there when the cancelled
+            # receive has completed (_on_recv).  The socket object the
+            # caller may hold looks closed from now on, as after a close.
+            self._sock = self._loop._recycler.rewrap(self._sock)
+            self._recycle_when_idle = True
+
+    def _recycle(self):
+        self._recycle_when_idle = False
+        home, self._reuse_home = self._reuse_home, None
+        self._loop._recycler.recycle(self._sock, home)
 
     def _call_connection_lost(self, exc):
         if self._empty_waiter is not None and not self._empty_waiter.done():

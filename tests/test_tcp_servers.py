@@ -16,7 +16,7 @@ import pytest
 import iocploop
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, run
 from _tcp_helpers import (
-    LOOPBACKS, SCALE, BufferedEcho, Echo, Recorder, Tracker, bounded, close_all,
+    LOOPBACKS, SCALE, BufferedEcho, Echo, Recorder, Tracker, bounded, close_all, connected_pair,
     echo_roundtrip, fd_count, free_port_socket, is_iocploop, loop_kept_fds, payload, requires_ipv6,
     set_linger_reset, stalled_listener, until,
 )
@@ -403,6 +403,38 @@ async def test_create_connection_premade_socket():
     await client.wait_bytes(len(data))
     assert bytes(client.data) == data
     await close_all(server, [transport], [client])
+
+
+@pytest.mark.asyncio
+async def test_cancelled_create_connection_with_a_premade_socket_has_closed_it():
+    # As asyncio (and uvloop's test_create_connection_sock_cancel_detaches):
+    # when the caller resumes from the cancellation, the transport that was
+    # being made has closed the socket, although its receive was posted.
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Echo, "127.0.0.1", 0)
+    sock = socket.create_connection(("127.0.0.1", _port_of(server)), timeout=TIMEOUT)
+    sock.setblocking(False)
+    task = asyncio.ensure_future(loop.create_connection(Recorder, sock=sock))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert sock.fileno() == -1
+    server.close()
+    await bounded(server.wait_closed())
+
+
+@pytest.mark.asyncio
+async def test_connection_lost_comes_a_turn_after_close_with_a_receive_posted():
+    # asyncio calls connection_lost in the turn after close() when nothing is
+    # left to send; iocploop does not wait for the cancelled receive first.
+    server, transport, client, peer = await connected_pair()
+    transport.close()
+    assert not client.lost.done()
+    await asyncio.sleep(0)
+    assert client.lost.done()
+    assert transport.get_extra_info("socket").fileno() == -1
+    await close_all(server, [peer.transport], [peer])
 
 
 @pytest.mark.asyncio
