@@ -34,7 +34,9 @@ from sendto(..., source=address)).
 from __future__ import annotations
 
 import collections
+import contextvars
 import errno
+import functools
 import socket
 import sys
 from asyncio import base_events, constants, futures, transports
@@ -55,6 +57,7 @@ _SENDS_IN_FLIGHT = 8
 _SEND_AT_ONCE = not IS_WINDOWS       # see sendto
 _SEND_AT_ONCE_MAX = 128
 _ARRIVALS_REMEMBERED = 4096         # peers whose arrival address replies reuse
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
 # asyncio 3.12+ counts a per-datagram header in the write buffer size.
 _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
@@ -82,6 +85,11 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         self._lost_exc = None
         self._error_in_batch = None     # receive error already reported this batch
         self._send_budget = _SEND_AT_ONCE_MAX   # Linux: sends done at once this pass
+        # Protocol callbacks run in the context the endpoint was made in, as
+        # asyncio's (its reader callback keeps the context of its creation).
+        context = contextvars.copy_context()
+        self._on_recv_in_context = functools.partial(context.run, self._on_recv)
+        self._on_sent_in_context = functools.partial(context.run, self._on_sent)
         if IS_WINDOWS:
             # A receive posted on an unbound socket fails (WSAEINVAL); a first
             # send would bind it to the wildcard address anyway.
@@ -134,7 +142,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         if self._closing:
             return False
         try:
-            op = self._port.recvmsg(self._sock, buf, self._on_recv,
+            op = self._port.recvmsg(self._sock, buf, self._on_recv_in_context,
                                     pktinfo=self._arrivals is not None)
         except OSError as exc:
             if isinstance(exc, _DATAGRAM_ERRORS):
@@ -221,7 +229,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
     def _deliver(self, buf, message):
         nbytes, addr, _flags, local = message
         data = bytes(memoryview(buf)[:nbytes])
-        if addr is None:
+        if addr is None and self._sock.family != _AF_UNIX:
             addr = self._extra["peername"]
         if self._arrivals is None:
             self._protocol.datagram_received(data, addr)
@@ -307,13 +315,13 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             data, addr, source = self._queue.popleft()
             try:
                 try:
-                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
+                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent_in_context, source)
                 except OSError:
                     if addr is None:
                         raise
                     # A host name: resolved as socket.sendto resolves it.
                     addr = self._resolve(addr)
-                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent, source)
+                    op = self._port.sendmsg(self._sock, [data], addr, self._on_sent_in_context, source)
             except OSError as exc:
                 self._buffer_size -= len(data) + _HEADER_SIZE
                 self._protocol.error_received(exc)

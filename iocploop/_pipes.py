@@ -32,6 +32,8 @@ transport:
 from __future__ import annotations
 
 import collections
+import contextvars
+import functools
 import os
 import stat
 import sys
@@ -82,6 +84,9 @@ class _PipeBase:
         self._lost_scheduled = False
         self._handle_closed = False
         self._ops = set()            # operations the kernel still holds
+        # Protocol callbacks run in the context the transport was made in,
+        # as asyncio's (its reader callback keeps the context of its creation).
+        self._context = contextvars.copy_context()
         self._handle = _pipe_handle(pipe)
         self._pipe = pipe
         self._extra["pipe"] = pipe
@@ -105,6 +110,9 @@ class _PipeBase:
 
     def is_closing(self):
         return self._closing
+
+    def _in_context(self, callback):
+        return functools.partial(self._context.run, callback)
 
     def _submit(self, submit, *args):
         """Submit one operation of this transport; None if the port refused
@@ -222,7 +230,7 @@ class _Reading:
         if self._closing or self._paused or self._read_op is not None:
             return
         try:
-            op = self._port.read(self._handle, self._read_buf, self._on_read)
+            op = self._port.read(self._handle, self._read_buf, self._in_context(self._on_read))
         except OSError as exc:
             if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
                 # The other end was gone before the read was posted: ReadFile
@@ -374,7 +382,7 @@ class _Writing:
 
     def _start_write(self, data):
         self._in_flight = len(data)
-        self._write_op = self._submit(self._port.write, data, self._on_write)
+        self._write_op = self._submit(self._port.write, data, self._in_context(self._on_write))
         if self._write_op is None:
             self._in_flight = 0
 
@@ -474,13 +482,15 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         try:
             if IS_WINDOWS:
                 self._watch_buf = bytearray(16)
-                op = self._port.read(self._handle, self._watch_buf, self._on_watch_done)
+                op = self._port.read(self._handle, self._watch_buf,
+                                    self._in_context(self._on_watch_done))
             elif stat.S_ISFIFO(os.fstat(self._handle).st_mode) or \
                     stat.S_ISSOCK(os.fstat(self._handle).st_mode):
                 # As asyncio's Unix transport: the write end of a pipe polls
                 # POLLERR when the reader is gone; a socket polls readable
                 # when its peer closed (and that is taken as the same).
-                op = self._port.poll_ready(self._handle, _POLLIN, self._on_watch_done)
+                op = self._port.poll_ready(self._handle, _POLLIN,
+                                          self._in_context(self._on_watch_done))
             else:
                 return
         except OSError as exc:

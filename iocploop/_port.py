@@ -135,6 +135,7 @@ def decode_address(addr):
 
 
 _SOCKADDR_SPACE = 128   # sizeof(struct sockaddr_storage)
+_AF_UNIX = getattr(socket, "AF_UNIX", 1)
 
 
 def _ip_address(host: str):
@@ -151,13 +152,27 @@ def _ip_address(host: str):
     raise ValueError(f"not a numeric IP address: {host!r}")
 
 
+def _unix_address(name, namelen):
+    """An AF_UNIX sockaddr as the socket module reports it: the path as str,
+    a Linux abstract name as bytes."""
+    path = bytes(ffi.buffer(name, namelen))[2:]   # after sun_family
+    if path.startswith(b"\0"):
+        return path
+    return os.fsdecode(path.partition(b"\0")[0])
+
+
 def _message(nbytes, name, control, result):
-    """(nbytes, sender, flags, local address or None) of a received datagram."""
+    """(nbytes, sender, flags, local address or None) of a received datagram.
+    The sender is None when the kernel gave none (an unnamed AF_UNIX peer)."""
     sender = None
     if result.namelen:
-        addr = ffi.new("ioc_addr *")
-        if lib.ioc_decode_sockaddr(name, result.namelen, addr) == 0:
-            sender = decode_address(addr)
+        family = int.from_bytes(bytes(ffi.buffer(name, 2)), sys.byteorder)
+        if family == _AF_UNIX:
+            sender = _unix_address(name, result.namelen)
+        else:
+            addr = ffi.new("ioc_addr *")
+            if lib.ioc_decode_sockaddr(name, result.namelen, addr) == 0:
+                sender = decode_address(addr)
     local = None
     if control != ffi.NULL and result.controllen:
         addr = ffi.new("ioc_addr *")

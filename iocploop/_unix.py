@@ -7,11 +7,11 @@ connect / accept / recv / send; the accept pool and TCPTransport do not
 care about the family).  What is particular to Unix sockets lives here:
 the argument checks asyncio makes, removing a stale socket file before
 bind, abstract names (a path starting with NUL), and removing the socket
-file when the server closes.  For a path passed to create_unix_server
-iocploop does that on every Python version (asyncio from 3.13, as
-cleanup_socket=True); for a socket the caller bound and passed as sock=,
-as the running asyncio does (from 3.13).  Only a file that is still the
-one the server bound (same inode) is removed.
+file when the server closes.  That is done as the running asyncio does
+it: by default from 3.13 on (cleanup_socket=True), never by default before
+(asyncio and uvloop keep the file there); iocploop accepts cleanup_socket=
+on every version, so cleanup_socket=True asks for it on 3.11 and 3.12 too.
+Only a file that is still the one the server bound (same inode) is removed.
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ from asyncio import base_events, tasks
 __all__ = ["UnixMethods"]
 
 HAS_UNIX = hasattr(socket, "AF_UNIX") and sys.platform != "win32"
-# asyncio removes the file of a server's socket from 3.13 on, also for a
-# socket the caller bound (create_unix_server(sock=..., cleanup_socket=True)).
-_CLEANUP_CALLERS_SOCKETS = sys.version_info >= (3, 13)
+# asyncio removes the file of a server's socket when the server closes from
+# 3.13 on (create_unix_server(cleanup_socket=True), its default).
+_CLEANUP_BY_DEFAULT = sys.version_info >= (3, 13)
 
 
 def _is_abstract(path) -> bool:
@@ -93,9 +93,7 @@ class UnixMethods:
         if ssl_shutdown_timeout is not None and not ssl:
             raise ValueError("ssl_shutdown_timeout is only meaningful with ssl")
         if cleanup_socket is None:
-            # The file of a path we bind is ours to remove on every version;
-            # a socket bound by the caller is theirs before 3.13, as in asyncio.
-            cleanup_socket = path is not None or _CLEANUP_CALLERS_SOCKETS
+            cleanup_socket = _CLEANUP_BY_DEFAULT
         if path is not None:
             if sock is not None:
                 raise ValueError("path and sock can not be specified at the same time")

@@ -13,6 +13,9 @@ import iocploop
 IS_WINDOWS = sys.platform == "win32"
 IS_LINUX = sys.platform.startswith("linux")
 
+if IS_WINDOWS:
+    from asyncio import windows_utils
+
 #: Generous limit for anything that should happen "promptly" (Wine is slow).
 TIMEOUT = 5.0
 
@@ -100,3 +103,26 @@ def recv_all_nonblocking(sock, expected: int, timeout: float = TIMEOUT) -> bytes
         chunks.append(chunk)
         got += len(chunk)
     return b"".join(chunks)
+
+
+def make_pipe():
+    """(read end, write end) as pipe objects for connect_read_pipe /
+    connect_write_pipe; each transport closes its own.
+
+    Windows: both handles overlapped (the Proactor needs it) and the pipe
+    duplex, as asyncio's own windows_utils.Popen makes a child's stdin: the
+    Proactor's write-pipe transport posts a read on its handle to learn when
+    the reader goes away, which a write-only handle refuses."""
+    if IS_WINDOWS:
+        r, w = windows_utils.pipe(overlapped=(True, True), duplex=True)
+        return windows_utils.PipeHandle(r), windows_utils.PipeHandle(w)
+    r, w = os.pipe()
+    return open(r, "rb", buffering=0), open(w, "wb", buffering=0)
+
+
+def pipe_closed(pipe) -> bool:
+    try:
+        pipe.fileno()
+    except ValueError:
+        return True
+    return False

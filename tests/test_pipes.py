@@ -21,7 +21,7 @@ import warnings
 
 import pytest
 
-from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, run
+from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, make_pipe, pipe_closed, run
 from _tcp_helpers import Recorder, bounded, until
 
 MiB = 1 << 20
@@ -33,31 +33,6 @@ BIG_TIMEOUT = 60.0 if IS_WINDOWS else 20.0
 @functools.lru_cache(maxsize=2)
 def _data(n: int, seed: int = 0) -> bytes:
     return random.Random(seed).randbytes(n)
-
-
-def make_pipe():
-    """(read end, write end) as pipe objects for connect_read_pipe /
-    connect_write_pipe; each transport closes its own.
-
-    Windows: both handles overlapped (the Proactor needs it) and the pipe
-    duplex, as asyncio's own windows_utils.Popen makes a child's stdin: the
-    Proactor's write-pipe transport posts a read on its handle to learn when
-    the reader goes away, which a write-only handle refuses."""
-    if IS_WINDOWS:
-        from asyncio import windows_utils
-
-        r, w = windows_utils.pipe(overlapped=(True, True), duplex=True)
-        return windows_utils.PipeHandle(r), windows_utils.PipeHandle(w)
-    r, w = os.pipe()
-    return open(r, "rb", buffering=0), open(w, "wb", buffering=0)
-
-
-def pipe_closed(pipe) -> bool:
-    try:
-        pipe.fileno()
-    except ValueError:
-        return True
-    return False
 
 
 class Pair:

@@ -8,9 +8,10 @@ TLS); get_extra_info; str, bytes and path-like paths; the argument errors of
 asyncio; a stale socket file removed before bind; EADDRINUSE (a regular file
 at the path, an abstract name in use); abstract names; connection errors;
 sock_connect / sock_accept / sock_recv / sock_sendall; the socket file removed
-when the server closes (asyncio: from Python 3.13, cleanup_socket=True;
-iocploop: on every version for a path it bound), cleanup_socket=False, and a file that replaced
-the socket's is left alone.
+when the server closes as the running asyncio does (by default from Python
+3.13, cleanup_socket=True; iocploop takes cleanup_socket=True on every
+version), cleanup_socket=False, and a file that replaced the socket's is left
+alone; datagram senders' addresses.
 """
 from __future__ import annotations
 
@@ -434,18 +435,34 @@ async def test_sock_connect_errors_on_unix_sockets(path):
 # -- the socket file when the server closes -------------------------------------------------------
 
 
+def cleanup_requested() -> dict:
+    """create_unix_server arguments that ask for the file's removal at close:
+    iocploop takes cleanup_socket=True on every version, asyncio from 3.13."""
+    if not is_iocploop() and not ASYNCIO_CLEANS_UP:
+        pytest.skip(NO_CLEANUP_BEFORE_313)
+    return {"cleanup_socket": True}
+
+
 @pytest.mark.asyncio
-async def test_closing_the_server_removes_its_socket_file(path):
+async def test_closing_the_server_handles_its_socket_file_as_the_running_asyncio(path):
+    # Removed by default from 3.13 on; kept before, as asyncio and uvloop do
+    # (the next bind to the path removes the stale file).
     server = await asyncio.start_unix_server(echo_handler, path)
     assert await echo_once(path, b"x") == b"x"
     assert os.path.exists(path)
     server.close()
     await bounded(server.wait_closed())
-    if is_iocploop() or ASYNCIO_CLEANS_UP:
-        assert not os.path.exists(path)
-    else:
-        # The reference before 3.13 leaves it (the next bind removes it).
-        assert os.path.exists(path)
+    assert os.path.exists(path) != ASYNCIO_CLEANS_UP
+
+
+@pytest.mark.asyncio
+async def test_closing_the_server_removes_its_socket_file_when_asked(path):
+    server = await asyncio.start_unix_server(echo_handler, path, **cleanup_requested())
+    assert await echo_once(path, b"x") == b"x"
+    assert os.path.exists(path)
+    server.close()
+    await bounded(server.wait_closed())
+    assert not os.path.exists(path)
 
 
 @pytest.mark.asyncio
@@ -492,7 +509,7 @@ async def test_cleanup_socket_false_keeps_the_file(path):
 @pytest.mark.asyncio
 @pytest.mark.parametrize("replacement", ["regular file", "other socket"])
 async def test_a_file_that_replaced_the_socket_is_left_alone(path, replacement):
-    server = await asyncio.start_unix_server(echo_handler, path)
+    server = await asyncio.start_unix_server(echo_handler, path, **cleanup_requested())
     os.unlink(path)
     other = None
     if replacement == "regular file":
@@ -515,7 +532,7 @@ async def test_a_removed_socket_file_is_no_error_at_close(path):
     loop = asyncio.get_running_loop()
     errors = []
     loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
-    server = await asyncio.start_unix_server(echo_handler, path)
+    server = await asyncio.start_unix_server(echo_handler, path, **cleanup_requested())
     os.unlink(path)
     server.close()
     await bounded(server.wait_closed())
@@ -534,3 +551,52 @@ async def test_abstract_server_close_touches_no_file(folder):
         assert os.listdir(folder) == []
     finally:
         os.chdir(cwd)
+
+
+# -- datagram endpoints on AF_UNIX sockets: the sender's address -------------------------
+
+
+class DatagramCollector(asyncio.DatagramProtocol):
+    def __init__(self):
+        self.got = asyncio.Queue()
+
+    def datagram_received(self, data, addr):
+        self.got.put_nowait((data, addr))
+
+
+@pytest.mark.asyncio
+async def test_unix_datagram_senders_are_reported_as_the_socket_module_does(folder):
+    # A bound sender: its path (str); an abstract one: its name (bytes); an
+    # unnamed one: None.  (uvloop's test_create_datagram_endpoint_sock_unix_domain.)
+    loop = asyncio.get_running_loop()
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(os.path.join(folder, "r.sock"))
+    transport, proto = await loop.create_datagram_endpoint(DatagramCollector, sock=receiver)
+    named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    named.bind(os.path.join(folder, "s.sock"))
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    abstract.bind(abstract_name().encode())
+    unnamed = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for sender in (named, abstract, unnamed):
+            sender.sendto(b"hi", receiver.getsockname())
+            data, addr = await bounded(proto.got.get())
+            assert data == b"hi"
+            assert addr == (sender.getsockname() or None)
+    finally:
+        transport.close()
+        for s in (named, abstract, unnamed):
+            s.close()
+
+
+@pytest.mark.asyncio
+async def test_unix_datagram_socketpair_sender_is_none():
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    transport, proto = await loop.create_datagram_endpoint(DatagramCollector, sock=a)
+    try:
+        b.send(b"hello, socketpair")
+        assert await bounded(proto.got.get()) == (b"hello, socketpair", None)
+    finally:
+        transport.close()
+        b.close()
