@@ -127,8 +127,10 @@ async def test_read_pipe_protocol():
     rpipe, wpipe = make_pipe()
     transport, _ = await made_in("pipe", lambda: loop.connect_read_pipe(
         lambda: StreamRecorder(seen), rpipe))
-    wpipe.write(b"x")
-    wpipe.close()
+    # The writer is made (and writes) in the loop's own context.
+    writer, _ = await loop.connect_write_pipe(asyncio.Protocol, wpipe)
+    writer.write(b"x")
+    writer.close()
     while "connection_lost" not in seen.seen:
         await bounded(seen.event.wait())
         seen.event.clear()
