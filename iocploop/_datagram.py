@@ -95,6 +95,8 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             # send would bind it to the wildcard address anyway.
             _bind_if_unbound(sock)
         self._init_socket_extra(sock)
+        # Connected: it has a peer (an AF_UNIX peer may be unnamed: '').
+        self._connected = self._extra["peername"] is not None
         if callable(getattr(protocol, "datagram_received_on", None)):
             try:
                 self._enable_arrival_info()
@@ -178,7 +180,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         self._report_receive_error(op.result, op.error)
 
     def _report_receive_error(self, code, exc):
-        if IS_WINDOWS and not self._extra["peername"] and exc.winerror in WINDOWS_PORT_UNREACHABLE:
+        if IS_WINDOWS and not self._connected and exc.winerror in WINDOWS_PORT_UNREACHABLE:
             # As asyncio's proactor (CPython gh-91227): an unconnected socket
             # is not told that one of its earlier datagrams found no listener.
             return
@@ -260,7 +262,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             if addr not in (None, self._address):
                 raise ValueError(f"Invalid address: must be None or {self._address}")
             addr = self._address
-        if self._extra["peername"]:
+        if self._connected:
             addr = None   # a connected socket sends to its peer, as asyncio's send()
         if self._conn_lost and self._address:
             if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
@@ -269,7 +271,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             return
         if self._closing:
             return
-        if addr is None and not self._extra["peername"]:
+        if addr is None and not self._connected:
             # What socket.sendto(data, None) raises, handled as asyncio does.
             self._fatal_error(TypeError("an address is required: the socket is not connected"),
                               "Fatal write error on datagram transport")

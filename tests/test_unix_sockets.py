@@ -597,6 +597,12 @@ async def test_unix_datagram_socketpair_sender_is_none():
     try:
         b.send(b"hello, socketpair")
         assert await bounded(proto.got.get()) == (b"hello, socketpair", None)
+        if is_iocploop():
+            # iocploop (as uvloop) sends to the connected peer without an
+            # address; asyncio's transport calls sendto(data, None) and fails.
+            transport.sendto(b"back")
+            b.settimeout(TIMEOUT)
+            assert await loop.run_in_executor(None, b.recv, 100) == b"back"
     finally:
         transport.close()
         b.close()

@@ -28,8 +28,10 @@ DESELECT = {
 
     # -- test_context: contextvars in protocol callbacks -----------------------
     # uvloop runs every protocol callback in the context the transport was made
-    # in; asyncio runs pause_writing/resume_writing/connection_lost/... in
-    # whatever context triggered them.  The failing assertions sit in the
+    # in; asyncio (and iocploop, which follows it) runs pause_writing,
+    # resume_writing, connection_lost and process_exited in whatever context
+    # triggered them.  (The callbacks that I/O brings run in the transport's
+    # context on iocploop too: test_datagram_protocol and test_start_tls run.)  The failing assertions sit in the
     # suite's `implementation != 'asyncio'` branches ("asyncio bug").
     "tests/test_context.py::Test_UV_Context::test_create_connection_protocol":
         "contextvars propagation into pause/resume_writing (uvloop-only branch)",
@@ -39,11 +41,6 @@ DESELECT = {
         "contextvars propagation into pause/resume_writing (uvloop-only branch)",
     "tests/test_context.py::Test_UV_Context::test_create_ssl_server_manual_connection_lost":
         "contextvars propagation into connection_lost (uvloop-only branch)",
-    "tests/test_context.py::Test_UV_Context::test_datagram_protocol":
-        "contextvars propagation into datagram callbacks (uvloop-only branch)",
-    "tests/test_context.py::Test_UV_Context::test_start_tls":
-        "contextvars propagation into protocol callbacks after start_tls, and "
-        "SSL over SSL (uvloop-only branches)",
     "tests/test_context.py::Test_UV_Context::test_subprocess_protocol":
         "contextvars propagation into subprocess protocol callbacks (uvloop-only branch)",
 
@@ -116,10 +113,6 @@ DESELECT = {
     "tests/test_udp.py::Test_UV_UDP::test_udp_sendto_dns":
         "uvloop's sendto() refuses host names with ValueError('DNS lookup'); "
         "asyncio passes the address to the socket",
-    "tests/test_udp.py::Test_UV_UDP::test_socketpair":
-        "sendto(data) without an address on a connected AF_UNIX datagram socket "
-        "(non-asyncio branch; asyncio can't); when it fails it leaves an executor "
-        "thread blocked in recv",
 
     # -- test_unix ------------------------------------------------------------
     "tests/test_unix.py::Test_UV_Unix::test_create_unix_server_path_stream_bittype":
