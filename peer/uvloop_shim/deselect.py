@@ -66,11 +66,6 @@ DESELECT = {
     "tests/test_sockets.py::TestUVSockets::test_socket_connect_and_close":
         "uvloop keeps the fd of a socket with a pending sock_connect alive across "
         "sock.close(); with asyncio the connect never completes",
-    "tests/test_sockets.py::TestUVSockets::test_socket_recv_and_close":
-        "uvloop keeps the fd of a socket with a pending sock_recv alive across "
-        "sock.close() and completes the recv; asyncio does not",
-    "tests/test_sockets.py::TestUVSockets::test_socket_recv_into_and_close":
-        "as test_socket_recv_and_close, with sock_recv_into",
     "tests/test_sockets.py::TestUVSockets::test_socket_close_loop_and_close":
         "uvloop keeps a socket's fd open while the loop owns it (sock.close() is a "
         "no-op until the loop closes); asyncio closes it",
@@ -108,15 +103,11 @@ DESELECT = {
     "tests/test_udp.py::Test_UV_UDP::test_create_datagram_endpoint_reuse_address_warning":
         "reuse_address= was removed from asyncio in 3.11 (TypeError); "
         + _SUITE_SKIPS_ASYNCIO,
-    "tests/test_udp.py::Test_UV_UDP::test_send_after_close":
-        "uvloop silently drops sendto() after close(); asyncio's transport errors",
     "tests/test_udp.py::Test_UV_UDP::test_udp_sendto_dns":
         "uvloop's sendto() refuses host names with ValueError('DNS lookup'); "
         "asyncio passes the address to the socket",
 
     # -- test_unix ------------------------------------------------------------
-    "tests/test_unix.py::Test_UV_Unix::test_create_unix_server_path_stream_bittype":
-        "create_unix_server(cleanup_socket=) is asyncio 3.13 API, absent on 3.11",
     "tests/test_unix.py::Test_UV_Unix::test_epollhup":
         "duck-typed buffered protocol (BaseProtocol with get_buffer)",
 }
