@@ -40,6 +40,8 @@ import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
+from ._transport_base import TransportBase
+
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
 
 IS_WINDOWS = sys.platform == "win32"
@@ -65,7 +67,7 @@ def _pipe_handle(pipe) -> int:
     return fd
 
 
-class _PipeBase:
+class _PipeBase(TransportBase):
     """What every pipe transport shares: the handle, the operations the
     kernel holds, and a close that waits for them."""
 
@@ -102,14 +104,8 @@ class _PipeBase:
             if not self._ops:
                 self._pipe.close()
 
-    def get_protocol(self):
-        return self._protocol
-
     def set_protocol(self, protocol):
         self._protocol = protocol
-
-    def is_closing(self):
-        return self._closing
 
     def _in_context(self, callback):
         return functools.partial(self._context.run, callback)
@@ -127,22 +123,6 @@ class _PipeBase:
 
     def _done(self, op) -> None:
         self._ops.discard(op)
-
-    def abort(self):
-        self._force_close(None)
-
-    def _fatal_error(self, exc, message="Fatal error on pipe transport"):
-        if isinstance(exc, OSError):
-            if self._loop.get_debug():
-                base_events.logger.debug("%r: %s", self, message, exc_info=True)
-        else:
-            self._loop.call_exception_handler({
-                "message": message,
-                "exception": exc,
-                "transport": self,
-                "protocol": self._protocol,
-            })
-        self._force_close(exc)
 
     def _force_close(self, exc):
         if self._aborting or self._lost_scheduled:
@@ -306,18 +286,8 @@ class _Reading:
             return
         self._post_read()
 
-    def _on_eof(self):
-        if self._loop.get_debug():
-            base_events.logger.info("%r was closed by peer", self)
-        try:
-            keep_open = self._protocol.eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if not (keep_open and isinstance(self, _Writing)):
-            self.close()
+    def _can_stay_half_open(self):
+        return isinstance(self, _Writing)   # a read-only pipe has nothing left to do
 
 
 class _Writing:

@@ -1,41 +1,27 @@
-"""What iocploop's socket transports (TCP in _transports.py, UDP in
-_datagram.py) share: the socket's extra info, the unclosed-transport
-warning, and the way a fatal error or abort() tears a transport down.
+"""What iocploop's transports share.
 
-A transport using this mixin keeps these attributes: _sock, _protocol,
-_loop, _port, _closing, _aborting, _sock_closed, _conn_lost, _lost_exc,
-_queue; and provides _forget_writes() (drop what is queued or in flight
-from the write-buffer count), _kernel_ops() (its operations the kernel may
-still hold) and _maybe_finish_close().
+TransportBase (every transport: sockets here, pipes in _pipes.py): the
+protocol accessors, abort(), how a fatal error is reported before the
+transport is torn down (_force_close, the transport's own), and what the
+end of the peer's data does (_on_eof).
+
+SocketTransportBase (TCP in _transports.py, UDP in _datagram.py): the
+socket's extra info, the unclosed-transport warning and the teardown.  A
+transport using it keeps these attributes: _sock, _protocol, _loop, _port,
+_closing, _aborting, _sock_closed, _conn_lost, _lost_exc, _queue; and
+provides _forget_writes() (drop what is queued or in flight from the
+write-buffer count), _kernel_ops() (its operations the kernel may still
+hold) and _maybe_finish_close().
 """
 from __future__ import annotations
 
 import warnings
 from asyncio import base_events, trsock
 
-__all__ = ["SocketTransportBase"]
+__all__ = ["SocketTransportBase", "TransportBase"]
 
 
-class SocketTransportBase:
-
-    def _init_socket_extra(self, sock):
-        """get_extra_info's socket, sockname and peername, as asyncio's."""
-        self._extra["socket"] = trsock.TransportSocket(sock)
-        self._loop._transports[sock.fileno()] = self   # add_reader refuses its fd
-        try:
-            self._extra["sockname"] = sock.getsockname()
-        except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
-            try:
-                self._extra["peername"] = sock.getpeername()
-            except OSError:
-                self._extra["peername"] = None
-
-    def __del__(self, _warn=warnings.warn):
-        if self._sock is not None and not self._sock_closed:
-            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
-            self._sock.close()
+class TransportBase:
 
     def get_protocol(self):
         return self._protocol
@@ -59,9 +45,49 @@ class SocketTransportBase:
             })
         self._force_close(exc)
 
+    def _on_eof(self):
+        """The peer sent all it will: eof_received, then close unless the
+        protocol keeps the transport half open and it can be."""
+        if self._loop.get_debug():
+            base_events.logger.debug("%r received EOF", self)
+        try:
+            keep_open = self._protocol.eof_received()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
+            return
+        if not (keep_open and self._can_stay_half_open()):
+            self.close()
+
+    def _can_stay_half_open(self) -> bool:
+        return True
+
+
+class SocketTransportBase(TransportBase):
+
+    def _init_socket_extra(self, sock):
+        """get_extra_info's socket, sockname and peername, as asyncio's."""
+        self._extra["socket"] = trsock.TransportSocket(sock)
+        self._loop._transports[sock.fileno()] = self   # add_reader refuses its fd
+        try:
+            self._extra["sockname"] = sock.getsockname()
+        except OSError:
+            self._extra["sockname"] = None
+        if "peername" not in self._extra:
+            try:
+                self._extra["peername"] = sock.getpeername()
+            except OSError:
+                self._extra["peername"] = None
+
+    def __del__(self, _warn=warnings.warn):
+        if self._sock is not None and not self._sock_closed:
+            _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
+            self._sock.close()
+
     def _force_close(self, exc):
-        """Drop the writes, cancel every operation; the socket closes (and
-        connection_lost(exc) runs) once the kernel has finished them."""
+        """Drop the writes and cancel every operation; the socket closes and
+        connection_lost(exc) runs when _maybe_finish_close says so."""
         if self._sock_closed or self._aborting:
             return
         self._aborting = True

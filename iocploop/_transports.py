@@ -224,19 +224,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             return
         self._start_reading()
 
-    def _on_eof(self):
-        if self._loop.get_debug():
-            base_events.logger.debug("%r received EOF", self)
-        try:
-            keep_open = self._protocol.eof_received()
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.eof_received() call failed.")
-            return
-        if not keep_open:
-            self.close()
-
     # -- writing --------------------------------------------------------------
 
     def write(self, data):

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import importlib.util
 import json
 import os
 import re
@@ -56,6 +55,8 @@ import xml.etree.ElementTree as ET
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _wine_tools import load_wine_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIM = ROOT / "peer" / "cpython_shim"
@@ -533,14 +534,6 @@ def clean(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- setup
-
-def load_wine_tools():
-    spec = importlib.util.spec_from_file_location("iocploop_tools_wine", ROOT / "tools" / "wine.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses need the module registered
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def host_test_dir() -> Path:
     return Path(os.__file__).resolve().parent / "test"

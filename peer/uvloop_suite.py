@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -46,6 +45,8 @@ import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
 from pathlib import Path
+
+from _wine_tools import load_wine_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER = ROOT / "peer"
@@ -89,21 +90,15 @@ def say(msg: str = "") -> None:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return load_wine_tools().sha256_of(path)
 
 
 def marker_ok(name: str, key: str) -> bool:
-    p = MARKERS / f"{name}.ok"
-    return p.is_file() and p.read_text() == key
+    return load_wine_tools().marker_done(name, key, MARKERS)
 
 
 def marker_set(name: str, key: str) -> None:
-    MARKERS.mkdir(parents=True, exist_ok=True)
-    (MARKERS / f"{name}.ok").write_text(key)
+    load_wine_tools().marker_set(name, key, MARKERS)
 
 
 def run_host(cmd: list[str], log: Path, what: str, timeout: float = 900) -> None:
@@ -333,21 +328,13 @@ class Linux(Platform):
                 proc.wait()
 
 
-def load_wine_tool():
-    spec = importlib.util.spec_from_file_location("_iocploop_wine_tool", ROOT / "tools" / "wine.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 class Wine(Platform):
     name = "wine"
 
     def __init__(self, minor: str, target: str):
         self.minor = minor
         self.target = target
-        self.w = load_wine_tool()
+        self.w = load_wine_tools()
         self.tag = self.w.tag_of(minor)
         self.exe = str(self.w.python_exe(minor))
         self.host_py = str(ROOT / ".venv" / "bin" / "python")

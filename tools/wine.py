@@ -172,14 +172,15 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def marker_done(name: str, key: str) -> bool:
-    path = MARKERS / f"{name}.ok"
+def marker_done(name: str, key: str, folder: Path = MARKERS) -> bool:
+    """Whether the step `name` was done for `key` (a version, a checksum)."""
+    path = folder / f"{name}.ok"
     return path.is_file() and path.read_text() == key
 
 
-def marker_set(name: str, key: str) -> None:
-    MARKERS.mkdir(parents=True, exist_ok=True)
-    (MARKERS / f"{name}.ok").write_text(key)
+def marker_set(name: str, key: str, folder: Path = MARKERS) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.ok").write_text(key)
 
 
 def marker_clear(name: str) -> None:
