@@ -5,14 +5,17 @@ completion.  Cancelling the future cancels the operation; if the kernel
 finished it anyway (the race every completion API has), the result is not
 thrown away: received bytes and accepted connections are kept in a per-socket
 stash and handed to the next sock_recv / sock_recv_into / sock_accept on that
-socket.  So cancellation leaves no operation behind and loses no byte.
+socket.  The same holds when the result did reach the future but the task
+awaiting it was cancelled before it resumed (asyncio then drops the result):
+it goes back to the front of the stash.  So cancellation leaves no
+operation behind and loses no byte.
 """
 from __future__ import annotations
 
 import collections
 import socket
 import weakref
-from asyncio import base_events
+from asyncio import base_events, exceptions
 
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE
 
@@ -36,6 +39,18 @@ class _Stash:
         # future cancelled a moment ago has not run its done-callbacks yet;
         # the next call finds its op here and orphans it first.
         self.live = {}
+
+
+def _put_back_data(stash, data):
+    stash.data[0:0] = data
+
+
+def _put_back_datagram(stash, datagram):
+    stash.datagrams.appendleft(datagram)
+
+
+def _put_back_connection(stash, accepted):
+    stash.accepted.appendleft(accepted)
 
 
 # Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
@@ -143,6 +158,18 @@ class SocketMethods:
             stash.waiters.append(waiter)
             await waiter
 
+    async def _delivered(self, fut, sock, give_back):
+        """await fut.  If the caller is cancelled after fut got its result
+        but before the caller resumed, asyncio drops that result: it goes
+        back to sock's stash instead (give_back(stash, result)), for the
+        next call."""
+        try:
+            return await fut
+        except exceptions.CancelledError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                give_back(self._stash_for(sock), fut.result())
+            raise
+
     # -- receiving ------------------------------------------------------------
 
     async def sock_recv(self, sock, n):
@@ -155,7 +182,7 @@ class SocketMethods:
             return stashed
         if not n:
             return b""
-        return await self._recv_op(sock, n)
+        return await self._delivered(self._recv_op(sock, n), sock, _put_back_data)
 
     async def sock_recv_into(self, sock, buf):
         """Receive into buf; returns the number of bytes written."""
@@ -176,7 +203,8 @@ class SocketMethods:
         # after a cancellation it must not write into the caller's memory.
         # At most one pooled buffer per call (recv may return less than asked):
         # a huge view must not cost a huge zero-filled allocation each call.
-        data = await self._recv_op(sock, min(len(view), _POOLED_BUFFER_SIZE))
+        data = await self._delivered(self._recv_op(sock, min(len(view), _POOLED_BUFFER_SIZE)),
+                                     sock, _put_back_data)
         view[:len(data)] = data
         return len(data)
 
@@ -213,7 +241,7 @@ class SocketMethods:
         stashed = self._take_stashed_datagram(sock, bufsize)
         if stashed is not None:
             return stashed
-        return await self._recvfrom_op(sock, bufsize)
+        return await self._delivered(self._recvfrom_op(sock, bufsize), sock, _put_back_datagram)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into buf: (nbytes, address)
@@ -234,7 +262,8 @@ class SocketMethods:
         if stashed is None:
             # Received into a buffer of ours and copied: after a cancellation
             # the kernel must not write into the caller's memory.
-            stashed = await self._recvfrom_op(sock, nbytes)
+            stashed = await self._delivered(self._recvfrom_op(sock, nbytes), sock,
+                                            _put_back_datagram)
         data, address = stashed
         view[:len(data)] = data
         return len(data), address
@@ -425,4 +454,4 @@ class SocketMethods:
                 target.close()
             raise
         self._cancel_op_when_cancelled(fut, op, sock)
-        return await fut
+        return await self._delivered(fut, sock, _put_back_connection)

@@ -656,6 +656,63 @@ async def test_receive_cancelled_after_its_data_came_loses_no_byte_under_load(pa
         d.close()
 
 
+def _cancel_once_result_is_in(task):
+    """Cancel task in the loop iteration in which the future it awaits got
+    its result, before the task resumes: the moment asyncio drops that
+    result (what a timeout firing at the same time does)."""
+    loop = task.get_loop()
+
+    def check():
+        waiter = task._fut_waiter
+        if task.done():
+            return
+        if waiter is not None and waiter.done() and not waiter.cancelled():
+            task.cancel()
+            return
+        loop.call_soon(check)
+
+    loop.call_soon(check)
+
+
+RESULT_THEN_CANCEL_NO_REFERENCE = (
+    "asyncio's loops drop a result that reached the future of a task cancelled before it "
+    "resumed (the bytes are gone): iocploop puts it back for the next call; no reference")
+
+
+@pytest.mark.asyncio(loop_factories=["iocploop"])
+@pytest.mark.parametrize("method", ["sock_recv", "sock_recv_into", "sock_accept"])
+async def test_a_result_that_came_just_before_the_cancel_goes_to_the_next_call(pair, method):
+    # uvloop's test_sock_send_before_cancel under Wine, made deterministic:
+    # the data (or connection) is in the caller's future, then the caller is
+    # cancelled before it resumed.  The next call gets it.
+    # (RESULT_THEN_CANCEL_NO_REFERENCE says why asyncio is not run.)
+    loop = asyncio.get_running_loop()
+    a, b = pair
+    with _listener() as listener:
+        buf = bytearray(16)
+        call = {"sock_recv": lambda: loop.sock_recv(a, 16),
+                "sock_recv_into": lambda: loop.sock_recv_into(a, buf),
+                "sock_accept": lambda: loop.sock_accept(listener)}[method]
+        task = asyncio.ensure_future(call())
+        await _until_pending(task, loop)
+        _cancel_once_result_is_in(task)
+        client = _client()
+        if method == "sock_accept":
+            client.connect_ex(listener.getsockname())
+        else:
+            b.sendall(b"in the future")
+        with client:
+            with pytest.raises(asyncio.CancelledError):
+                await _bounded(task)
+            if method == "sock_accept":
+                conn, peer = await _bounded(loop.sock_accept(listener))
+                with conn:
+                    assert peer == client.getsockname()
+            else:
+                assert await _recv_exactly(loop, a, 13) == b"in the future"
+        await _assert_no_pending_ops(loop)
+
+
 @pytest.mark.asyncio
 async def test_cancelled_sock_accept_loses_no_connection():
     loop = asyncio.get_running_loop()
