@@ -578,7 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.monotonic() - started
     junit = out / f"{stem}.xml"
     write_junit(cases, junit, stem, seconds)
-    (out / f"{stem}-deselected.json").write_text(json.dumps(deselected, indent=1, sort_keys=True)
+    # Keyed as the JUnit classnames name the modules (tests.test_tcp), so that
+    # peer/report.py puts the deselected count in the same row.
+    by_module = {f"tests.{m}": n for m, n in deselected.items()}
+    (out / f"{stem}-deselected.json").write_text(json.dumps(by_module, indent=1, sort_keys=True)
                                                  + "\n")
     bad = sorted(nodeid_of_case(c) for c in cases if case_status(c) in ("failed", "error"))
     (out / f"{stem}-failed.txt").write_text("".join(b + "\n" for b in bad))
