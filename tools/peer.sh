@@ -8,17 +8,15 @@
 # interpreter (see peer/uvloop_suite.py, peer/cpython_suite.py).
 #   bash tools/peer.sh            Linux and Wine
 #   bash tools/peer.sh --linux    Linux only
-#   PEER_SUITES="cpython uvloop" bash tools/peer.sh
-# PEER_SUITES picks the suites (default: cpython).  uvloop's suite runs and
-# reports with PEER_SUITES, but is not in CI's default yet: iocploop still
-# fails some of its tests that stock asyncio passes (issue #8, docs/compat.md).
+#   PEER_SUITES=cpython bash tools/peer.sh   one suite
+# PEER_SUITES picks the suites (default: both).
 # Needs what tools/test.sh sets up (the venv; for Wine the Windows Pythons).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 source tools/venv.sh
 platforms="linux wine"
 [ "${1:-}" = --linux ] && platforms=linux
-suites=${PEER_SUITES:-cpython}
+suites=${PEER_SUITES:-cpython uvloop}
 rm -rf build/peer && mkdir -p build/peer
 if [[ $platforms == *wine* ]]; then
     "$PY" tools/wine.py build --pythons 3.11 >/dev/null || exit 1
