@@ -126,3 +126,50 @@ def pipe_closed(pipe) -> bool:
     except ValueError:
         return True
     return False
+
+
+# -- waiting without hanging ---------------------------------------------------
+
+
+async def bounded(aw, timeout: float = TIMEOUT):
+    """Await aw, failing (never hanging) after timeout."""
+    return await asyncio.wait_for(aw, timeout)
+
+
+async def until(predicate, timeout: float = TIMEOUT, interval: float = 0.005) -> None:
+    """Let the loop run until predicate() is true; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
+        await asyncio.sleep(interval)
+
+
+# -- kernel operations in flight (iocploop) ------------------------------------------
+
+
+def is_iocploop_loop(loop) -> bool:
+    return isinstance(loop, iocploop.Loop)
+
+
+async def iterations_until_no_pending_ops(loop) -> int:
+    """iocploop: run the loop until no kernel operation is in flight; returns
+    how many iterations that took (fails after TIMEOUT)."""
+    deadline = time.monotonic() + TIMEOUT
+    iterations = 0
+    while loop._port.pending:
+        assert time.monotonic() < deadline, (
+            f"{loop._port.pending} operation(s) still in flight after {TIMEOUT} s")
+        # Plain iterations first; then give a slow cancellation (Wine) real time.
+        await asyncio.sleep(0 if iterations < 5 else 0.005)
+        iterations += 1
+    return iterations
+
+
+async def until_op_pending(task, loop) -> None:
+    """Let a freshly created task start and submit (or register) its operation."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not task.done(), "the operation was expected to be waiting"
+    if is_iocploop_loop(loop):
+        assert loop._port.pending >= 1

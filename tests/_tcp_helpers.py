@@ -11,12 +11,11 @@ import os
 import random
 import socket
 import struct
-import time
 
 import pytest
 
 import iocploop
-from _helpers import IS_WINDOWS, TIMEOUT
+from _helpers import IS_WINDOWS, TIMEOUT, bounded, until  # noqa: F401 - re-exported
 
 #: Traffic and connection counts: Wine's loopback round trip is ~5 ms.
 SCALE = 1 if IS_WINDOWS else 20
@@ -57,20 +56,6 @@ LOOPBACKS = [
 
 def is_iocploop(loop=None) -> bool:
     return isinstance(loop or asyncio.get_running_loop(), iocploop.Loop)
-
-
-async def bounded(aw, timeout: float = TIMEOUT):
-    """Await aw, failing (never hanging) after timeout."""
-    return await asyncio.wait_for(aw, timeout)
-
-
-async def until(predicate, timeout: float = TIMEOUT, interval: float = 0.005) -> None:
-    """Let the loop run until predicate() is true; AssertionError after timeout."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate}")
-        await asyncio.sleep(interval)
 
 
 def payload(n: int, seed: int = 0) -> bytes:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import os
 import random
 import sys
 import threading

@@ -26,7 +26,7 @@ import time
 
 import pytest
 
-from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, socketpair
+from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, socketpair, until
 from conftest import LOOP_FACTORIES
 
 #: Async tests: twins on Linux, iocploop alone on Windows (no reference there).
@@ -58,14 +58,6 @@ def pair():
     finally:
         a.close()
         b.close()
-
-
-async def until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.002)
 
 
 async def settle(iterations: int = 5, quiet: float = QUIET) -> None:

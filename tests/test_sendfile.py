@@ -40,7 +40,7 @@ import time
 import pytest
 
 import iocploop._sendfile as sendfile_impl
-from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT
+from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, iterations_until_no_pending_ops
 from _tcp_helpers import MiB, Recorder, Tracker, close_all, is_iocploop, payload, set_linger_reset
 
 # Wine's loopback is slow: keep the Windows transfers at a few MiB at most.
@@ -213,13 +213,7 @@ async def _assert_no_pending_ops(loop) -> None:
     would otherwise only end when the socket happens to become writable."""
     if not is_iocploop(loop):
         return
-    deadline = time.monotonic() + TIMEOUT
-    iterations = 0
-    while loop._port.pending:
-        assert time.monotonic() < deadline, (
-            f"{loop._port.pending} operation(s) still in flight after {TIMEOUT} s")
-        await asyncio.sleep(0 if iterations < 5 else 0.005)
-        iterations += 1
+    iterations = await iterations_until_no_pending_ops(loop)
     if not IS_WINDOWS:
         assert iterations <= 2, f"cancellation took {iterations} loop iterations"
 

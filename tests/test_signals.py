@@ -30,7 +30,7 @@ import time
 
 import pytest
 
-from _helpers import IS_WINDOWS, TIMEOUT, child_env
+from _helpers import IS_WINDOWS, TIMEOUT, child_env, until
 from conftest import LOOP_FACTORIES
 
 pytestmark = pytest.mark.skipif(
@@ -111,14 +111,6 @@ def deliver_later(ev_loop, sigs, delay=0.1):
     thread = threading.Thread(target=fire, daemon=True)
     thread.start()
     return thread
-
-
-async def until(predicate, timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.002)
 
 
 async def settle() -> None:

@@ -19,7 +19,9 @@ import time
 import pytest
 
 import iocploop
-from _helpers import IS_WINDOWS, TIMEOUT
+from _helpers import (
+    IS_WINDOWS, TIMEOUT, is_iocploop_loop, iterations_until_no_pending_ops, until_op_pending,
+)
 
 # Wine's loopback round trips cost milliseconds: keep the traffic small there.
 ECHO_CLIENTS, ECHO_BYTES, ECHO_CHUNK = (5, 2048, 1024) if IS_WINDOWS else (50, 32 * 1024, 4096)
@@ -46,12 +48,8 @@ SOCK_METHODS = ["sock_recv", "sock_recv_into", "sock_sendall", "sock_connect", "
 # -- helpers --------------------------------------------------------------------------
 
 
-def _is_iocploop(loop) -> bool:
-    return isinstance(loop, iocploop.Loop)
-
-
 def _is_proactor_reference(loop) -> bool:
-    return IS_WINDOWS and not _is_iocploop(loop)
+    return IS_WINDOWS and not is_iocploop_loop(loop)
 
 
 def _xfail_on_proactor_reference(request, loop) -> None:
@@ -114,36 +112,13 @@ def _ipv6_loopback_available() -> str | None:
     return None
 
 
-async def _iterations_until_no_pending_ops(loop) -> int:
-    """iocploop: run the loop until no kernel operation is in flight; returns
-    how many iterations that took (fails after TIMEOUT)."""
-    deadline = time.monotonic() + TIMEOUT
-    iterations = 0
-    while loop._port.pending:
-        assert time.monotonic() < deadline, (
-            f"{loop._port.pending} operation(s) still in flight after {TIMEOUT} s")
-        # Plain iterations first; then give a slow cancellation (Wine) real time.
-        await asyncio.sleep(0 if iterations < 5 else 0.005)
-        iterations += 1
-    return iterations
-
-
 async def _assert_no_pending_ops(loop) -> None:
-    if not _is_iocploop(loop):
+    if not is_iocploop_loop(loop):
         return
-    iterations = await _iterations_until_no_pending_ops(loop)
+    iterations = await iterations_until_no_pending_ops(loop)
     if not IS_WINDOWS:
         # io_uring cancels synchronously at submission: the next wait reaps it.
         assert iterations <= 2, f"cancellation took {iterations} loop iterations"
-
-
-async def _until_pending(task, loop) -> None:
-    """Let a freshly created sock_* task start and submit/register its operation."""
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert not task.done(), "the operation was expected to be waiting"
-    if _is_iocploop(loop):
-        assert loop._port.pending >= 1
 
 
 async def _recv_exactly(loop, sock, n: int, timeout: float = TIMEOUT) -> bytes:
@@ -386,7 +361,7 @@ async def test_pending_sock_recv_sees_eof(pair):
     loop = asyncio.get_running_loop()
     a, b = pair
     task = asyncio.ensure_future(loop.sock_recv(a, 10))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     b.shutdown(socket.SHUT_WR)
     assert await _bounded(task) == b""
 
@@ -396,7 +371,7 @@ async def test_sock_recv_returns_what_is_there_without_filling_n(pair):
     loop = asyncio.get_running_loop()
     a, b = pair
     task = asyncio.ensure_future(loop.sock_recv(a, 1000))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     b.sendall(b"short")
     assert await _bounded(task) == b"short"
 
@@ -411,7 +386,7 @@ async def test_sock_recv_into_bytearray(pair):
     assert buf == b"hello" + bytes(11)
     # And while waiting.
     task = asyncio.ensure_future(loop.sock_recv_into(a, buf))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     b.sendall(b"world!")
     assert await _bounded(task) == 6
     assert buf == b"world!" + bytes(10)
@@ -431,7 +406,7 @@ async def test_sock_recv_into_memoryview_slices(pair):
     # A pending receive into a slice of a slice.
     view = memoryview(backing)[2:10]
     task = asyncio.ensure_future(loop.sock_recv_into(a, view[1:3]))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     b.sendall(b"xy")
     assert await _bounded(task) == 2
     assert backing == bytearray(b"...xyCD.EFGH")
@@ -534,7 +509,7 @@ async def test_cancelled_receive_leaves_nothing_behind(pair, method):
     buf = bytearray(32)
     args = (a, 32) if method == "sock_recv" else (a, buf)
     task = asyncio.ensure_future(getattr(loop, method)(*args))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await _bounded(task)
@@ -572,7 +547,7 @@ async def test_cancelling_receives_while_data_arrives_loses_no_byte(pair, reques
             task = asyncio.ensure_future(loop.sock_recv_into(a, view[1:]))
         else:
             task = asyncio.ensure_future(loop.sock_recv(a, len(buf)))
-        await _until_pending(task, loop)
+        await until_op_pending(task, loop)
         sender = None
         if variant in (0, 2):        # data first, then the cancel
             b.sendall(msg)
@@ -628,7 +603,7 @@ async def test_receive_cancelled_after_its_data_came_loses_no_byte_under_load(pa
     flood = 600   # more completions than one wait of the loop hands out (256)
     try:
         task = asyncio.ensure_future(loop.sock_recv(a, 100))
-        await _until_pending(task, loop)
+        await until_op_pending(task, loop)
         # Tasks that each send one byte on another connection: they start in
         # the next iteration, together with the rest of this test.
         senders = [asyncio.ensure_future(loop.sock_sendall(c, b"x")) for _ in range(flood)]
@@ -694,7 +669,7 @@ async def test_a_result_that_came_just_before_the_cancel_goes_to_the_next_call(p
                 "sock_recv_into": lambda: loop.sock_recv_into(a, buf),
                 "sock_accept": lambda: loop.sock_accept(listener)}[method]
         task = asyncio.ensure_future(call())
-        await _until_pending(task, loop)
+        await until_op_pending(task, loop)
         _cancel_once_result_is_in(task)
         client = _client()
         if method == "sock_accept":
@@ -719,7 +694,7 @@ async def test_cancelled_sock_accept_loses_no_connection():
     with _listener() as listener:
         address = listener.getsockname()
         task = asyncio.ensure_future(loop.sock_accept(listener))
-        await _until_pending(task, loop)
+        await until_op_pending(task, loop)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await _bounded(task)
@@ -741,7 +716,7 @@ async def test_cancelling_sock_accept_while_a_client_connects_loses_no_connectio
         address = listener.getsockname()
         for i in range(rounds):
             task = asyncio.ensure_future(loop.sock_accept(listener))
-            await _until_pending(task, loop)
+            await until_op_pending(task, loop)
             with _client() as client:
                 if i % 2:
                     client.connect_ex(address)
@@ -773,7 +748,7 @@ async def test_accept_cancelled_after_its_connection_came_loses_nothing_under_lo
     with _listener() as listener, _client() as client:
         try:
             task = asyncio.ensure_future(loop.sock_accept(listener))
-            await _until_pending(task, loop)
+            await until_op_pending(task, loop)
             senders = [asyncio.ensure_future(loop.sock_sendall(c, b"x")) for _ in range(flood)]
             await asyncio.sleep(0)   # the senders have started
             client.connect_ex(listener.getsockname())
@@ -798,7 +773,7 @@ async def test_accept_cancelled_after_its_connection_came_loses_nothing_under_lo
         finally:
             c.close()
             d.close()
-            if _is_iocploop(loop) and listener in loop._stashes:
+            if is_iocploop_loop(loop) and listener in loop._stashes:
                 # A connection left behind by the failure this test looks for.
                 for conn, _ in loop._stashes[listener].accepted:
                     conn.close()
@@ -858,7 +833,7 @@ async def test_closed_socket_raises_oserror(method):
 @pytest.mark.parametrize("method", SOCK_METHODS)
 async def test_blocking_socket_in_debug_mode_raises_value_error(method):
     loop = asyncio.get_running_loop()
-    if IS_WINDOWS and not _is_iocploop(loop):
+    if IS_WINDOWS and not is_iocploop_loop(loop):
         pytest.skip(PROACTOR_SKIPS_CHECKS)
     a, b = _tcp_pair()
     listener = _listener()
@@ -881,7 +856,7 @@ async def test_blocking_socket_in_debug_mode_raises_value_error(method):
 async def test_ssl_socket_is_rejected(method):
     ssl = pytest.importorskip("ssl", reason="Python was built without the ssl module")
     loop = asyncio.get_running_loop()
-    if IS_WINDOWS and not _is_iocploop(loop):
+    if IS_WINDOWS and not is_iocploop_loop(loop):
         pytest.skip(PROACTOR_SKIPS_CHECKS)
     context = ssl.create_default_context()
     with context.wrap_socket(socket.socket(), server_hostname="localhost",
@@ -901,7 +876,7 @@ async def _reset_outcome(when: str) -> str:
         _linger_zero(b)
         if when == "pending":
             task = asyncio.ensure_future(loop.sock_recv(a, 100))
-            await _until_pending(task, loop)
+            await until_op_pending(task, loop)
             b.close()
         else:
             b.close()

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT
+from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, bounded, until
 
 PIPE = asyncio.subprocess.PIPE
 STDOUT = asyncio.subprocess.STDOUT
@@ -51,19 +51,6 @@ def _data(n: int, seed: int = 0) -> bytes:
 def py(script: str) -> list[str]:
     """argv of a child Python that runs script."""
     return [sys.executable, "-c", textwrap.dedent(script)]
-
-
-async def bounded(aw, timeout: float = TIMEOUT):
-    """Await aw, failing (never hanging) after timeout."""
-    return await asyncio.wait_for(aw, timeout)
-
-
-async def until(predicate, timeout: float = TIMEOUT, interval: float = 0.005) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 def fd_count():

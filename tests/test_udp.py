@@ -49,7 +49,9 @@ import warnings
 import pytest
 
 import iocploop
-from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT
+from _helpers import (
+    IS_LINUX, IS_WINDOWS, TIMEOUT, is_iocploop_loop, iterations_until_no_pending_ops, until_op_pending,
+)
 from _tcp_helpers import bounded, fd_count, requires_ipv6, until
 
 IOCP_ONLY = pytest.mark.asyncio(loop_factories=["iocploop"])
@@ -111,12 +113,8 @@ PROACTOR_UNBOUND_RECEIVE = (
 # -- helpers --------------------------------------------------------------------------
 
 
-def _is_iocploop(loop) -> bool:
-    return isinstance(loop, iocploop.Loop)
-
-
 def _is_proactor_reference(loop) -> bool:
-    return IS_WINDOWS and not _is_iocploop(loop)
+    return IS_WINDOWS and not is_iocploop_loop(loop)
 
 
 class Datagrams(asyncio.DatagramProtocol):
@@ -226,29 +224,9 @@ async def _quiet_count(get, quiet: float = 0.3, timeout: float = TIMEOUT) -> int
     return last
 
 
-async def _iterations_until_no_pending_ops(loop) -> int:
-    deadline = time.monotonic() + TIMEOUT
-    iterations = 0
-    while loop._port.pending:
-        assert time.monotonic() < deadline, (
-            f"{loop._port.pending} operation(s) still in flight after {TIMEOUT} s")
-        await asyncio.sleep(0 if iterations < 5 else 0.005)
-        iterations += 1
-    return iterations
-
-
 async def _assert_no_pending_ops(loop) -> None:
-    if _is_iocploop(loop):
-        await _iterations_until_no_pending_ops(loop)
-
-
-async def _until_pending(task, loop) -> None:
-    """Let a freshly created sock_* task start and submit its operation."""
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert not task.done(), "the operation was expected to be waiting"
-    if _is_iocploop(loop):
-        assert loop._port.pending >= 1
+    if is_iocploop_loop(loop):
+        await iterations_until_no_pending_ops(loop)
 
 
 def _run_on_reference_loop(scenario, *args):
@@ -633,7 +611,7 @@ async def test_pause_and_resume_writing_on_a_burst():
         client.set_write_buffer_limits(high=1000, low=100)
         for i in range(count):
             client.sendto(b"%04d" % i + bytes(size - 4), address)
-        if _is_iocploop(loop):
+        if is_iocploop_loop(loop):
             assert cproto.events.count("pause_writing") == 1, cproto.events
             assert client.get_write_buffer_size() > 1000
         await until(lambda: client.get_write_buffer_size() == 0)
@@ -641,7 +619,7 @@ async def test_pause_and_resume_writing_on_a_burst():
                     == cproto.events.count("pause_writing"))
         paused = [e for e in cproto.events if e in ("pause_writing", "resume_writing")]
         assert paused == ["pause_writing", "resume_writing"] * (len(paused) // 2)
-        if _is_iocploop(loop):
+        if is_iocploop_loop(loop):
             assert paused, "iocploop never paused the protocol"
             # Paced by the loop, the burst reaches the server on the same loop whole.
             await sproto.wait_datagrams(count)
@@ -663,7 +641,7 @@ async def test_close_sends_the_queued_datagrams_then_calls_connection_lost():
     try:
         for i in range(count):
             client.sendto(b"%05d" % i, address)
-        if _is_iocploop(loop):
+        if is_iocploop_loop(loop):
             assert client.get_write_buffer_size() > 0, "nothing was queued: the test is moot"
         client.close()
         assert client.is_closing()
@@ -1027,7 +1005,7 @@ async def test_burst_between_endpoints_on_one_loop():
         start = time.perf_counter()
         for i in range(BURST):
             client.sendto(b"%08d" % i)
-        if _is_iocploop(loop):
+        if is_iocploop_loop(loop):
             await cproto.wait_datagrams(BURST, timeout=TIMEOUT * 2)
             await asyncio.sleep(0.02)
             came_back = len(cproto.received)
@@ -1036,7 +1014,7 @@ async def test_burst_between_endpoints_on_one_loop():
         elapsed = time.perf_counter() - start
         print(f"\n{type(loop).__name__}: {came_back} of {BURST} datagrams came back "
               f"({elapsed:.2f} s, server saw {len(sproto.received)})")
-        if _is_iocploop(loop):
+        if is_iocploop_loop(loop):
             assert came_back == BURST
             assert sorted(cproto.payloads()) == [b"%08d" % i for i in range(BURST)]
             assert cproto.errors == sproto.errors == []
@@ -1091,7 +1069,7 @@ async def test_burst_from_a_thread_with_the_default_receive_buffer():
     received = await _burst_from_a_thread(loop, None)
     print(f"\n{type(loop).__name__}: {received} of {THREAD_BURST} datagrams from a thread "
           f"({100 * received / THREAD_BURST:.0f} %)")
-    if _is_iocploop(loop):
+    if is_iocploop_loop(loop):
         assert received >= min(THREAD_BURST // 2, 150)
 
 
@@ -1127,7 +1105,7 @@ async def test_sock_sendto_and_sock_recvfrom(pair):
     assert await bounded(loop.sock_recvfrom(a, 100)) == (b"hello", b.getsockname())
     # Receive waiting first.
     task = asyncio.ensure_future(loop.sock_recvfrom(a, 100))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     assert await bounded(loop.sock_sendto(b, bytearray(b"world"), a.getsockname())) == 5
     assert await bounded(task) == (b"world", b.getsockname())
     # Datagram boundaries are kept.
@@ -1173,7 +1151,7 @@ async def test_sock_recvfrom_into(pair):
     # nbytes=0 means the whole buffer; a memoryview slice is written in place only.
     backing = bytearray(b"-" * 12)
     task = asyncio.ensure_future(loop.sock_recvfrom_into(a, memoryview(backing)[3:9], 0))
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     b.sendto(b"abcdefgh", a.getsockname())
     assert await bounded(task) == (6, b.getsockname())
     assert backing == b"---abcdef---"
@@ -1273,7 +1251,7 @@ async def test_oversized_datagram_for_the_receive(method, when):
     if IS_LINUX:
         # MSG_TRUNC semantics: the first 10 bytes, the rest discarded.
         assert outcome == ("data", b"x" * 10, True)
-    elif _is_iocploop(loop):
+    elif is_iocploop_loop(loop):
         # Windows: the proactor raises WSAEMSGSIZE (winerror 10040) when the
         # datagram was already there, and returns the cut bytes when its
         # receive was waiting (ERROR_MORE_DATA is no error for _overlapped).
@@ -1311,7 +1289,7 @@ async def test_cancelled_receive_then_a_datagram_reaches_the_next_receive(pair, 
     call = (lambda: loop.sock_recvfrom(a, 32)) if method == "sock_recvfrom" else (
         lambda: loop.sock_recvfrom_into(a, buf))
     task = asyncio.ensure_future(call())
-    await _until_pending(task, loop)
+    await until_op_pending(task, loop)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await bounded(task)
@@ -1347,7 +1325,7 @@ async def test_cancelling_receives_while_datagrams_arrive_loses_none(pair, reque
             task = asyncio.ensure_future(loop.sock_recvfrom_into(a, buf))
         else:
             task = asyncio.ensure_future(loop.sock_recvfrom(a, 64))
-        await _until_pending(task, loop)
+        await until_op_pending(task, loop)
         sender = None
         if variant in (0, 2):        # the datagram first, then the cancel
             b.sendto(msg, target)
@@ -1471,7 +1449,7 @@ async def test_endpoints_leave_no_descriptor_warning_or_operation_behind():
         # sock_* calls, one of them cancelled while waiting.
         with _udp_socket() as a, _udp_socket() as b:
             task = asyncio.ensure_future(loop.sock_recvfrom(a, 10))
-            await _until_pending(task, loop)
+            await until_op_pending(task, loop)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
