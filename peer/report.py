@@ -37,7 +37,8 @@ def counts_of(xml_path: pathlib.Path) -> dict:
     """{module: Counter(passed=, failed=, skipped=, deselected=)} of one run."""
     table = collections.defaultdict(collections.Counter)
     for case in ET.parse(xml_path).getroot().iter("testcase"):
-        module = module_of(case.get("classname", "?"))
+        # A module skipped at collection has no class: its name is the module.
+        module = module_of(case.get("classname") or case.get("name", "?"))
         tags = {child.tag for child in case}
         if tags & {"failure", "error"}:
             table[module]["failed"] += 1
