@@ -35,6 +35,7 @@ __all__ = ["TCPTransport"]
 _RECV_SIZE_MIN = 64 * 1024
 _RECV_SIZE_MAX = 256 * 1024
 _MAX_GATHER = 64                 # buffers per gathered send
+_SEND_AT_ONCE = sys.platform != "win32"   # see write()
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
@@ -241,6 +242,25 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                 base_events.logger.warning("socket.send() raised exception.")
             self._conn_lost += 1
             return
+        if _SEND_AT_ONCE and self._send_op is None and not self._queue:
+            # Linux: an idle transport sends at once, as asyncio's and uvloop's
+            # do.  Most writes fit in the socket buffer: no operation, no
+            # completion to process (half of a ping-pong's work otherwise).
+            # What does not fit takes the completion path.
+            try:
+                sent = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                self._conn_lost += 1
+                self._fatal_error(exc, "Fatal write error on socket transport")
+                return
+            if sent == len(data):
+                return
+            if sent:
+                data = memoryview(data)[sent:]
         # The caller may reuse a bytearray or memoryview: send a snapshot.
         chunk = data if isinstance(data, bytes) else bytes(data)
         self._queue.append(chunk)
