@@ -326,6 +326,18 @@ class CompletionPort:
         cbuf = ffi.from_buffer(buffer, require_writable=True)
         return self._submit(lib.ioc_submit_recv, "recv", sock, buffer, cbuf, callback, flags)
 
+    def recv_prepared(self, fd: int, cbuf, buffer, callback) -> Operation:
+        """recv's lean path, for a caller that has attached its socket (Windows)
+        and keeps a cffi view `cbuf` of its writable `buffer` (at most
+        MAX_TRANSFER bytes) from one receive to the next: TCPTransport, whose
+        receive is re-posted after every delivery."""
+        core = self._core
+        if core is None or self._forked:
+            core = self._checked_core()   # raises what fits
+        token = self._next_token()
+        rc = lib.ioc_submit_recv(core, fd, cbuf, len(cbuf), 0, token, self._record_out)
+        return self._track(rc, token, "recv", callback, buffer, cbuf)
+
     def send(self, sock, data, callback, flags: int = 0) -> Operation:
         """Send from a bytes-like object; at most MAX_TRANSFER bytes per call."""
         cbuf = ffi.from_buffer(data)

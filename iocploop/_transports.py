@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import errno
 import functools
 import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
+from ._port import ffi
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -77,6 +79,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # (A partial per operation, not one kept here: that would be a
         # reference cycle keeping closed transports for the collector.)
         self._context = contextvars.copy_context()
+        self._recv_cbuf = None   # (our receive buffer, its cffi view), reused
+        self._port.associate(sock)   # Windows, once: the lean receive path skips it
         self._init_socket_extra(sock)
         base_events._set_nodelay(sock)
         self.set_protocol(protocol)
@@ -174,9 +178,18 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
             return
         self._recv_for = self._protocol if self._buffered else None
+        on_recv = functools.partial(self._context.run, self._on_recv)
         try:
-            self._recv_op = self._port.recv(self._sock, buf,
-                                            functools.partial(self._context.run, self._on_recv))
+            if buf is self._recv_buf:
+                # The hot path: our own buffer, its cffi view kept between receives.
+                if self._recv_cbuf is None or self._recv_cbuf[0] is not buf:
+                    self._recv_cbuf = (buf, ffi.from_buffer(buf, require_writable=True))
+                fd = self._sock.fileno()
+                if fd < 0:
+                    raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
+                self._recv_op = self._port.recv_prepared(fd, self._recv_cbuf[1], buf, on_recv)
+            else:
+                self._recv_op = self._port.recv(self._sock, buf, on_recv)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
