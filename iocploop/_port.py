@@ -683,6 +683,31 @@ class CompletionPort:
             op._record = None   # recycled by the core: never touch it again
             yield op
 
+    def run_completed(self, on_error) -> None:
+        """Run the callback of every operation of the current batch, in kernel
+        order (the loop's I/O phase: `completed` and `release` in one pass,
+        without a generator).  A callback's exception goes to on_error(op, exc);
+        SystemExit and KeyboardInterrupt propagate, and the rest of the batch
+        then waits for the next `select`."""
+        events = self._events
+        ops = self._ops
+        size = self._batch_size
+        while self._batch_pos < size[0]:
+            event = events[self._batch_pos]
+            self._batch_pos += 1
+            op = ops.pop(event.token)
+            op.result = event.result
+            op.done = True
+            op._record = None   # recycled by the core: never touch it again
+            try:
+                op.callback(op)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                on_error(op, exc)
+            finally:
+                op._cbuf = None   # op.release()
+
     def poll(self, timeout: float | None = 0) -> int:
         """select + run each completed operation's callback (for tests and tools)."""
         count = 0

@@ -72,20 +72,14 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
     # -- the I/O phase of an iteration ----------------------------------------
 
     def _process_events(self, count: int) -> None:
-        if not count:
-            return
-        for op in self._port.completed(count):
-            try:
-                op.callback(op)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self.call_exception_handler({
-                    "message": f"Exception in completion callback of {op!r}",
-                    "exception": exc,
-                })
-            finally:
-                op.release()
+        if count:
+            self._port.run_completed(self._completion_callback_failed)
+
+    def _completion_callback_failed(self, op, exc) -> None:
+        self.call_exception_handler({
+            "message": f"Exception in completion callback of {op!r}",
+            "exception": exc,
+        })
 
     def _write_to_self(self) -> None:
         # call_soon_threadsafe's wakeup: a completion packet / eventfd write,
