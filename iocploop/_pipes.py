@@ -325,17 +325,9 @@ class _Writing:
             # bytes are in the pipe when write() returns (a queued io_uring
             # write would reach the kernel only at the next wait); the
             # completion path takes what the pipe had no room for.
-            try:
-                n = os.write(self._handle, data)
-            except (BlockingIOError, InterruptedError):
-                n = 0
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._conn_lost += 1
-                self._fatal_error(exc, "Fatal write error on pipe transport")
-                return
-            if n == len(data):
+            n = self._write_now(functools.partial(os.write, self._handle), data,
+                                "Fatal write error on pipe transport")
+            if n is None or n == len(data):
                 return
             data = data[n:]
         data = bytes(data)   # the caller may reuse its buffer while the kernel reads ours

@@ -193,6 +193,10 @@ def _bind_if_unbound(sock) -> None:
     sock.bind(("0.0.0.0", 0) if sock.family == socket.AF_INET else ("::", 0))
 
 
+def _reraise(op, exc):
+    raise exc
+
+
 class Operation:
     """One submitted kernel operation and the memory it uses.
 
@@ -668,25 +672,11 @@ class CompletionPort:
             raise os_error(-n)
         return n
 
-    def completed(self, n: int | None = None):
-        """The operations of the current batch, marked done, in kernel order.
-        Each is consumed before it is yielded (n is informational)."""
-        events = self._events
-        ops = self._ops
-        size = self._batch_size
-        while self._batch_pos < size[0]:
-            event = events[self._batch_pos]
-            self._batch_pos += 1
-            op = ops.pop(event.token)
-            op.result = event.result
-            op.done = True
-            op._record = None   # recycled by the core: never touch it again
-            yield op
-
     def run_completed(self, on_error) -> None:
         """Run the callback of every operation of the current batch, in kernel
-        order (the loop's I/O phase: `completed` and `release` in one pass,
-        without a generator).  A callback's exception goes to on_error(op, exc);
+        order, each operation marked done and its record dropped first, its
+        cffi views after (the loop's I/O phase, in one pass without a
+        generator).  A callback's exception goes to on_error(op, exc);
         SystemExit and KeyboardInterrupt propagate, and the rest of the batch
         then waits for the next `select`."""
         events = self._events
@@ -709,14 +699,10 @@ class CompletionPort:
                 op._cbuf = None   # op.release()
 
     def poll(self, timeout: float | None = 0) -> int:
-        """select + run each completed operation's callback (for tests and tools)."""
-        count = 0
-        for op in self.completed(self.select(timeout)):
-            count += 1
-            try:
-                op.callback(op)
-            finally:
-                op.release()
+        """select + run each completed operation's callback (for tests and
+        tools); a callback's exception propagates."""
+        count = self.select(timeout)
+        self.run_completed(_reraise)
         return count
 
     def flush(self) -> None:

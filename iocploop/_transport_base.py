@@ -45,6 +45,21 @@ class TransportBase:
             })
         self._force_close(exc)
 
+    def _write_now(self, write, data, message):
+        """Write at once with write(data) (a non-blocking send or os.write):
+        the count written, 0 if the kernel buffer is full, or None after an
+        error, which is then the transport's fatal error."""
+        try:
+            return write(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._conn_lost += 1
+            self._fatal_error(exc, message)
+            return None
+
     def _on_eof(self):
         """The peer sent all it will: eof_received, then close unless the
         protocol keeps the transport half open and it can be."""

@@ -260,17 +260,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             # do.  Most writes fit in the socket buffer: no operation, no
             # completion to process (half of a ping-pong's work otherwise).
             # What does not fit takes the completion path.
-            try:
-                sent = self._sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                self._conn_lost += 1
-                self._fatal_error(exc, "Fatal write error on socket transport")
-                return
-            if sent == len(data):
+            sent = self._write_now(self._sock.send, data, "Fatal write error on socket transport")
+            if sent is None or sent == len(data):
                 return
             if sent:
                 data = memoryview(data)[sent:]
