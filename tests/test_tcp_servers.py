@@ -388,12 +388,18 @@ async def test_create_connection_local_addr():
     await close_all(server, [transport], [client, peer])
 
 
+async def _echo_server_and_a_connected_socket():
+    """(an echo server, a non-blocking socket connected to it by hand)."""
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", 0)
+    sock = socket.create_connection(("127.0.0.1", _port_of(server)), timeout=TIMEOUT)
+    sock.setblocking(False)
+    return server, sock
+
+
 @pytest.mark.asyncio
 async def test_create_connection_premade_socket():
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", 0)
-    sock = socket.create_connection(("127.0.0.1", _port_of(server)), timeout=TIMEOUT)
-    sock.setblocking(False)
+    server, sock = await _echo_server_and_a_connected_socket()
     with pytest.raises(ValueError):
         await loop.create_connection(Recorder, "127.0.0.1", 1, sock=sock)
     transport, client = await bounded(loop.create_connection(Recorder, sock=sock))
@@ -411,9 +417,7 @@ async def test_cancelled_create_connection_with_a_premade_socket_has_closed_it()
     # when the caller resumes from the cancellation, the transport that was
     # being made has closed the socket, although its receive was posted.
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Echo, "127.0.0.1", 0)
-    sock = socket.create_connection(("127.0.0.1", _port_of(server)), timeout=TIMEOUT)
-    sock.setblocking(False)
+    server, sock = await _echo_server_and_a_connected_socket()
     task = asyncio.ensure_future(loop.create_connection(Recorder, sock=sock))
     await asyncio.sleep(0)
     task.cancel()
