@@ -34,6 +34,11 @@ class Seen:
         self.seen.setdefault(name, where.get())
         self.event.set()
 
+    async def wait_for(self, *names, timeout=TIMEOUT):
+        while not set(names) <= set(self.seen):
+            await bounded(self.event.wait(), timeout)
+            self.event.clear()
+
     def io_driven(self):
         """What the callbacks that I/O brought saw."""
         return {name: value for name, value in self.seen.items()
@@ -49,22 +54,18 @@ async def made_in(label, make):
     return await asyncio.ensure_future(maker())
 
 
-class StreamRecorder(asyncio.Protocol):
-    def __init__(self, seen):
-        self.s = seen
+_CALLBACKS = ("connection_made", "data_received", "eof_received", "connection_lost",
+              "datagram_received", "error_received", "pipe_data_received", "process_exited")
 
-    def connection_made(self, transport):
-        self.transport = transport
-        self.s.note("connection_made")
 
-    def data_received(self, data):
-        self.s.note("data_received")
-
-    def eof_received(self):
-        self.s.note("eof_received")
-
-    def connection_lost(self, exc):
-        self.s.note("connection_lost")
+def recorder(base, seen):
+    """A protocol of class base whose callbacks only note, in seen, the
+    context they ran in."""
+    def noting(name):
+        return lambda self, *args: seen.note(name)
+    cls = type(f"Recording{base.__name__}", (base,),
+               {name: noting(name) for name in _CALLBACKS if hasattr(base, name)})
+    return cls()
 
 
 @pytest.mark.asyncio
@@ -72,15 +73,13 @@ async def test_tcp_client_and_accepted_protocols():
     loop = asyncio.get_running_loop()
     server_seen, client_seen = Seen(), Seen()
     server = await made_in("server", lambda: loop.create_server(
-        lambda: StreamRecorder(server_seen), "127.0.0.1", 0))
+        lambda: recorder(asyncio.Protocol, server_seen), "127.0.0.1", 0))
     port = server.sockets[0].getsockname()[1]
     transport, proto = await made_in("client", lambda: loop.create_connection(
-        lambda: StreamRecorder(client_seen), "127.0.0.1", port))
+        lambda: recorder(asyncio.Protocol, client_seen), "127.0.0.1", port))
     transport.write(b"x")
     transport.write_eof()
-    while "eof_received" not in server_seen.seen:
-        await bounded(server_seen.event.wait())
-        server_seen.event.clear()
+    await server_seen.wait_for("eof_received")
     transport.close()
     server.close()
     await bounded(server.wait_closed())
@@ -91,31 +90,15 @@ async def test_tcp_client_and_accepted_protocols():
     assert set(client_seen.io_driven().values()) == {"client"}
 
 
-class DatagramRecorder(asyncio.DatagramProtocol):
-    def __init__(self, seen):
-        self.s = seen
-
-    def connection_made(self, transport):
-        self.s.note("connection_made")
-
-    def datagram_received(self, data, addr):
-        self.s.note("datagram_received")
-
-    def error_received(self, exc):
-        self.s.note("error_received")
-
-
 @pytest.mark.asyncio
 async def test_datagram_protocol():
     loop = asyncio.get_running_loop()
     seen = Seen()
     transport, _ = await made_in("endpoint", lambda: loop.create_datagram_endpoint(
-        lambda: DatagramRecorder(seen), local_addr=("127.0.0.1", 0)))
+        lambda: recorder(asyncio.DatagramProtocol, seen), local_addr=("127.0.0.1", 0)))
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
         peer.sendto(b"x", transport.get_extra_info("sockname"))
-        while "datagram_received" not in seen.seen:
-            await bounded(seen.event.wait())
-            seen.event.clear()
+        await seen.wait_for("datagram_received")
     transport.close()
     assert seen.io_driven() == {"connection_made": "endpoint", "datagram_received": "endpoint"}
 
@@ -126,27 +109,14 @@ async def test_read_pipe_protocol():
     seen = Seen()
     rpipe, wpipe = make_pipe()
     transport, _ = await made_in("pipe", lambda: loop.connect_read_pipe(
-        lambda: StreamRecorder(seen), rpipe))
+        lambda: recorder(asyncio.Protocol, seen), rpipe))
     # The writer is made (and writes) in the loop's own context.
     writer, _ = await loop.connect_write_pipe(asyncio.Protocol, wpipe)
     writer.write(b"x")
     writer.close()
-    while "connection_lost" not in seen.seen:
-        await bounded(seen.event.wait())
-        seen.event.clear()
+    await seen.wait_for("connection_lost")
     assert seen.io_driven() == {
         "connection_made": "pipe", "data_received": "pipe", "eof_received": "pipe"}
-
-
-class ProcessRecorder(asyncio.SubprocessProtocol):
-    def __init__(self, seen):
-        self.s = seen
-
-    def pipe_data_received(self, fd, data):
-        self.s.note("pipe_data_received")
-
-    def process_exited(self):
-        self.s.note("process_exited")
 
 
 @pytest.mark.asyncio
@@ -154,12 +124,10 @@ async def test_subprocess_pipe_protocol():
     loop = asyncio.get_running_loop()
     seen = Seen()
     transport, _ = await made_in("process", lambda: loop.subprocess_exec(
-        lambda: ProcessRecorder(seen), sys.executable, "-c", "print('hi')",
+        lambda: recorder(asyncio.SubprocessProtocol, seen), sys.executable, "-c", "print('hi')",
         stdin=None, stdout=asyncio.subprocess.PIPE, stderr=None))
     try:
-        while not {"pipe_data_received", "process_exited"} <= set(seen.seen):
-            await bounded(seen.event.wait(), TIMEOUT * 4)
-            seen.event.clear()
+        await seen.wait_for("pipe_data_received", "process_exited", timeout=TIMEOUT * 4)
     finally:
         transport.close()
-    assert seen.io_driven() == {"pipe_data_received": "process"}
+    assert seen.io_driven()["pipe_data_received"] == "process"
