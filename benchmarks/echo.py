@@ -1,7 +1,7 @@
 """Echo benchmark: iocploop vs asyncio vs uvloop, four server styles (Linux).
 
     python -m benchmarks.echo [--runs 3] [--duration 5] [--warmup 1]
-        [--loops asyncio,uvloop,iocploop] [--styles sockets,streams,protocol,buffered]
+        [--loops asyncio,uvloop,iocploop,c-uring] [--styles sockets,streams,protocol,buffered]
         [--sizes 1,10,100] [--concurrency 1,16] [--json out.json]
 
 Each measurement starts a fresh server process (pinned to CPU 0) and the C
@@ -86,12 +86,21 @@ def drive(server_cmd, client_cmd, warmup, duration, label, after=None) -> dict:
         server.wait()
 
 
+#: The physical-limit reference: benchmarks/uring_echo.c, listed with the
+#: loops under this name (protocol rows only: it has no styles).
+C_SERVER = "c-uring"
+
+
 def measure(loop: str, style: str, size_kib: int, conns: int, warmup: float,
             duration: float, server_args=(), gen=LOADGEN, gen_args=()) -> dict:
-    """One run of benchmarks.echo_server LOOP STYLE *server_args against
-    gen HOST PORT CONNS BYTES WARMUP DURATION *gen_args."""
+    """One run of benchmarks.echo_server LOOP STYLE *server_args (or of the C
+    server) against gen HOST PORT CONNS BYTES WARMUP DURATION *gen_args."""
+    if loop == C_SERVER:
+        server = [build_c_tool("uring_echo")]
+    else:
+        server = [sys.executable, "-m", "benchmarks.echo_server", loop, style, *server_args]
     return drive(
-        [*taskset(0), sys.executable, "-m", "benchmarks.echo_server", loop, style, *server_args],
+        [*taskset(0), *server],
         lambda port: [*taskset(1), gen, "127.0.0.1", str(port), str(conns),
                       str(size_kib * 1024), str(warmup), str(duration), *gen_args],
         warmup, duration, f"{loop}/{style}/{size_kib}/{conns}")
@@ -140,7 +149,7 @@ def write_json(path: str, table: list, samples: dict, **extra) -> None:
 def available(loops):
     found = []
     for name in loops:
-        if subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT,
+        if name == C_SERVER or subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT,
                           capture_output=True).returncode == 0:
             found.append(name)
         else:
@@ -151,9 +160,10 @@ def available(loops):
 ECHO_KEYS = ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu")
 
 
-def echo_parser(doc: str, styles: str, sizes: str) -> argparse.ArgumentParser:
+def echo_parser(doc: str, styles: str, sizes: str,
+                loops: str = "asyncio,uvloop,iocploop") -> argparse.ArgumentParser:
     """base_parser and the echo suites' --styles --sizes --concurrency."""
-    parser = base_parser(doc, "asyncio,uvloop,iocploop")
+    parser = base_parser(doc, loops)
     parser.add_argument("--styles", default=styles)
     parser.add_argument("--sizes", default=sizes, help="message sizes in KiB")
     parser.add_argument("--concurrency", default="1,16")
@@ -167,18 +177,21 @@ def run_echo_suite(args, loops: list, measure_job, note=None, footer: str = "") 
     configs = list(itertools.product(args.styles.split(","),
                                      [int(s) for s in args.sizes.split(",")],
                                      [int(c) for c in args.concurrency.split(",")]))
-    jobs = [(*config, loop) for config in configs for loop in loops]
+    jobs = [(*config, loop) for config in configs for loop in loops
+            if loop != C_SERVER or config[0] == "protocol"]
     samples = run_interleaved(args.runs, jobs, measure_job)
-    reference = "uvloop" if "uvloop" in loops else "asyncio"
+    reference = next((name for name in ("uvloop", "asyncio") if name in loops), loops[0])
     print(f"{'style':<9}{'KiB':>5}{'conns':>6}  {'loop':<9}{'req/s':>10}{'p50 us':>9}"
-          f"{'p99 us':>9}{'srv cpu':>9}{'gen cpu':>9}{'vs ' + reference:>11}"
+          f"{'p99 us':>9}{'srv cpu':>9}{'gen cpu':>9} {'vs ' + reference:>11}"
           + ("  note" if note else ""))
     table = []
     for config in configs:
-        medians = {loop: medians_of(samples[(*config, loop)], ECHO_KEYS) for loop in loops}
-        for loop in loops:
+        row_loops = [loop for loop in loops if (*config, loop) in samples]
+        medians = {loop: medians_of(samples[(*config, loop)], ECHO_KEYS) for loop in row_loops}
+        for loop in row_loops:
             m = medians[loop]
-            ratio = m["rps"] / medians[reference]["rps"] if medians[reference]["rps"] else 0
+            base = medians.get(reference, {}).get("rps")
+            ratio = m["rps"] / base if base else 0
             style, size, conns = config
             row = {"style": style, "kib": size, "connections": conns, "loop": loop, **m,
                    "ratio_to_" + reference: ratio}
@@ -186,7 +199,7 @@ def run_echo_suite(args, loops: list, measure_job, note=None, footer: str = "") 
                 row["note"] = note(samples[(*config, loop)])
             print(f"{style:<9}{size:>5}{conns:>6}  {loop:<9}{m['rps']:>10.0f}{m['p50_us']:>9.0f}"
                   f"{m['p99_us']:>9.0f}{m['server_cpu']:>8.0%}{m['loadgen_cpu']:>9.0%}"
-                  f"{ratio:>10.2f}x  {row.get('note', '')}".rstrip())
+                  f"{ratio:>11.2f}x  {row.get('note', '')}".rstrip())
             table.append(row)
     print(f"(median of {args.runs} interleaved runs of {args.duration:g}s after "
           f"{args.warmup:g}s warm-up; server on CPU 0, load generator on CPU 1; "
@@ -197,7 +210,8 @@ def run_echo_suite(args, loops: list, measure_job, note=None, footer: str = "") 
 
 
 def main(argv=None):
-    args = echo_parser(__doc__, "sockets,streams,protocol,buffered", "1,10,100").parse_args(argv)
+    args = echo_parser(__doc__, "sockets,streams,protocol,buffered", "1,10,100",
+                       "asyncio,uvloop,iocploop," + C_SERVER).parse_args(argv)
     if not sys.platform.startswith("linux"):
         sys.exit("benchmarks.echo runs on Linux (never read performance from Wine)")
     build_loadgen()

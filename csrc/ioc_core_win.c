@@ -1181,6 +1181,38 @@ int ioc_watch_sigint(ioc_core *c, intptr_t event)
     return arm_sigint_wait(c);
 }
 
+/* No provided-buffer receives on Windows: a transport keeps one WSARecv
+ * posted into its own buffer instead. */
+int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
+{
+    (void)c;
+    (void)count;
+    (void)size;
+    return -WSAEOPNOTSUPP;
+}
+
+int ioc_submit_recv_multishot(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
+{
+    (void)c;
+    (void)sock;
+    (void)token;
+    *op_out = NULL;
+    return -WSAEOPNOTSUPP;
+}
+
+void *ioc_recv_pool_buffer(ioc_core *c, unsigned int id)
+{
+    (void)c;
+    (void)id;
+    return NULL;
+}
+
+void ioc_recv_pool_give_back(ioc_core *c, unsigned int id)
+{
+    (void)c;
+    (void)id;
+}
+
 void ioc_get_stats(ioc_core *c, ioc_stats *out)
 {
     *out = c->stats;

@@ -2,10 +2,18 @@
 
 States (each independent):
 
-  reading:  one receive posted at a time while reading; on pause_reading the
-            posted receive is left in place (cancelling it could lose bytes
-            already on their way, CPython bpo-33694): if it completes while
-            paused, its data is held and delivered on resume_reading.
+  reading:  Linux, plain Protocol: one multishot receive stays posted and
+            brings every chunk in a buffer of the loop's receive pool (no
+            re-post per chunk, no buffer per connection); pause_reading
+            cancels it (io_uring loses no byte to that: what arrived first
+            still completes) and keeps what still comes in a backlog for
+            resume_reading.  A connection whose chunks fill the pool's
+            buffers (a bulk transfer) moves to the path below, whose buffer
+            grows.  Otherwise (Windows, BufferedProtocol, older kernels): one
+            receive posted at a time; on pause_reading the posted receive is
+            left in place (cancelling a WSARecv could lose bytes already on
+            their way, CPython bpo-33694): if it completes while paused, its
+            data is held and delivered on resume_reading.
   writing:  idle (nothing in flight) -> sending (one send in flight, later
             writes queue up) -> idle; when the send completes, everything
             queued goes out in one gathered send (WSASend with several
@@ -26,7 +34,7 @@ import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
-from ._port import ffi
+from ._port import RECV_POOL_SIZE, ffi
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -62,6 +70,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._recv_buf = None           # reused receive buffer (plain Protocol)
         self._recv_for = None           # the BufferedProtocol the posted receive fills
         self._held = None               # a completed receive held while paused
+        self._backlog = collections.deque()   # multishot chunks held while paused (b"": EOF)
+        self._bulk = False              # receives one at a time into a growing buffer
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
         self._queue = collections.deque()   # queued bytes (a partly sent one: a memoryview of its tail)
@@ -132,6 +142,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._closing or self._paused:
             return
         self._paused = True
+        if self._recv_op is not None and self._recv_op.kind == "recv_multishot":
+            self._port.cancel(self._recv_op)   # it would go on delivering
         if self._loop.get_debug():
             base_events.logger.debug("%r pauses reading", self)
 
@@ -139,7 +151,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._closing or not self._paused:
             return
         self._paused = False
-        if self._held is not None:
+        if self._backlog:
+            self._loop.call_soon(self._deliver_backlog)
+        elif self._held is not None:
             self._loop.call_soon(self._deliver_held)
         elif self._recv_op is None:
             self._loop.call_soon(self._start_reading)
@@ -152,6 +166,14 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         held, self._held = self._held, None
         self._deliver(*held)
 
+    def _deliver_backlog(self):
+        while self._backlog and not (self._paused or self._closing):
+            data = self._backlog.popleft()
+            self._deliver_chunk(data)
+            if not data:
+                return   # end of file: nothing more to receive
+        self._start_reading()
+
     def _on_first_data(self, data):
         if self._closing:
             return
@@ -161,7 +183,11 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._deliver(data, len(data), None)
 
     def _start_reading(self):
-        if self._closing or self._paused or self._recv_op is not None or self._held:
+        if (self._closing or self._paused or self._recv_op is not None or self._held
+                or self._backlog):
+            return
+        if not (self._buffered or self._bulk) and self._port.has_recv_pool():
+            self._start_multishot()
             return
         try:
             if self._buffered:
@@ -194,6 +220,69 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ops_in_flight += 1
+
+    def _start_multishot(self):
+        fd = self._sock.fileno()
+        try:
+            if fd < 0:
+                raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
+            self._recv_op = self._port.recv_multishot(
+                fd, functools.partial(self._context.run, self._on_chunk))
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        self._ops_in_flight += 1
+
+    def _on_chunk(self, op):
+        """A multishot receive's completion: a chunk while it stays posted;
+        its end (end of file, error, cancellation, pool ran dry) when done."""
+        data = self._port.received(op)   # its pool buffer goes back at once
+        if op.done:
+            self._recv_op = None
+            self._ops_in_flight -= 1
+            if self._closing:
+                if self._recycle_when_idle:
+                    self._recycle()
+                else:
+                    self._maybe_finish_close()
+                return
+            if op.result < 0:
+                if op.result == -errno.EINVAL:
+                    # A kernel older than 6.0 refuses multishot receives (a
+                    # real EINVAL comes again from the one-shot receive).
+                    self._port.disable_recv_pool()
+                elif not (op.cancelled or op.result == -errno.ENOBUFS):
+                    self._fatal_error(op.error, "Fatal read error on socket transport")
+                    return
+                # Paused, gone bulk, or the pool ran dry: the data waits in
+                # the socket for the next receive.
+                self._start_reading()
+                return
+        elif self._closing:
+            return
+        elif len(data) == RECV_POOL_SIZE and not self._bulk:
+            self._bulk = True   # a bulk transfer: on to the growing buffer
+            self._port.cancel(op)
+        if self._paused or self._backlog:
+            self._backlog.append(data)
+            return
+        self._deliver_chunk(data)
+        if op.done and data:
+            self._start_reading()   # the kernel ended it with a last chunk
+
+    def _deliver_chunk(self, data):
+        if not data:
+            self._on_eof()
+            return
+        try:
+            if self._buffered:   # set_protocol() since the receive was posted
+                protocols._feed_data_to_buffered_proto(self._protocol, data)
+            else:
+                self._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
     def _on_recv(self, op):
         self._recv_op = None
@@ -399,12 +488,14 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._held = None
+        self._backlog.clear()
         self._maybe_finish_close()
 
     def _forget_writes(self):
         self._queued_size = 0
         self._in_flight_size = 0   # dropped now, as asyncio reports
         self._held = None
+        self._backlog.clear()
 
     def _kernel_ops(self):
         return [op for op in (self._recv_op, self._send_op) if op is not None]

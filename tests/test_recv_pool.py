@@ -1,0 +1,192 @@
+"""Receiving through the loop's receive pool (Linux multishot receives).
+
+On Linux a plain Protocol's transport keeps one multishot receive posted
+that takes its buffers from a pool shared by the loop.  What must hold, on
+both loops: pausing stops delivery at once and loses nothing, a bulk
+transfer arrives whole and in order, and more connections with data at once
+than the pool has buffers (the kernel then ends some receives with ENOBUFS)
+still deliver every byte.  iocploop-only checks look at the mechanism.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from iocploop import _port
+
+from _helpers import IS_LINUX, until
+from _tcp_helpers import digest, is_iocploop, payload
+
+
+class Collector(asyncio.Protocol):
+    def __init__(self):
+        self.chunks = []
+        self.made = asyncio.get_running_loop().create_future()
+        self.eof = asyncio.get_running_loop().create_future()
+        self.calls_while_paused = 0
+        self.paused = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.made.set_result(None)
+
+    def data_received(self, data):
+        if self.paused:
+            self.calls_while_paused += 1
+        self.chunks.append(data)
+
+    def eof_received(self):
+        if not self.eof.done():
+            self.eof.set_result(None)
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+
+async def _server_and_client(protocol=Collector):
+    """(server, the server side's protocol, a blocking client socket)."""
+    loop = asyncio.get_running_loop()
+    made = loop.create_future()
+
+    def factory():
+        proto = protocol()
+        if not made.done():
+            made.set_result(proto)
+        return proto
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    client = socket.create_connection(server.sockets[0].getsockname())
+    proto = await asyncio.wait_for(made, 5)
+    await asyncio.wait_for(proto.made, 5)
+    return server, proto, client
+
+
+def _uses_pool(transport) -> bool:
+    op = transport._recv_op
+    return op is not None and op.kind == "recv_multishot"
+
+
+@pytest.mark.asyncio
+async def test_pause_reading_stops_delivery_and_resume_delivers_the_rest_in_order():
+    server, proto, client = await _server_and_client()
+    try:
+        client.sendall(b"first")
+        await until(lambda: proto.data == b"first")
+        proto.transport.pause_reading()
+        proto.paused = True
+        rest = payload(200_000, seed=3)
+        client.sendall(rest)
+        await asyncio.sleep(0.2)
+        assert proto.calls_while_paused == 0
+        proto.paused = False
+        proto.transport.resume_reading()
+        await until(lambda: len(proto.data) == 5 + len(rest))
+        assert digest(proto.data) == digest(b"first" + rest)
+    finally:
+        client.close()
+        proto.transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_pause_and_resume_in_one_turn_loses_and_reorders_nothing():
+    server, proto, client = await _server_and_client()
+    try:
+        sent = b""
+        for i in range(20):
+            chunk = payload(3000, seed=i)
+            client.sendall(chunk)
+            sent += chunk
+            proto.transport.pause_reading()
+            await asyncio.sleep(0)
+            proto.transport.resume_reading()
+            await asyncio.sleep(0)
+        await until(lambda: len(proto.data) == len(sent))
+        assert proto.data == sent
+    finally:
+        client.close()
+        proto.transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_a_bulk_transfer_arrives_whole_and_then_eof():
+    server, proto, client = await _server_and_client()
+    try:
+        data = payload(4 * 1024 * 1024, seed=7)
+        await asyncio.get_running_loop().run_in_executor(None, client.sendall, data)
+        client.shutdown(socket.SHUT_WR)
+        await asyncio.wait_for(proto.eof, 10)
+        assert digest(proto.data) == digest(data)
+        if is_iocploop() and IS_LINUX:
+            # It filled pool buffers: the connection moved to the growing buffer.
+            assert proto.transport._bulk
+    finally:
+        client.close()
+        proto.transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_more_connections_with_data_at_once_than_the_pool_has_buffers():
+    loop = asyncio.get_running_loop()
+    protos = []
+
+    def factory():
+        proto = Collector()
+        protos.append(proto)
+        return proto
+
+    count = _port.RECV_POOL_COUNT + 64
+    server = await loop.create_server(factory, "127.0.0.1", 0, backlog=count)
+    clients = []
+    try:
+        for _ in range(count):
+            clients.append(socket.create_connection(server.sockets[0].getsockname()))
+        await until(lambda: len(protos) == count and all(p.made.done() for p in protos),
+                    timeout=10)
+        await asyncio.sleep(0.1)   # every receive posted
+        for i, client in enumerate(clients):
+            client.sendall(payload(1000, seed=i))
+        # All of it waits in the sockets while the loop is blocked; the next
+        # wait then finds every connection readable at once.
+        time.sleep(0.2)
+        await until(lambda: all(len(p.data) == 1000 for p in protos), timeout=10)
+        got = sorted(p.data for p in protos)
+        assert got == sorted(payload(1000, seed=i) for i in range(count))
+    finally:
+        for client in clients:
+            client.close()
+        for proto in protos:
+            proto.transport.close()
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="the receive pool is io_uring's (Windows posts a WSARecv per read)")
+@pytest.mark.asyncio(loop_factories=["iocploop"])
+async def test_an_idle_linux_connection_holds_no_receive_buffer_of_its_own():
+    server, proto, client = await _server_and_client()
+    try:
+        client.sendall(b"x" * 5000)
+        await until(lambda: len(proto.data) == 5000)
+        assert _uses_pool(proto.transport)
+        assert proto.transport._recv_buf is None
+        port = asyncio.get_running_loop()._port
+        stats_before = port.stats()
+        client.sendall(b"y" * 10)
+        await until(lambda: len(proto.data) == 5010)
+        # The chunk came on the posted receive: nothing was submitted for it.
+        assert port.stats()["submitted"] == stats_before["submitted"]
+    finally:
+        client.close()
+        proto.transport.close()
+        server.close()
+        await server.wait_closed()
