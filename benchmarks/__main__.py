@@ -1,4 +1,4 @@
-"""python -m benchmarks: the loop micro-benchmarks (more suites join with later milestones)."""
-from .micro import main
+"""python -m benchmarks: every benchmark suite in one run (see benchmarks/suite.py)."""
+from .suite import main
 
 main()

@@ -13,6 +13,7 @@ port it listens on, then serves until killed.
 from __future__ import annotations
 
 import asyncio
+import resource
 import socket
 import ssl
 import sys
@@ -91,6 +92,9 @@ async def serve(style: str, sslcontext: ssl.SSLContext | None = None) -> None:
 
 
 def main() -> None:
+    # Room for many connections (the 1,000-connection runs): soft limit up to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     loop_name, style = sys.argv[1], sys.argv[2]
     sslcontext = None
     if len(sys.argv) > 3:

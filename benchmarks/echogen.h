@@ -49,6 +49,16 @@ static double cpu_seconds(void)
            ru.ru_stime.tv_usec / 1e6;
 }
 
+/* Room for many connections: the soft file descriptor limit up to the hard one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 /* argv[1..6]: HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S. */
 static void parse_target(char **argv, echo_target *t)
 {

@@ -64,6 +64,7 @@ int main(int argc, char **argv)
         return 2;
     }
     parse_target(argv, &target);
+    raise_fd_limit();
     nconn = target.nconn;
     size = target.size;
     conns = calloc((size_t)nconn, sizeof(conn));

@@ -70,7 +70,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._recv_buf = None           # reused receive buffer (plain Protocol)
         self._recv_for = None           # the BufferedProtocol the posted receive fills
         self._held = None               # a completed receive held while paused
-        self._backlog = collections.deque()   # multishot chunks held while paused (b"": EOF)
+        # Multishot chunks held while paused (b"": EOF); made when first
+        # needed (a deque costs half a KiB, idle connections should not).
+        self._backlog = None
         self._bulk = False              # receives one at a time into a growing buffer
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
@@ -264,6 +266,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._bulk = True   # a bulk transfer: on to the growing buffer
             self._port.cancel(op)
         if self._paused or self._backlog:
+            if self._backlog is None:
+                self._backlog = collections.deque()
             self._backlog.append(data)
             return
         self._deliver_chunk(data)
@@ -488,14 +492,14 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._held = None
-        self._backlog.clear()
+        self._backlog = None
         self._maybe_finish_close()
 
     def _forget_writes(self):
         self._queued_size = 0
         self._in_flight_size = 0   # dropped now, as asyncio reports
         self._held = None
-        self._backlog.clear()
+        self._backlog = None
 
     def _kernel_ops(self):
         return [op for op in (self._recv_op, self._send_op) if op is not None]

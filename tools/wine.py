@@ -7,6 +7,7 @@ Usage (from anywhere; paths are relative to the repository root):
     python tools/wine.py build [--pythons ...]
     python tools/wine.py test  [--pythons ...] [--timeout SECONDS] [pytest args...]
     python tools/wine.py all   [--pythons ...] [--timeout SECONDS] [pytest args...]
+    python tools/wine.py bench [--pythons ...]
 
 The default version list is 3.11,3.12,3.13; the environment variable
 IOCPLOOP_WINE_PYTHONS (same syntax) overrides it.  Needs on the host: Debian's
@@ -34,6 +35,10 @@ test    Run pytest on tests/ with each Windows Python under Wine, with
         PYTHONPATH pointing at the staged tree; print a summary table.  Exit
         status is non-zero if any version failed (pytest's "no tests
         collected", exit code 5, counts as a failure).
+bench   `python -m benchmarks` with the first Windows Python: the loop
+        micro-benchmarks on iocploop and the ProactorEventLoop, a correctness
+        smoke only (Wine timings say nothing about Windows); results in
+        build/wine/bench/.
 
 Wine traps this script steps around
 -----------------------------------
@@ -728,6 +733,29 @@ def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
     return 0 if all(rc == "0" for _, _, rc, _ in rows) else 1
 
 
+# --------------------------------------------------------------------------- bench
+
+def cmd_bench(pythons: list[str]) -> int:
+    """The benchmark tool's Windows smoke (benchmarks/suite.py) on the first Python."""
+    minor = pythons[0]
+    if not (stage_dir(minor) / "iocploop").is_dir():
+        raise Failure(f"{tag_of(minor)}: nothing staged in {stage_dir(minor)}; run `build` first")
+    out = BUILD / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    # Safe-path mode keeps the source tree's iocploop (no .pyd) off sys.path;
+    # the staged package comes first, the repository root brings `benchmarks`.
+    env = {"PYTHONPATH": f"{winpath(stage_dir(minor))};{winpath(ROOT)}", "PYTHONSAFEPATH": "1"}
+    say(f"==> bench: {tag_of(minor)}, a correctness smoke (Wine timings are not results)")
+    with WineSession() as wine:
+        res = wine.run([str(python_exe(minor)), "-m", "benchmarks", "--quick", "--out",
+                        winpath(out)], timeout=900, log=out / "bench.log", echo="bench| ",
+                       env=env)
+    TIMINGS.append((f"bench {tag_of(minor)}", res.seconds))
+    if res.rc != 0:
+        raise Failure(f"the benchmark smoke failed (exit {res.rc}); see {out / 'bench.log'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -735,7 +763,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         prog="tools/wine.py", description="Build and test iocploop's Windows module under Wine.",
         epilog="Arguments not known here are passed to pytest (test, all).",
         allow_abbrev=False)  # never swallow a pytest option that starts like ours
-    parser.add_argument("command", choices=["setup", "build", "test", "all"])
+    parser.add_argument("command", choices=["setup", "build", "test", "all", "bench"])
     parser.add_argument("--pythons", default=os.environ.get("IOCPLOOP_WINE_PYTHONS", DEFAULT_PYTHONS),
                         help="comma-separated versions (default: $IOCPLOOP_WINE_PYTHONS or %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TEST_TIMEOUT,
@@ -762,6 +790,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd_build(pythons)
             if args.command in ("test", "all"):
                 rc = cmd_test(pythons, pytest_args, args.timeout)
+            if args.command == "bench":
+                rc = cmd_bench(pythons)
     except Failure as e:
         say(f"\nERROR: {e}")
         rc = 2
