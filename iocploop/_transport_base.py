@@ -22,6 +22,7 @@ __all__ = ["SocketTransportBase", "TransportBase"]
 
 
 class TransportBase:
+    __slots__ = ()   # a subclass may have no __dict__ (TCPTransport's slots)
 
     def get_protocol(self):
         return self._protocol
@@ -80,6 +81,7 @@ class TransportBase:
 
 
 class SocketTransportBase(TransportBase):
+    __slots__ = ()
 
     def _init_socket_extra(self, sock):
         """get_extra_info's socket, sockname and peername, as asyncio's."""
@@ -108,7 +110,8 @@ class SocketTransportBase(TransportBase):
         self._aborting = True
         self._closing = True
         self._lost_exc = exc
-        self._queue.clear()
+        if self._queue:   # (a TCP transport that never queued has None)
+            self._queue.clear()
         self._forget_writes()
         for op in self._kernel_ops():
             self._port.cancel(op)

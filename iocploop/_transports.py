@@ -50,6 +50,14 @@ _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
 class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
+    # Slots, not a __dict__: a third less memory per connection (10,000 idle
+    # connections are a server's ordinary day).
+    __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
+                 "_conn_lost", "_eof_written", "_want_eof", "_paused", "_recv_op",
+                 "_recv_buf", "_recv_for", "_held", "_backlog", "_bulk", "_send_op",
+                 "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
+                 "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
+                 "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
@@ -76,7 +84,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._bulk = False              # receives one at a time into a growing buffer
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
-        self._queue = collections.deque()   # queued bytes (a partly sent one: a memoryview of its tail)
+        # Queued bytes (a partly sent one: a memoryview of its tail); the
+        # deque is made by the first write that has to queue (_write_queue).
+        self._queue = None
         self._queued_size = 0
         self._in_flight_size = 0
         self._ops_in_flight = 0
@@ -360,7 +370,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                 data = memoryview(data)[sent:]
         # The caller may reuse a bytearray or memoryview: send a snapshot.
         chunk = data if isinstance(data, bytes) else bytes(data)
-        self._queue.append(chunk)
+        self._write_queue().append(chunk)
         self._queued_size += len(chunk)
         if self._send_op is None:
             self._send_queued()
@@ -382,11 +392,16 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             if data:
                 chunks.append(data if isinstance(data, bytes) else bytes(data))
         for chunk in chunks:
-            self._queue.append(chunk)
+            self._write_queue().append(chunk)
             self._queued_size += len(chunk)
         if self._send_op is None and self._queue:
             self._send_queued()
         self._maybe_pause_protocol()
+
+    def _write_queue(self):
+        if self._queue is None:
+            self._queue = collections.deque()
+        return self._queue
 
     def _send_queued(self):
         """Send everything queued (up to _MAX_GATHER buffers) in one operation."""
@@ -446,7 +461,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         rest = chunks[i:]
         if sent:
             rest[0] = memoryview(rest[0])[sent:]
-        self._queue.extendleft(reversed(rest))
+        self._write_queue().extendleft(reversed(rest))
         self._queued_size += sum(map(len, rest))
 
     def _make_empty_waiter(self):
