@@ -790,8 +790,11 @@ int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
     ring = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (ring == MAP_FAILED)
         return -errno;
-    bufs = (char *)malloc((size_t)count * size);
-    if (bufs == NULL) {
+    /* mmap: pages the kernel never writes (the tail of a buffer that only
+     * ever gets small messages) never become resident. */
+    bufs = (char *)mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (bufs == (char *)MAP_FAILED) {
         munmap(ring, ring_size);
         return -ENOMEM;
     }
@@ -801,7 +804,7 @@ int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
     reg.bgid = IOC_POOL_GROUP;
     if (syscall(__NR_io_uring_register, c->ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
         int e = errno;
-        free(bufs);
+        munmap(bufs, (size_t)count * size);
         munmap(ring, ring_size);
         return -e;
     }
@@ -1071,7 +1074,7 @@ int ioc_core_close(ioc_core *c, int drain_ms)
     if (left == 0) {
         if (c->pool_ring != NULL) {
             munmap(c->pool_ring, c->pool_ring_size);
-            free(c->pool_bufs);
+            munmap(c->pool_bufs, (size_t)c->pool_count * c->pool_size);
         }
         ioc_pool_free(&c->pool);
         free(c);

@@ -54,7 +54,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     # connections are a server's ordinary day).
     __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
                  "_conn_lost", "_eof_written", "_want_eof", "_paused", "_recv_op",
-                 "_recv_buf", "_recv_for", "_held", "_backlog", "_bulk", "_send_op",
+                 "_recv_buf", "_recv_for", "_held", "_backlog", "_bulk", "_pool_dry", "_send_op",
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
                  "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "__weakref__")
@@ -82,6 +82,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # needed (a deque costs half a KiB, idle connections should not).
         self._backlog = None
         self._bulk = False              # receives one at a time into a growing buffer
+        self._pool_dry = False          # the pool ran dry: one receive into a buffer of our own
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
         # Queued bytes (a partly sent one: a memoryview of its tail); the
@@ -198,11 +199,16 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if (self._closing or self._paused or self._recv_op is not None or self._held
                 or self._backlog):
             return
-        if not (self._buffered or self._bulk) and self._port.has_recv_pool():
+        if not (self._buffered or self._bulk or self._pool_dry) and self._port.has_recv_pool():
             self._start_multishot()
             return
         try:
-            if self._buffered:
+            if self._pool_dry:
+                # More connections had data at once than the pool has buffers:
+                # this read takes a buffer of its own, dropped after it, so no
+                # connection waits for the pool's next round (starvation).
+                buf = bytearray(RECV_POOL_SIZE)
+            elif self._buffered:
                 buf = self._protocol.get_buffer(-1)
                 if not len(buf):
                     raise RuntimeError("get_buffer() returned an empty buffer")
@@ -263,7 +269,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                     # A kernel older than 6.0 refuses multishot receives (a
                     # real EINVAL comes again from the one-shot receive).
                     self._port.disable_recv_pool()
-                elif not (op.cancelled or op.result == -errno.ENOBUFS):
+                elif op.result == -errno.ENOBUFS:
+                    self._pool_dry = True
+                elif not op.cancelled:
                     self._fatal_error(op.error, "Fatal read error on socket transport")
                     return
                 # Paused, gone bulk, or the pool ran dry: the data waits in
@@ -301,6 +309,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     def _on_recv(self, op):
         self._recv_op = None
         self._ops_in_flight -= 1
+        self._pool_dry = False   # the next receive is from the pool again
         if self._closing:
             if self._recycle_when_idle:
                 self._recycle()   # it waited for this receive (_release_socket)
