@@ -46,8 +46,8 @@ _DRAIN_MS = 5000
 #: The receive pool of multishot receives (Linux): buffers shared by every
 #: connection of the loop, so an idle connection holds no receive buffer.
 #: 1,024 buffers serve 1,000 busy connections in one wait (when more have
-#: data at once, the rest read into a buffer of their own: TCPTransport's
-#: _pool_dry); pages the kernel never writes stay out of memory.
+#: data at once, a connection that finds the pool dry twice reads directly:
+#: TCPTransport._read_now); pages the kernel never writes stay out of memory.
 RECV_POOL_COUNT = 1024
 RECV_POOL_SIZE = 16 * 1024
 _MORE = lib.IOC_COMPLETION_MORE

@@ -45,6 +45,8 @@ __all__ = ["TCPTransport"]
 _RECV_SIZE_MIN = 64 * 1024
 _RECV_SIZE_MAX = 256 * 1024
 _MAX_GATHER = 64                 # buffers per gathered send
+_POOL_DRY_LIMIT = 2              # receives finding the pool dry before a direct read
+_POOL_DRY_READ = 64 * 1024       # ... of at most this much
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
@@ -82,7 +84,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # needed (a deque costs half a KiB, idle connections should not).
         self._backlog = None
         self._bulk = False              # receives one at a time into a growing buffer
-        self._pool_dry = False          # the pool ran dry: one receive into a buffer of our own
+        self._pool_dry = 0              # receives in a row that found the pool dry
         self._send_op = None
         self._in_flight_chunks = None   # what the send in flight carries
         # Queued bytes (a partly sent one: a memoryview of its tail); the
@@ -199,16 +201,11 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if (self._closing or self._paused or self._recv_op is not None or self._held
                 or self._backlog):
             return
-        if not (self._buffered or self._bulk or self._pool_dry) and self._port.has_recv_pool():
+        if not (self._buffered or self._bulk) and self._port.has_recv_pool():
             self._start_multishot()
             return
         try:
-            if self._pool_dry:
-                # More connections had data at once than the pool has buffers:
-                # this read takes a buffer of its own, dropped after it, so no
-                # connection waits for the pool's next round (starvation).
-                buf = bytearray(RECV_POOL_SIZE)
-            elif self._buffered:
+            if self._buffered:
                 buf = self._protocol.get_buffer(-1)
                 if not len(buf):
                     raise RuntimeError("get_buffer() returned an empty buffer")
@@ -255,6 +252,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         """A multishot receive's completion: a chunk while it stays posted;
         its end (end of file, error, cancellation, pool ran dry) when done."""
         data = self._port.received(op)   # its pool buffer goes back at once
+        if data:
+            self._pool_dry = 0
         if op.done:
             self._recv_op = None
             self._ops_in_flight -= 1
@@ -270,7 +269,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                     # real EINVAL comes again from the one-shot receive).
                     self._port.disable_recv_pool()
                 elif op.result == -errno.ENOBUFS:
-                    self._pool_dry = True
+                    self._pool_dry += 1
+                    if self._pool_dry >= _POOL_DRY_LIMIT and not (self._paused or self._backlog):
+                        self._read_now()
+                        return
                 elif not op.cancelled:
                     self._fatal_error(op.error, "Fatal read error on socket transport")
                     return
@@ -292,6 +294,25 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if op.done and data:
             self._start_reading()   # the kernel ended it with a last chunk
 
+    def _read_now(self):
+        """The pool was dry for this connection twice in a row (more
+        connections keep having data at once than it has buffers): read what
+        waits with a non-blocking recv, so that no connection starves while
+        others take the pool's buffers, then post the multishot receive again."""
+        self._pool_dry = 0
+        try:
+            data = self._sock.recv(_POOL_DRY_READ)
+        except (BlockingIOError, InterruptedError):
+            data = None
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if data is not None:
+            self._deliver_chunk(data)
+            if not data:
+                return   # end of file
+        self._start_reading()
+
     def _deliver_chunk(self, data):
         if not data:
             self._on_eof()
@@ -309,7 +330,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     def _on_recv(self, op):
         self._recv_op = None
         self._ops_in_flight -= 1
-        self._pool_dry = False   # the next receive is from the pool again
         if self._closing:
             if self._recycle_when_idle:
                 self._recycle()   # it waited for this receive (_release_socket)
