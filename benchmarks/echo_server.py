@@ -18,6 +18,8 @@ import socket
 import ssl
 import sys
 
+from ._loops import loop_factory
+
 
 class EchoProtocol(asyncio.Protocol):
     def connection_made(self, transport):
@@ -44,12 +46,15 @@ async def echo_stream(reader, writer):
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    while True:
-        data = await reader.read(256 * 1024)
-        if not data:
-            break
-        writer.write(data)
-        await writer.drain()
+    try:
+        while True:
+            data = await reader.read(256 * 1024)
+            if not data:
+                break
+            writer.write(data)
+            await writer.drain()
+    except ConnectionError:
+        pass   # the load generator resets its connections when it ends
     writer.close()
 
 
@@ -100,17 +105,7 @@ def main() -> None:
     if len(sys.argv) > 3:
         sslcontext = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         sslcontext.load_cert_chain(sys.argv[3], sys.argv[4])
-    if loop_name == "uvloop":
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    elif loop_name == "iocploop":
-        import iocploop
-
-        factory = iocploop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
         runner.run(serve(style, sslcontext))
 
 

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+from ._loops import loop_factory
 from .echo import ROOT, available, base_parser, run_interleaved, write_json
 
 MESSAGE = b"m" * 1024
@@ -50,15 +51,6 @@ def child(loop_name: str, connections: int) -> None:
     from .echo_server import EchoProtocol
 
     _raise_fd_limit(connections + 256)
-    if loop_name == "uvloop":
-        import uvloop
-        factory = uvloop.new_event_loop
-    elif loop_name == "iocploop":
-        import iocploop
-        factory = iocploop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-
     echoed = 0
 
     class Counting(EchoProtocol):
@@ -81,7 +73,7 @@ def child(loop_name: str, connections: int) -> None:
         print(json.dumps({"rss_before_kib": before, "rss_after_kib": _rss_kib()}), flush=True)
         await asyncio.sleep(3600)   # until killed, connections open
 
-    with asyncio.Runner(loop_factory=factory) as runner:
+    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
         runner.run(serve())
 
 

@@ -49,6 +49,7 @@ import tempfile
 import time
 import traceback
 
+from ._loops import loop_factory
 from .echo import ROOT, available, base_parser, medians_of, taskset, write_json
 
 WORKLOADS = ("pipe", "spawn", "unix", "reader")
@@ -61,20 +62,6 @@ HANG_GRACE = 15.0       # child: the workload is declared hung this long after i
 
 
 # ---- the child side: one workload on one loop ----------------------------------
-
-def loop_factory(name: str):
-    if name == "asyncio":
-        return asyncio.new_event_loop
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop
-    if name == "iocploop":
-        import iocploop
-
-        return iocploop.new_event_loop
-    raise ValueError(f"unknown loop {name!r}")
-
 
 class Window:
     """After warmup seconds, note counter() and the time; after warmup +

@@ -123,7 +123,7 @@ def write_chart(results: dict, path: str) -> None:
         ax.set_title(f"{suite}: {what}, ratio to uvloop (higher is better)", fontsize=9)
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(f"iocploop benchmarks, {results['date']}, {results['machine']}", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.98))   # room for the title
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -10,6 +10,7 @@ still deliver every byte.  iocploop-only checks look at the mechanism.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 
@@ -47,22 +48,32 @@ class Collector(asyncio.Protocol):
         return b"".join(self.chunks)
 
 
-async def _server_and_client(protocol=Collector):
-    """(server, the server side's protocol, a blocking client socket)."""
+@contextlib.asynccontextmanager
+async def connected():
+    """(the server side's Collector, a blocking client socket) of a fresh
+    server; everything is closed afterwards."""
     loop = asyncio.get_running_loop()
     made = loop.create_future()
 
     def factory():
-        proto = protocol()
+        proto = Collector()
         if not made.done():
             made.set_result(proto)
         return proto
 
     server = await loop.create_server(factory, "127.0.0.1", 0)
     client = socket.create_connection(server.sockets[0].getsockname())
-    proto = await asyncio.wait_for(made, 5)
-    await asyncio.wait_for(proto.made, 5)
-    return server, proto, client
+    proto = None
+    try:
+        proto = await asyncio.wait_for(made, 5)
+        await asyncio.wait_for(proto.made, 5)
+        yield proto, client
+    finally:
+        client.close()
+        if proto is not None:
+            proto.transport.close()
+        server.close()
+        await server.wait_closed()
 
 
 def _uses_pool(transport) -> bool:
@@ -72,8 +83,7 @@ def _uses_pool(transport) -> bool:
 
 @pytest.mark.asyncio
 async def test_pause_reading_stops_delivery_and_resume_delivers_the_rest_in_order():
-    server, proto, client = await _server_and_client()
-    try:
+    async with connected() as (proto, client):
         client.sendall(b"first")
         await until(lambda: proto.data == b"first")
         proto.transport.pause_reading()
@@ -86,17 +96,11 @@ async def test_pause_reading_stops_delivery_and_resume_delivers_the_rest_in_orde
         proto.transport.resume_reading()
         await until(lambda: len(proto.data) == 5 + len(rest))
         assert digest(proto.data) == digest(b"first" + rest)
-    finally:
-        client.close()
-        proto.transport.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.asyncio
 async def test_pause_and_resume_in_one_turn_loses_and_reorders_nothing():
-    server, proto, client = await _server_and_client()
-    try:
+    async with connected() as (proto, client):
         sent = b""
         for i in range(20):
             chunk = payload(3000, seed=i)
@@ -108,17 +112,11 @@ async def test_pause_and_resume_in_one_turn_loses_and_reorders_nothing():
             await asyncio.sleep(0)
         await until(lambda: len(proto.data) == len(sent))
         assert proto.data == sent
-    finally:
-        client.close()
-        proto.transport.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.mark.asyncio
 async def test_a_bulk_transfer_arrives_whole_and_then_eof():
-    server, proto, client = await _server_and_client()
-    try:
+    async with connected() as (proto, client):
         data = payload(4 * 1024 * 1024, seed=7)
         await asyncio.get_running_loop().run_in_executor(None, client.sendall, data)
         client.shutdown(socket.SHUT_WR)
@@ -127,11 +125,6 @@ async def test_a_bulk_transfer_arrives_whole_and_then_eof():
         if is_iocploop() and IS_LINUX:
             # It filled pool buffers: the connection moved to the growing buffer.
             assert proto.transport._bulk
-    finally:
-        client.close()
-        proto.transport.close()
-        server.close()
-        await server.wait_closed()
 
 
 @pytest.fixture
@@ -180,8 +173,7 @@ async def test_more_connections_with_data_at_once_than_the_pool_has_buffers(smal
 @pytest.mark.skipif(not IS_LINUX, reason="the receive pool is io_uring's (Windows posts a WSARecv per read)")
 @pytest.mark.asyncio(loop_factories=["iocploop"])
 async def test_an_idle_linux_connection_holds_no_receive_buffer_of_its_own():
-    server, proto, client = await _server_and_client()
-    try:
+    async with connected() as (proto, client):
         client.sendall(b"x" * 5000)
         await until(lambda: len(proto.data) == 5000)
         assert _uses_pool(proto.transport)
@@ -192,8 +184,3 @@ async def test_an_idle_linux_connection_holds_no_receive_buffer_of_its_own():
         await until(lambda: len(proto.data) == 5010)
         # The chunk came on the posted receive: nothing was submitted for it.
         assert port.stats()["submitted"] == stats_before["submitted"]
-    finally:
-        client.close()
-        proto.transport.close()
-        server.close()
-        await server.wait_closed()
