@@ -45,6 +45,18 @@ __all__ = ["TCPTransport"]
 _RECV_SIZE_MIN = 64 * 1024
 _RECV_SIZE_MAX = 256 * 1024
 _MAX_GATHER = 64                 # buffers per gathered send
+# The multishot receive from the loop's pool (Linux) is off: with io_uring's
+# cooperative task work the kernel keeps filling pool buffers at the exit of
+# any system call the loop thread makes, so one connection can take in up to
+# the whole pool (16 MiB) before its protocol has read a byte.  TCP's window
+# then no longer tells the peer what was read: a peer whose data we drop at
+# close sees a clean end where asyncio's gives it a reset (CPython's
+# test_sendfile_close_peer_in_the_middle_of_receiving and
+# test_sendfile_prevents_bare_write catch it).  Receives stay one at a time
+# into the connection's buffer, which bounds that to the buffer, as on every
+# completion loop.  Turning it on needs IORING_SETUP_DEFER_TASKRUN (task work
+# only while the loop waits), which ties the ring to one thread.
+USE_RECV_POOL = False
 _POOL_DRY_LIMIT = 2              # receives finding the pool dry before a direct read
 _POOL_DRY_READ = 64 * 1024       # ... of at most this much
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
@@ -201,7 +213,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if (self._closing or self._paused or self._recv_op is not None or self._held
                 or self._backlog):
             return
-        if not (self._buffered or self._bulk) and self._port.has_recv_pool():
+        if USE_RECV_POOL and not (self._buffered or self._bulk) and self._port.has_recv_pool():
             self._start_multishot()
             return
         try:

@@ -16,10 +16,17 @@ import time
 
 import pytest
 
-from iocploop import _port
+from iocploop import _port, _transports
 
 from _helpers import IS_LINUX, until
 from _tcp_helpers import digest, is_iocploop, payload
+
+
+@pytest.fixture(autouse=True)
+def recv_pool_on(monkeypatch):
+    """The receive pool is off by default (_transports.USE_RECV_POOL says why):
+    these tests turn it on, and run on asyncio alike as the reference."""
+    monkeypatch.setattr(_transports, "USE_RECV_POOL", True)
 
 
 class Collector(asyncio.Protocol):
