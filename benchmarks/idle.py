@@ -119,7 +119,7 @@ def main(argv=None):
         sys.exit("benchmarks.idle runs on Linux")
     loops = available(args.loops.split(","))
     samples = run_interleaved(args.runs, loops, lambda loop: measure(loop, args.connections))
-    reference = "uvloop" if "uvloop" in loops else "asyncio"
+    reference = next((name for name in ("uvloop", "asyncio") if name in loops), loops[0])
     medians = {loop: statistics.median(r["kib_per_connection"] for r in samples[loop])
                for loop in loops}
     print(f"{'loop':<10}{'conns':>7}{'KiB/conn':>10}{'vs ' + reference:>12}")
