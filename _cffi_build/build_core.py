@@ -107,6 +107,8 @@ int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t o
                         uint32_t count, uint64_t token, ioc_op **op_out);
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
                     ioc_op **op_out);
+int ioc_submit_poll_multishot(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
+                              ioc_op **op_out);
 int ioc_submit_read(ioc_core *core, intptr_t handle, void *buf, uint32_t len, uint64_t token,
                     ioc_op **op_out);
 int ioc_submit_write(ioc_core *core, intptr_t handle, const void *buf, uint32_t len,

@@ -196,6 +196,12 @@ int ioc_submit_sendfile(ioc_core *core, intptr_t sock, intptr_t file, uint64_t o
  * socket of a layered provider is polled). */
 int ioc_submit_poll(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
                     ioc_op **op_out);
+/* A poll that stays posted (Linux 5.13, IORING_POLL_ADD_MULTI): a
+ * completion with IOC_COMPLETION_MORE each time sock wakes up ready for
+ * events -- new data, not data left unread -- and a last one without it
+ * (the cancellation, or the kernel ending it).  Windows: -WSAEOPNOTSUPP. */
+int ioc_submit_poll_multishot(ioc_core *core, intptr_t sock, uint32_t events, uint64_t token,
+                              ioc_op **op_out);
 
 /* Read / write a stream that is not a socket (a pipe, a character device)
  * at its current position: IORING_OP_READ / WRITE on Linux, ReadFile /

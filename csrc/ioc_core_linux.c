@@ -522,6 +522,19 @@ int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
     return 0;
 }
 
+int ioc_submit_poll_multishot(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
+                              ioc_op **op_out)
+{
+    int err;
+    struct io_uring_sqe *sqe = prep_op(c, IORING_OP_POLL_ADD, IOC_OP_POLL, sock, token, op_out,
+                                       &err);
+    if (sqe == NULL)
+        return err;
+    sqe->poll32_events = events;
+    sqe->len = IORING_POLL_ADD_MULTI;   /* stays posted: a completion per wakeup */
+    return 0;
+}
+
 /* Pipes and other streams that are not sockets: IORING_OP_READ / WRITE at
  * the current position (offset -1), which is the only one a pipe has. */
 static int submit_rw(ioc_core *c, int opcode, int kind, intptr_t fd, void *buf, uint32_t len,

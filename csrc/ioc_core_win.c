@@ -1191,6 +1191,17 @@ int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
     return -WSAEOPNOTSUPP;
 }
 
+int ioc_submit_poll_multishot(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
+                              ioc_op **op_out)
+{
+    (void)c;
+    (void)sock;
+    (void)events;
+    (void)token;
+    *op_out = NULL;
+    return -WSAEOPNOTSUPP;
+}
+
 int ioc_submit_recv_multishot(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
 {
     (void)c;

@@ -611,6 +611,18 @@ class CompletionPort:
         rc = lib.ioc_submit_poll(core, fd, events, token, self._record_out)
         return self._track(rc, token, "poll", callback, sock, None)
 
+    def poll_multishot(self, fd: int, events: int, callback) -> Operation:
+        """A poll that stays posted on fd (Linux): callback(op) runs with
+        op.done False each time fd wakes up ready for `events` -- new data
+        arrived; data left unread does not complete it again -- and a last
+        time with op.done True (its cancellation, or the kernel ended it)."""
+        core = self._core
+        if core is None or self._forked:
+            core = self._checked_core()
+        token = self._next_token()
+        rc = lib.ioc_submit_poll_multishot(core, fd, events, token, self._record_out)
+        return self._track(rc, token, "poll_multishot", callback, None, None)
+
     # -- pipes and processes ---------------------------------------------------
 
     def associate_handle(self, handle: int) -> None:

@@ -2,18 +2,20 @@
 
 States (each independent):
 
-  reading:  Linux, plain Protocol: one multishot receive stays posted and
-            brings every chunk in a buffer of the loop's receive pool (no
-            re-post per chunk, no buffer per connection); pause_reading
-            cancels it (io_uring loses no byte to that: what arrived first
-            still completes) and keeps what still comes in a backlog for
-            resume_reading.  A connection whose chunks fill the pool's
-            buffers (a bulk transfer) moves to the path below, whose buffer
-            grows.  Otherwise (Windows, BufferedProtocol, older kernels): one
-            receive posted at a time; on pause_reading the posted receive is
-            left in place (cancelling a WSARecv could lose bytes already on
-            their way, CPython bpo-33694): if it completes while paused, its
-            data is held and delivered on resume_reading.
+  reading:  Linux: readiness, then a read, as asyncio's selector loop: one
+            multishot io_uring poll stays posted for POLLIN and each wakeup
+            reads what waits with a non-blocking recv (recv_into the
+            protocol's buffer for a BufferedProtocol).  No buffer is lent to
+            the kernel, so an idle connection costs its Python objects only,
+            and the kernel keeps what the protocol has not read: TCP's window
+            tells the peer, as with asyncio.  pause_reading cancels the poll;
+            resume_reading posts it again (it completes at once if data waits).
+            Windows: one receive posted at a time into the transport's
+            buffer; on pause_reading the posted receive is left in place
+            (cancelling a WSARecv could lose bytes already on their way,
+            CPython bpo-33694): if it completes while paused, its data is held
+            and delivered on resume_reading.  (A multishot receive from a
+            loop-wide buffer pool exists for Linux, off: USE_RECV_POOL.)
   writing:  idle (nothing in flight) -> sending (one send in flight, later
             writes queue up) -> idle; when the send completes, everything
             queued goes out in one gathered send (WSASend with several
@@ -30,6 +32,7 @@ import collections
 import contextvars
 import errno
 import functools
+import select
 import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
@@ -61,6 +64,13 @@ USE_RECV_POOL = False
 _POOL_DRY_LIMIT = 2              # receives finding the pool dry before a direct read
 _POOL_DRY_READ = 64 * 1024       # ... of at most this much
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
+# Linux reads on readiness (see the module's docstring); Windows has no
+# multishot poll, and its receive posted in advance is the IOCP way.
+_READ_ON_READY = sys.platform != "win32"
+_READABLE = select.POLLIN | getattr(select, "POLLRDHUP", 0)
+# A wakeup with these bits: the peer has shut down (or the connection
+# failed); the end of file waits behind the data and will wake no one again.
+_PEER_DONE = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
@@ -72,7 +82,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                  "_recv_buf", "_recv_for", "_held", "_backlog", "_bulk", "_pool_dry", "_send_op",
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
-                 "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "__weakref__")
+                 "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_read_size",
+                 "_read_eof", "_peer_done", "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
@@ -118,6 +129,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # reference cycle keeping closed transports for the collector.)
         self._context = contextvars.copy_context()
         self._recv_cbuf = None   # (our receive buffer, its cffi view), reused
+        self._read_size = _RECV_SIZE_MIN   # readiness reads: grows like _recv_buf
+        self._read_eof = False   # readiness reads: end of file seen, poll no more
+        self._peer_done = False  # readiness reads: the peer shut down, read to the end
         self._port.associate(sock)   # Windows, once: the lean receive path skips it
         self._init_socket_extra(sock)
         base_events._set_nodelay(sock)
@@ -170,8 +184,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._closing or self._paused:
             return
         self._paused = True
-        if self._recv_op is not None and self._recv_op.kind == "recv_multishot":
-            self._port.cancel(self._recv_op)   # it would go on delivering
+        if self._recv_op is not None and self._recv_op.kind != "recv":
+            self._port.cancel(self._recv_op)   # a multishot one would go on delivering
         if self._loop.get_debug():
             base_events.logger.debug("%r pauses reading", self)
 
@@ -217,6 +231,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if USE_RECV_POOL and not (self._buffered or self._bulk) and self._port.has_recv_pool():
             self._start_multishot()
             return
+        if _READ_ON_READY:
+            self._watch_readable()
+            return
         try:
             if self._buffered:
                 buf = self._protocol.get_buffer(-1)
@@ -248,6 +265,120 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ops_in_flight += 1
+
+    def _watch_readable(self):
+        if self._read_eof:
+            return
+        fd = self._sock.fileno()
+        try:
+            if fd < 0:
+                raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
+            self._recv_op = self._port.poll_multishot(
+                fd, _READABLE, functools.partial(self._context.run, self._on_readable))
+        except OSError as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        self._ops_in_flight += 1
+
+    def _on_readable(self, op):
+        """The multishot poll's completion: data came in (op.done False), or
+        the poll ended: cancelled by pause_reading, close or end of file, or
+        ended by the kernel (then it is posted again)."""
+        if not op.done:
+            if not (self._closing or self._paused):
+                if op.result & _PEER_DONE:
+                    # The end of file, or an error, wakes up once: read on
+                    # to it even after a short read.
+                    self._peer_done = True
+                self._read_ready()
+            return
+        self._recv_op = None
+        self._ops_in_flight -= 1
+        if self._closing:
+            if self._recycle_when_idle:
+                self._recycle()   # it waited for this poll (_release_socket)
+            else:
+                self._maybe_finish_close()
+            return
+        if op.result < 0 and not op.cancelled:
+            self._fatal_error(op.error, "Fatal read error on socket transport")
+            return
+        self._start_reading()   # unless paused or at end of file
+
+    def _read_more(self):
+        """A read filled its buffer, or the peer has shut down: more may wait
+        (the end of file at least), which no wakeup announces."""
+        if not (self._closing or self._paused or self._recv_op is None):
+            self._read_ready()
+
+    def _read_ready(self):
+        """Read what waits on the (non-blocking) socket into the protocol, as
+        asyncio's selector transport does on readiness."""
+        if self._buffered:
+            self._read_ready_into_buffer()
+            return
+        size = self._read_size
+        try:
+            data = self._sock.recv(size)
+        except (BlockingIOError, InterruptedError):
+            return   # a wakeup whose data an earlier read took
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not data:
+            self._read_at_eof()
+            return
+        if len(data) == size:
+            if size < _RECV_SIZE_MAX:
+                self._read_size = 2 * size
+            self._loop.call_soon(self._read_more)
+        elif self._peer_done:
+            self._loop.call_soon(self._read_more)
+        try:
+            self._protocol.data_received(data)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+
+    def _read_ready_into_buffer(self):
+        try:
+            buf = self._protocol.get_buffer(-1)
+            if not len(buf):
+                raise RuntimeError("get_buffer() returned an empty buffer")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
+            return
+        try:
+            nbytes = self._sock.recv_into(buf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal read error on socket transport")
+            return
+        if not nbytes:
+            self._read_at_eof()
+            return
+        if nbytes == len(buf) or self._peer_done:
+            self._loop.call_soon(self._read_more)
+        try:
+            self._protocol.buffer_updated(nbytes)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+
+    def _read_at_eof(self):
+        self._read_eof = True   # the socket stays readable: stop polling it
+        if self._recv_op is not None:
+            self._port.cancel(self._recv_op)
+        self._on_eof()
 
     def _start_multishot(self):
         fd = self._sock.fileno()

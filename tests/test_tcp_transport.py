@@ -284,6 +284,73 @@ async def test_eof_while_reading_paused_is_delivered_on_resume():
     await close_all(server, [transport, peer.transport], [client, peer])
 
 
+def _send_until_full(sock, chunk: bytes, sent: bytearray) -> int:
+    """Send chunk on non-blocking sock until the kernel takes no more."""
+    total = 0
+    while True:
+        try:
+            n = sock.send(chunk)
+        except BlockingIOError:
+            return total
+        sent += chunk[:n]
+        total += n
+
+
+@pytest.mark.asyncio
+async def test_paused_reading_holds_the_peer_back():
+    """Back-pressure end to end: while reading is paused the transport takes
+    in nothing more (at most the one receive a completion loop has posted),
+    so the peer's sends stop at the kernel's buffers -- memory stays bounded,
+    and a peer whose data is dropped at close gets a reset, as with asyncio."""
+    loop = asyncio.get_running_loop()
+    transport, proto, peer = await _plain_peer(loop)
+    proto.pause_reading()
+    peer.setblocking(False)
+    chunk, sent = _data(64 * 1024, seed=7), bytearray()
+    try:
+        first = _send_until_full(peer, chunk, sent)
+        await asyncio.sleep(SETTLE)
+        more = _send_until_full(peer, chunk, sent)
+        await asyncio.sleep(SETTLE)
+        more += _send_until_full(peer, chunk, sent)
+        assert not proto.data
+        assert first < 64 * MiB, f"the peer sent {first} bytes to a paused transport"
+        # What a receive posted before the pause may have taken, and no more.
+        assert more <= MiB, f"{more} bytes more went out while reading stayed paused"
+        proto.resume_reading()
+        await proto.wait_bytes(len(sent))
+        assert digest(proto.data) == digest(sent) and proto.data_while_paused == 0
+    finally:
+        peer.close()
+    await bounded(proto.lost)
+    await close_all(None, [transport])
+
+
+@pytest.mark.asyncio
+async def test_data_and_end_of_file_waiting_before_reading_starts():
+    """Everything the peer sent, and its end of file, already wait in the
+    socket when reading starts: all of it is read, several reads' worth, and
+    eof_received comes once, after the last byte (Linux reads on readiness:
+    the end of file wakes no one again once the data is read)."""
+    loop = asyncio.get_running_loop()
+    transport, proto, peer = await _plain_peer(loop)
+    proto.pause_reading()
+    body = _data(20_000, seed=8)   # Linux: a full 16 KiB read, a short one, then the end
+    try:
+        peer.sendall(body)
+        peer.shutdown(socket.SHUT_WR)
+        await asyncio.sleep(SETTLE)
+        assert not proto.data and "eof" not in proto.events
+        proto.resume_reading()
+        await bounded(proto.eof)
+        assert digest(proto.data) == digest(body)
+        await asyncio.sleep(SETTLE)
+        assert proto.events.count("eof") == 1 and proto.events[-1] in ("eof", "lost")
+    finally:
+        peer.close()
+    await close_all(None, [transport])
+
+
 # -- protocols: switching, errors --------------------------------------------------------
 
 

@@ -702,7 +702,42 @@ def run_one_version(wine: WineSession, minor: str, pytest_args: list[str],
     res = wine.run(cmd, timeout=timeout, log=stage_dir(minor) / "pytest.log", echo=f"{tag}| ", env=env)
     if res.rc is None:
         return "(timeout)", f"timeout {timeout:.0f}s", res.seconds
-    return pytest_summary(res.lines), str(res.rc), res.seconds
+    summary, rc, seconds = pytest_summary(res.lines), str(res.rc), res.seconds
+    failed = failed_tests(res.lines)
+    if res.rc == 1 and 0 < len(failed) <= RERUN_AT_MOST:
+        # Wine's timing is not Windows': a test that fails once under it is
+        # run once more, alone, and reported by name either way.
+        say(f"  {tag}: {len(failed)} failed; running them once more: {' '.join(failed)}")
+        again = wine.run([*cmd[:cmd.index("-m") + 4], *failed, "-rfE"], timeout=timeout,
+                         log=stage_dir(minor) / "pytest-rerun.log", echo=f"{tag} rerun| ",
+                         env=env)
+        seconds += again.seconds
+        still = failed_tests(again.lines) if again.rc is not None else failed
+        if again.rc == 0:
+            FLAKY.extend(f"{tag}: {name}" for name in failed)
+            rc = "0"
+            summary += f" (then passed on a rerun: {len(failed)})"
+        else:
+            FAILED.extend(f"{tag}: {name}" for name in still or failed)
+    else:
+        FAILED.extend(f"{tag}: {name}" for name in failed)
+    return summary, rc, seconds
+
+
+RERUN_AT_MOST = 5   # more failures than this are no flake: no rerun
+FLAKY: list[str] = []
+FAILED: list[str] = []
+FAILED_RE = re.compile(r"^(?:FAILED|ERROR) (\S+::\S+)")
+
+
+def failed_tests(lines: list[str]) -> list[str]:
+    """The node ids in pytest's short summary ("FAILED tests\\x.py::t - ...")."""
+    names = []
+    for line in lines:
+        m = FAILED_RE.match(line.strip())
+        if m and m.group(1) not in names:
+            names.append(m.group(1))
+    return names
 
 
 def print_summary(rows: list[tuple[str, str, str, float]]) -> None:
@@ -713,6 +748,13 @@ def print_summary(rows: list[tuple[str, str, str, float]]) -> None:
     say(f"  {'python':<7} {'pytest summary':<{width}}  {'exit':<{rc_width}}  {'time':>7}")
     for tag, summary, rc, seconds in rows:
         say(f"  {tag:<7} {summary:<{width}}  {rc:<{rc_width}}  {seconds:6.1f}s")
+    for title, names in (("Failed under Wine:", FAILED),
+                         ("Failed once, then passed on a rerun (Wine flakes, named so "
+                          "that a pattern shows):", FLAKY)):
+        if names:
+            say(title)
+            for name in names:
+                say(f"  {name}")
 
 
 def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
