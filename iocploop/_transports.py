@@ -67,10 +67,11 @@ _SEND_AT_ONCE = sys.platform != "win32"   # see write()
 # Linux reads on readiness (see the module's docstring); Windows has no
 # multishot poll, and its receive posted in advance is the IOCP way.
 _READ_ON_READY = sys.platform != "win32"
-_READABLE = select.POLLIN | getattr(select, "POLLRDHUP", 0)
-# A wakeup with these bits: the peer has shut down (or the connection
-# failed); the end of file waits behind the data and will wake no one again.
-_PEER_DONE = getattr(select, "POLLRDHUP", 0) | select.POLLHUP | select.POLLERR
+if _READ_ON_READY:   # (Windows' select module has no poll constants)
+    _READABLE = select.POLLIN | select.POLLRDHUP
+    # A wakeup with these bits: the peer has shut down (or the connection
+    # failed); the end of file waits behind the data and wakes no one again.
+    _PEER_DONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
