@@ -284,7 +284,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     def _on_readable(self, op):
         """The multishot poll's completion: data came in (op.done False), or
         the poll ended: cancelled by pause_reading, close or end of file, or
-        ended by the kernel (then it is posted again)."""
+        ended by the kernel with a last wakeup (then it is posted again)."""
         if not op.done:
             if not (self._closing or self._paused):
                 if op.result & _PEER_DONE:
@@ -301,10 +301,18 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             else:
                 self._maybe_finish_close()
             return
-        if op.result < 0 and not op.cancelled:
-            self._fatal_error(op.error, "Fatal read error on socket transport")
-            return
-        self._start_reading()   # unless paused or at end of file
+        if op.result < 0:
+            if not op.cancelled:
+                self._fatal_error(op.error, "Fatal read error on socket transport")
+                return
+        elif not self._paused:
+            # The kernel ended the poll with a last wakeup (it does when the
+            # completion queue overflows, thousands of connections at once):
+            # a wakeup like the others, read before polling again.
+            if op.result & _PEER_DONE:
+                self._peer_done = True
+            self._read_ready()
+        self._start_reading()   # unless paused, closing or at end of file
 
     def _read_more(self):
         """A read filled its buffer, or the peer has shut down: more may wait

@@ -681,6 +681,41 @@ def test_accept_pool_of_one_serves_concurrent_clients():
 # -- many connections -----------------------------------------------------------------
 
 
+def test_connections_ending_at_once_past_the_completion_queue_all_end():
+    """iocploop: a completion queue far smaller than the connections that
+    wake at once (queue_depth=8: 32 entries, 300 connections echoing, then
+    ending together).  io_uring ends a multishot poll it cannot report in
+    the queue with a last wakeup; every connection still gets its echo and
+    its end, and the loop goes idle again (it once re-polled forever)."""
+    count = 30 if IS_WINDOWS else 300
+    _raise_fd_limit(2 * count + 256)
+    loop = iocploop.Loop(queue_depth=8)
+    try:
+        async def main():
+            tracker = Tracker(Echo)
+            server = await loop.create_server(tracker, "127.0.0.1", 0, backlog=count)
+            port = _port_of(server)
+            clients = [await bounded(loop.create_connection(Recorder, "127.0.0.1", port))
+                       for _ in range(count)]
+            for i, (transport, _) in enumerate(clients):
+                transport.write(b"%05d" % i)
+            for i, (_, proto) in enumerate(clients):
+                await proto.wait_bytes(5)
+                assert bytes(proto.data) == b"%05d" % i
+            for transport, _ in clients:
+                transport.close()
+            await bounded(asyncio.gather(*(p.lost for p in tracker.protocols)), TIMEOUT * 2)
+            waits = loop._port.stats()["waits"]
+            await asyncio.sleep(0.2)
+            assert loop._port.stats()["waits"] - waits < 100, "the loop keeps spinning"
+            server.close()
+            await bounded(server.wait_closed())
+        run(loop, main(), TIMEOUT * 3)
+    finally:
+        loop.close()
+
+
+
 def _raise_fd_limit(needed: int) -> None:
     if IS_WINDOWS:
         return
