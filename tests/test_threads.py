@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 
 import pytest
 
 import iocploop
-from _helpers import TIMEOUT, run, run_forever_bounded
+from _helpers import IS_WINDOWS, TIMEOUT, run, run_forever_bounded
 
 N_THREADS = 8
 N_CALLS = 200
@@ -108,6 +109,34 @@ def test_repeated_wakeups_each_wake_the_loop(loop):
     loop.call_later(60, lambda: None)   # long sleeps unless woken
     run(loop, main(), timeout=30)
     assert len(woken) == count
+
+
+def test_wakeups_racing_the_loop_going_to_sleep_are_never_lost(loop):
+    """A waker posting at random moments, often just as the loop decides to
+    block: every callback runs promptly (a lost wakeup would leave the loop
+    asleep on its 60 s timer and the wait_for would time out)."""
+    rounds = 200 if IS_WINDOWS else 3000
+    rng = random.Random(5)
+    pauses = [rng.choice((0, 0, 1e-5, 5e-5, 2e-4)) for _ in range(rounds)]
+
+    def waker(futs):
+        for fut, pause in zip(futs, pauses):
+            if pause:
+                time.sleep(pause)
+            loop.call_soon_threadsafe(fut.set_result, None)
+
+    async def main():
+        futs = [loop.create_future() for _ in range(rounds)]
+        th = threading.Thread(target=waker, args=(futs,), daemon=True)
+        th.start()
+        try:
+            for fut in futs:
+                await asyncio.wait_for(fut, TIMEOUT)
+        finally:
+            await loop.run_in_executor(None, th.join, TIMEOUT)
+
+    loop.call_later(60, lambda: None)   # long sleeps unless woken
+    run(loop, main(), timeout=60)
 
 
 def test_call_soon_threadsafe_before_run_is_delivered(loop):
