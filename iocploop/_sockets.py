@@ -13,6 +13,7 @@ operation behind and loses no byte.
 from __future__ import annotations
 
 import collections
+import operator
 import socket
 import weakref
 from asyncio import base_events, exceptions
@@ -21,6 +22,13 @@ from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE
 
 __all__ = ["SocketMethods"]
 
+
+
+def _check_size(n, call: str) -> None:
+    """A receive size as the socket module checks it (ValueError for a
+    negative one; a buffer slice would quietly take it from the end)."""
+    if operator.index(n) < 0:   # TypeError for a size that is no integer
+        raise ValueError(f"negative buffersize in {call}")
 
 class _Stash:
     """What the kernel delivered for a socket after its caller stopped waiting."""
@@ -175,6 +183,7 @@ class SocketMethods:
     async def sock_recv(self, sock, n):
         """Receive up to n bytes from sock (asyncio.loop.sock_recv)."""
         self._check_sock(sock)
+        _check_size(n, "recv")
         if self._unsettled(sock):
             await self._settle(sock)
         stashed = self._take_stashed_data(sock, n)
@@ -236,6 +245,7 @@ class SocketMethods:
         """Receive a datagram of up to bufsize bytes: (data, address)
         (asyncio.loop.sock_recvfrom)."""
         self._check_sock(sock)
+        _check_size(bufsize, "recvfrom")
         if self._unsettled(sock):
             await self._settle(sock)
         stashed = self._take_stashed_datagram(sock, bufsize)
