@@ -293,13 +293,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                     self._peer_done = True
                 self._read_ready()
             return
-        self._recv_op = None
-        self._ops_in_flight -= 1
-        if self._closing:
-            if self._recycle_when_idle:
-                self._recycle()   # it waited for this poll (_release_socket)
-            else:
-                self._maybe_finish_close()
+        if self._read_op_ended():
             return
         if op.result < 0:
             if not op.cancelled:
@@ -313,6 +307,19 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                 self._peer_done = True
             self._read_ready()
         self._start_reading()   # unless paused, closing or at end of file
+
+    def _read_op_ended(self) -> bool:
+        """The read operation (poll or receive) is over; True if the
+        transport is closing, which this ending may let finish."""
+        self._recv_op = None
+        self._ops_in_flight -= 1
+        if not self._closing:
+            return False
+        if self._recycle_when_idle:
+            self._recycle()   # it waited for this operation (_release_socket)
+        else:
+            self._maybe_finish_close()
+        return True
 
     def _read_more(self):
         """A read filled its buffer, or the peer has shut down: more may wait
@@ -408,13 +415,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if data:
             self._pool_dry = 0
         if op.done:
-            self._recv_op = None
-            self._ops_in_flight -= 1
-            if self._closing:
-                if self._recycle_when_idle:
-                    self._recycle()
-                else:
-                    self._maybe_finish_close()
+            if self._read_op_ended():
                 return
             if op.result < 0:
                 if op.result == -errno.EINVAL:
@@ -481,13 +482,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
     def _on_recv(self, op):
-        self._recv_op = None
-        self._ops_in_flight -= 1
-        if self._closing:
-            if self._recycle_when_idle:
-                self._recycle()   # it waited for this receive (_release_socket)
-            else:
-                self._maybe_finish_close()
+        if self._read_op_ended():
             return
         if op.result < 0:
             if op.cancelled:
