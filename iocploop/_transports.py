@@ -330,6 +330,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     def _read_ready(self):
         """Read what waits on the (non-blocking) socket into the protocol, as
         asyncio's selector transport does on readiness."""
+        if self._read_eof:
+            return   # a wakeup, or a read scheduled, from before the end of file
         if self._buffered:
             self._read_ready_into_buffer()
             return

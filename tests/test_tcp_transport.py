@@ -8,6 +8,7 @@ import asyncio
 import functools
 import hashlib
 import socket
+import time
 from asyncio import base_events, trsock
 
 import pytest
@@ -349,6 +350,38 @@ async def test_data_and_end_of_file_waiting_before_reading_starts():
     finally:
         peer.close()
     await close_all(None, [transport])
+
+
+@pytest.mark.asyncio
+async def test_end_of_file_is_delivered_once_when_wakeups_pile_up():
+    """Data in pieces and the end of file arrive while the loop is busy (one
+    callback blocks it), so their wakeups come in one batch: eof_received
+    runs exactly once, after all the data, and the half-open transport
+    stays usable."""
+    loop = asyncio.get_running_loop()
+    for round_ in range(20):
+        transport, proto, peer = await _plain_peer(loop, keep_open_on_eof=True)
+        try:
+            def busy_peer():
+                for piece in (b"a", b"bc", b"def"):
+                    peer.send(piece)
+                    time.sleep(0.002)
+                peer.shutdown(socket.SHUT_WR)
+                time.sleep(0.002)
+
+            loop.call_soon(busy_peer)
+            await bounded(proto.eof)
+            await asyncio.sleep(0.02)
+            assert bytes(proto.data) == b"abcdef", round_
+            assert proto.events.count("eof") == 1, proto.events
+            assert not transport.is_closing()
+            transport.write(b"still open")
+            peer.settimeout(TIMEOUT)
+            assert await loop.run_in_executor(None, peer.recv, 100) == b"still open"
+        finally:
+            transport.close()
+            peer.close()
+        await bounded(proto.lost)
 
 
 # -- protocols: switching, errors --------------------------------------------------------
