@@ -737,13 +737,14 @@ class CompletionPort:
             raise os_error(-n)
         return n
 
-    def run_completed(self, on_error) -> None:
+    def run_completed(self, on_error, invoke=None) -> None:
         """Run the callback of every operation of the current batch, in kernel
         order, each operation marked done and its record dropped first, its
         cffi views after (the loop's I/O phase, in one pass without a
         generator).  A callback's exception goes to on_error(op, exc);
         SystemExit and KeyboardInterrupt propagate, and the rest of the batch
-        then waits for the next `select`."""
+        then waits for the next `select`.  invoke(op), when given, runs each
+        callback instead (debug mode times them)."""
         events = self._events
         ops = self._ops
         size = self._batch_size
@@ -760,7 +761,10 @@ class CompletionPort:
             op.result = event.result
             op.flags = flags
             try:
-                op.callback(op)
+                if invoke is None:
+                    op.callback(op)
+                else:
+                    invoke(op)
             except (SystemExit, KeyboardInterrupt):
                 raise
             except BaseException as exc:

@@ -17,10 +17,11 @@ callbacks (_readiness.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import threading
-
 import weakref
+from asyncio.log import logger
 
 from ._datagram import DatagramMethods
 from ._named_pipes import PipeMethods
@@ -34,6 +35,18 @@ from ._subprocess import SubprocessMethods
 from ._unix import UnixMethods
 
 __all__ = ["Loop"]
+
+
+def _describe_callback(callback) -> str:
+    """'TCPTransport._on_readable() of <TCPTransport fd=7 ...>' for a
+    callback, seen through the context.run partial that transports wrap it in."""
+    if isinstance(callback, functools.partial) and callback.args:
+        callback = callback.args[-1]
+    name = getattr(callback, "__qualname__", None)
+    if name is None:
+        return repr(callback)
+    owner = getattr(callback, "__self__", None)
+    return f"{name}() of {owner!r}" if owner is not None else f"{name}()"
 
 
 class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixMethods,
@@ -73,7 +86,24 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
 
     def _process_events(self, count: int) -> None:
         if count:
-            self._port.run_completed(self._completion_callback_failed)
+            if self._debug:
+                self._port.run_completed(self._completion_callback_failed,
+                                         self._run_completion_timed)
+            else:
+                self._port.run_completed(self._completion_callback_failed)
+
+    def _run_completion_timed(self, op) -> None:
+        # Completion callbacks (data_received and the like) run here, not in
+        # a Handle, so debug mode's slow-callback report is made here too,
+        # in the words asyncio uses for a Handle.
+        start = self.time()
+        try:
+            op.callback(op)
+        finally:
+            took = self.time() - start
+            if took >= self.slow_callback_duration:
+                logger.warning("Executing <completion of %r: %s> took %.3f seconds",
+                               op, _describe_callback(op.callback), took)
 
     def _completion_callback_failed(self, op, exc) -> None:
         self.call_exception_handler({

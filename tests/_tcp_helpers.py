@@ -86,6 +86,32 @@ def set_linger_reset(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack(fmt, 1, 0))
 
 
+def tcp_pair(sndbuf: int | None = None, rcvbuf: int | None = None):
+    """(sender, receiver): a connected non-blocking TCP pair over 127.0.0.1;
+    buffer sizes set before the connection exists (so the window is small)."""
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf:
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf:
+            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        lsock.settimeout(TIMEOUT)
+        a.settimeout(TIMEOUT)
+        a.connect(lsock.getsockname())
+        b, _ = lsock.accept()
+    except BaseException:
+        a.close()
+        raise
+    finally:
+        lsock.close()
+    a.setblocking(False)
+    b.setblocking(False)
+    return a, b
+
+
 def free_port_socket(host: str = "127.0.0.1") -> socket.socket:
     """A bound, not listening socket: connecting to its port is refused, and
     no other socket can take the port while it lives."""

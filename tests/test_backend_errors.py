@@ -218,7 +218,12 @@ def _wait_child(pid: int, timeout: float = 10.0) -> int:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_loop_inherited_through_fork_refuses_to_run(iocp_loop):
-    # Use the loop once so the ring is live.
+    # Use the loop once so the ring is live, and leave a receive posted
+    # across the fork: the child's close must not cancel it.
+    iocp_loop.run_until_complete(asyncio.sleep(0))
+    a, b = socketpair()
+    got = []
+    iocp_loop._port.recv(a, bytearray(8), got.append)
     iocp_loop.run_until_complete(asyncio.sleep(0))
     rfd, wfd = os.pipe()
     with warnings.catch_warnings():
@@ -273,11 +278,10 @@ def test_loop_inherited_through_fork_refuses_to_run(iocp_loop):
         assert "fork" in report[name], report
     assert report["close"] == "ok"
     assert report["fresh"] == "fresh ok"
-    # The parent's loop is unharmed by the child.
-    a, b = socketpair()
+    # The parent's loop is unharmed by the child: the receive posted before
+    # the fork is still there and completes.
     try:
-        got = []
-        iocp_loop._port.recv(a, bytearray(8), got.append)
+        assert not got and iocp_loop._port.pending == 1
         b.send(b"parent")
         iocp_loop.run_until_complete(asyncio.wait_for(_until(lambda: got), TIMEOUT))
         assert got[0].result == 6

@@ -41,7 +41,8 @@ import pytest
 
 import iocploop._sendfile as sendfile_impl
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, iterations_until_no_pending_ops
-from _tcp_helpers import MiB, Recorder, Tracker, close_all, is_iocploop, payload, set_linger_reset
+from _tcp_helpers import (MiB, Recorder, Tracker, close_all, is_iocploop, payload,
+                          set_linger_reset, tcp_pair)
 
 # Wine's loopback is slow: keep the Windows transfers at a few MiB at most.
 BIG_SIZE = 2 * MiB if IS_WINDOWS else 100 * MiB
@@ -68,35 +69,9 @@ async def _bounded(aw, timeout: float = TIMEOUT):
     return await asyncio.wait_for(aw, timeout)
 
 
-def _tcp_pair(sndbuf: int | None = None, rcvbuf: int | None = None):
-    """(sender, receiver): a connected non-blocking TCP pair over 127.0.0.1;
-    buffer sizes set before the connection exists (so the window is small)."""
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    a = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        if rcvbuf:
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-        if sndbuf:
-            a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1)
-        lsock.settimeout(TIMEOUT)
-        a.settimeout(TIMEOUT)
-        a.connect(lsock.getsockname())
-        b, _ = lsock.accept()
-    except BaseException:
-        a.close()
-        raise
-    finally:
-        lsock.close()
-    a.setblocking(False)
-    b.setblocking(False)
-    return a, b
-
-
 @pytest.fixture
 def pair():
-    a, b = _tcp_pair()
+    a, b = tcp_pair()
     try:
         yield a, b
     finally:
@@ -107,7 +82,7 @@ def pair():
 @pytest.fixture
 def small_pair():
     """A pair whose socket buffers hold little: an unread transfer blocks soon."""
-    a, b = _tcp_pair(sndbuf=SMALL_BUF, rcvbuf=SMALL_BUF)
+    a, b = tcp_pair(sndbuf=SMALL_BUF, rcvbuf=SMALL_BUF)
     try:
         yield a, b
     finally:
@@ -244,7 +219,7 @@ def _require_blocked(task) -> None:
 async def _loop_still_works(loop, tmp_path) -> None:
     """A fresh small sock_sendfile goes through."""
     path = _write_file(tmp_path / "after.bin", b"still working")
-    a, b = _tcp_pair()
+    a, b = tcp_pair()
     try:
         with open(path, "rb") as f:
             assert await _transfer(loop, a, b, f, b"still working") == 13
@@ -646,7 +621,7 @@ async def test_file_in_text_mode_raises_value_error(api, tmp_path):
     path = _write_file(tmp_path / "text.txt", b"some text\n")
     with open(path, "r") as f:
         if api == "sock_sendfile":
-            a, b = _tcp_pair()
+            a, b = tcp_pair()
             try:
                 with pytest.raises(ValueError, match="binary mode"):
                     await _bounded(loop.sock_sendfile(a, f))
@@ -719,7 +694,7 @@ async def test_transport_sendfile_bad_offset_or_count_raises_as_asyncio(medium_f
 async def test_blocking_socket_in_debug_mode_raises_value_error(medium_file):
     loop = asyncio.get_running_loop()
     path, _ = medium_file
-    a, b = _tcp_pair()
+    a, b = tcp_pair()
     loop.set_debug(True)
     try:
         a.setblocking(True)
