@@ -3,8 +3,9 @@
  * benchmarks/loadgen.c (TCP) and benchmarks/tlsgen.c (TLS).
  *
  * Both take HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S first,
- * keep round-trip latencies in a histogram of 1 us buckets and report their
- * own CPU time.
+ * keep round-trip latencies in a histogram (1 us buckets up to 100 ms, 100 us
+ * buckets up to 10 s: thousands of connections wait longer than 100 ms) and
+ * report their own CPU time.
  */
 #ifndef ECHOGEN_H
 #define ECHOGEN_H
@@ -18,7 +19,9 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#define HIST_BUCKETS 100000   /* 1 us buckets up to 100 ms, then the last bucket */
+#define HIST_FINE 100000      /* 1 us buckets up to 100 ms */
+#define HIST_COARSE_US 100    /* then 100 us buckets */
+#define HIST_BUCKETS (HIST_FINE + (10000000 - HIST_FINE) / HIST_COARSE_US)   /* to 10 s */
 
 typedef struct echo_target {
     struct sockaddr_in addr;
@@ -84,7 +87,14 @@ static uint64_t *new_histogram(void)
 
 static void hist_add(uint64_t *hist, double us)
 {
-    hist[us < HIST_BUCKETS ? (int)us : HIST_BUCKETS]++;
+    int i = us < HIST_FINE ? (int)us : HIST_FINE + (int)((us - HIST_FINE) / HIST_COARSE_US);
+    hist[i < HIST_BUCKETS ? i : HIST_BUCKETS]++;
+}
+
+/* The latency (us) at the start of bucket i. */
+static double bucket_us(int i)
+{
+    return i < HIST_FINE ? (double)i : (double)HIST_FINE + (double)(i - HIST_FINE) * HIST_COARSE_US;
 }
 
 static double percentile(const uint64_t *hist, uint64_t total, double p)
@@ -94,9 +104,9 @@ static double percentile(const uint64_t *hist, uint64_t total, double p)
     for (i = 0; i < HIST_BUCKETS; i++) {
         seen += hist[i];
         if (seen > want)
-            return (double)i;
+            return bucket_us(i);
     }
-    return (double)HIST_BUCKETS;
+    return bucket_us(HIST_BUCKETS);
 }
 
 #endif
