@@ -13,7 +13,13 @@ from __future__ import annotations
 import asyncio as _asyncio
 import sys as _sys
 import warnings as _warnings
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+from typing import Callable as _Callable
+from typing import Coroutine as _Coroutine
+from typing import TypeVar as _TypeVar
 
+from ._accept_pool import DEFAULT_ACCEPT_POOL_SIZE as _DEFAULT_ACCEPT_POOL_SIZE
 from ._errors import BackendUnavailableError
 from ._named_pipes import PipeServer, open_pipe_connection, start_pipe_server
 from .loop import Loop
@@ -23,15 +29,23 @@ __all__ = ["Loop", "new_event_loop", "run", "EventLoopPolicy", "install",
            "start_pipe_server"]
 __version__ = "0.1.0"
 
+_T = _TypeVar("_T")
 
-def new_event_loop(**options) -> Loop:
+
+def new_event_loop(*, queue_depth: int = 256,
+                   accept_pool_size: int = _DEFAULT_ACCEPT_POOL_SIZE,
+                   socket_reuse: bool = True) -> Loop:
     """A new iocploop event loop.  Raises BackendUnavailableError (with the
     reason and the fix) where the system's completion facility is unusable.
-    options go to `Loop`: queue_depth, accept_pool_size, socket_reuse."""
-    return Loop(**options)
+    queue_depth sizes the completion queue, accept_pool_size the accepts
+    kept posted per listener; socket_reuse recycles connection sockets
+    (docs/scalability.md)."""
+    return Loop(queue_depth=queue_depth, accept_pool_size=accept_pool_size,
+                socket_reuse=socket_reuse)
 
 
-def run(main, *, debug: bool | None = None, loop_factory=None):
+def run(main: _Coroutine[_Any, _Any, _T], *, debug: bool | None = None,
+        loop_factory: _Callable[[], _asyncio.AbstractEventLoop] | None = None) -> _T:
     """Run a coroutine on a new iocploop event loop and return its result,
     with asyncio.run's semantics (async generators and the default executor
     are shut down, Ctrl+C cancels the main task)."""
@@ -42,7 +56,7 @@ def run(main, *, debug: bool | None = None, loop_factory=None):
         return runner.run(main)
 
 
-def _default_policy_base():
+def _default_policy_base() -> type:
     # asyncio renamed its default policy when it deprecated policies (3.14).
     base = getattr(_asyncio.events, "_DefaultEventLoopPolicy", None)
     if base is None:
@@ -50,14 +64,20 @@ def _default_policy_base():
     return base
 
 
-class EventLoopPolicy(_default_policy_base()):
+if _TYPE_CHECKING:
+    _PolicyBase = _asyncio.DefaultEventLoopPolicy
+else:
+    _PolicyBase = _default_policy_base()
+
+
+class EventLoopPolicy(_PolicyBase):
     """asyncio's default policy, creating iocploop loops.  Event loop policies
     are deprecated from CPython 3.14: prefer run() or a loop_factory."""
 
     def new_event_loop(self) -> Loop:
         return new_event_loop()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "<iocploop.EventLoopPolicy>"
 
 

@@ -66,6 +66,11 @@ class AcceptPool:
         self._silent_ops = set()        # accepts cancelled by the guard
         self._awaiting_data = {}        # Linux: conn -> (recv op, timer)
 
+    @property
+    def posted(self) -> int:
+        """Accepts in flight for this listener (loop.stats())."""
+        return len(self._ops)
+
     def start(self):
         for _ in range(self._size):
             self._post()

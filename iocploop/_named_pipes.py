@@ -17,8 +17,10 @@ the pipe is busy (there is no overlapped connect for a pipe client).
 """
 from __future__ import annotations
 
+import asyncio
 import sys
 from asyncio import events, streams, tasks
+from typing import Any, Callable
 
 __all__ = ["PipeMethods", "PipeServer", "open_pipe_connection", "start_pipe_server"]
 
@@ -58,13 +60,13 @@ class PipeServer(_PipeServerBase):
         return f"<PipeServer {self._address!r}{' closed' if self.closed() else ''}>"
 
     @property
-    def address(self):
+    def address(self) -> str:
         return self._address
 
-    def closed(self):
+    def closed(self) -> bool:
         return self._address is None
 
-    def close(self):
+    def close(self) -> None:
         if self._address is None:
             return
         self._address = None
@@ -135,7 +137,8 @@ class PipeServer(_PipeServerBase):
 class PipeMethods:
     """Loop methods for named pipes (mixed into Loop)."""
 
-    async def start_serving_pipe(self, protocol_factory, address):
+    async def start_serving_pipe(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                 address: str) -> list[PipeServer]:
         """Serve the named pipe address (r'\\\\.\\pipe\\name'); returns
         [PipeServer], as ProactorEventLoop does."""
         if not IS_WINDOWS:
@@ -145,7 +148,8 @@ class PipeMethods:
         server._fill()
         return [server]
 
-    async def create_pipe_connection(self, protocol_factory, address):
+    async def create_pipe_connection(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                                     address: str) -> tuple[asyncio.BaseTransport, Any]:
         """Connect to the named pipe address; returns (transport, protocol)."""
         if not IS_WINDOWS:
             raise NotImplementedError(_NOT_ON_THIS_SYSTEM)
@@ -178,7 +182,8 @@ class PipeMethods:
         return transport, protocol
 
 
-async def open_pipe_connection(address, *, limit=streams._DEFAULT_LIMIT):
+async def open_pipe_connection(address: str, *, limit: int = streams._DEFAULT_LIMIT
+                               ) -> tuple[streams.StreamReader, streams.StreamWriter]:
     """(StreamReader, StreamWriter) for a client of the named pipe address:
     asyncio.open_connection for Windows named pipes."""
     loop = events.get_running_loop()
@@ -188,7 +193,8 @@ async def open_pipe_connection(address, *, limit=streams._DEFAULT_LIMIT):
     return reader, streams.StreamWriter(transport, protocol, reader, loop)
 
 
-async def start_pipe_server(client_connected_cb, address, *, limit=streams._DEFAULT_LIMIT):
+async def start_pipe_server(client_connected_cb: Callable[..., Any], address: str, *,
+                            limit: int = streams._DEFAULT_LIMIT) -> PipeServer:
     """Serve the named pipe address with streams: client_connected_cb(reader,
     writer) runs for each client, as with asyncio.start_server.  Returns the
     PipeServer (close() stops accepting)."""

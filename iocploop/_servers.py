@@ -10,10 +10,12 @@ first_data_timeout, socket_stats() and set_socket_reuse().
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import numbers
 import weakref
 from asyncio import constants, sslproto
+from typing import Any, Callable, Sequence
 
 from ._accept_pool import DEFAULT_ACCEPT_POOL_SIZE, AcceptPool
 from ._reuse import SocketRecycler
@@ -40,7 +42,7 @@ class ServerMethods:
         docs/scalability.md).  Sockets already pooled stay until used."""
         self._recycler.enabled = bool(enabled)
 
-    def socket_stats(self) -> dict:
+    def socket_stats(self) -> dict[str, Any]:
         """Counters of this loop's connection sockets: created (fresh
         sockets), reused (connections served by a recycled socket), refused
         (recycled sockets the provider refused; reuse is then off for that
@@ -51,8 +53,10 @@ class ServerMethods:
         stats["first_data_dropped"] = self._recycler.first_data_dropped
         return stats
 
-    async def create_server(self, protocol_factory, host=None, port=None, *,
-                            first_data_timeout=None, **kwargs):
+    async def create_server(self, protocol_factory: Callable[[], asyncio.BaseProtocol],
+                            host: str | Sequence[str] | None = None, port: int | None = None, *,
+                            first_data_timeout: float | None = None,
+                            **kwargs: Any) -> asyncio.Server:
         """asyncio's create_server, plus iocploop's opt-in first-data mode:
         with first_data_timeout (seconds) each connection reaches the
         protocol together with its first bytes (Windows: AcceptEx with a

@@ -31,6 +31,7 @@ from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
 from ._readiness import ReadinessMethods
 from ._signals import SignalMethods
 from ._sockets import SocketMethods
+from ._stats import StatsMethods
 from ._subprocess import SubprocessMethods
 from ._unix import UnixMethods
 
@@ -50,7 +51,7 @@ def _describe_callback(callback) -> str:
 
 
 class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixMethods,
-           PipeMethods, SubprocessMethods, SignalMethods, ReadinessMethods,
+           PipeMethods, SubprocessMethods, SignalMethods, ReadinessMethods, StatsMethods,
            asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
