@@ -72,7 +72,10 @@ async def test_reprs_say_what_asyncio_s_say():
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
     text = repr(writer.transport)
-    assert re.search(r"fd=\d+ read=polling write=<idle, bufsize=0>>$", text), text
+    # The selector loop's words (the Proactor shows its pending future instead).
+    if not isinstance(loop, asyncio.ProactorEventLoop if hasattr(asyncio, "ProactorEventLoop")
+                      else ()):
+        assert re.search(r"fd=\d+ read=polling write=<idle, bufsize=0>>$", text), text
     writer.close()
     assert re.search(r" (closing|closed) ", repr(writer.transport)), repr(writer.transport)
     assert "sockets=(" in repr(server)

