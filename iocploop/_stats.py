@@ -9,7 +9,7 @@ class StatsMethods:
     """Mixed into Loop (after the server, socket-reuse and port parts exist)."""
 
     def stats(self) -> dict[str, Any]:
-        """A snapshot of the loop, as plain data (docs/architecture.md#statistics):
+        """A snapshot of the loop, as plain data (docs/architecture.md, Statistics):
 
         - backend: "iocp" or "io_uring";
         - operations: pending (kernel operations in flight, by kind in
