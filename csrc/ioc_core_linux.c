@@ -887,6 +887,13 @@ int ioc_cancel(ioc_core *c, ioc_op *op, uint64_t token)
         return 1;
     if (op->cancel_requested)
         return 0;
+    /* An operation still queued in the ring holds no file reference yet: the
+     * caller may close the fd right after cancelling, and the next socket
+     * with that number would get the operation at the next enter.  Publish
+     * the queue first (only when something is queued), so the kernel takes
+     * the file now and the cancellation finds it. */
+    if (sq_unpublished_or_pending(c))
+        (void)flush_submissions(c, 0, 0, NULL, 0);
     return submit_cancel(c, op);
 }
 

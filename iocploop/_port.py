@@ -31,6 +31,8 @@ from ._ioc import ffi, lib
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
 ERR_CANCELLED: int = lib.ioc_err_cancelled()
 IS_WINDOWS = sys.platform == "win32"
+#: What ffi.from_buffer returns: recv_prepared refuses anything else.
+_CDATA_FROM_BUFFER = type(ffi.from_buffer(bytearray(1)))
 
 #: Largest single transfer handed to the kernel (WSABUF.len is a ULONG; keep
 #: well inside a signed 32-bit count on both systems).
@@ -82,10 +84,16 @@ def os_error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
+#: Linux file descriptors are C ints: a larger number must not wrap to a real one.
+_FD_MAX = None if IS_WINDOWS else 0x7FFFFFFF
+
+
 def _fileno(sock) -> int:
     fd = sock if isinstance(sock, int) else sock.fileno()
     if fd < 0:
         raise OSError(9, "Bad file descriptor: the socket is closed")  # EBADF
+    if _FD_MAX is not None and fd > _FD_MAX:
+        raise OverflowError("fd is greater than maximum")
     return fd
 
 
@@ -352,8 +360,11 @@ class CompletionPort:
         core = self._core
         if core is None or self._forked:
             core = self._checked_core()   # raises what fits
+        if type(cbuf) is not _CDATA_FROM_BUFFER:
+            raise TypeError("recv_prepared needs ffi.from_buffer(buffer, require_writable=True), "
+                            f"not {type(cbuf).__name__}")
         token = self._next_token()
-        rc = lib.ioc_submit_recv(core, fd, cbuf, len(cbuf), 0, token, self._record_out)
+        rc = lib.ioc_submit_recv(core, _fileno(fd), cbuf, len(cbuf), 0, token, self._record_out)
         return self._track(rc, token, "recv", callback, buffer, cbuf)
 
     def has_recv_pool(self) -> bool:
@@ -590,6 +601,9 @@ class CompletionPort:
     def sendfile(self, sock, file, offset: int, count: int, callback) -> Operation:
         """Windows: TransmitFile count (1..IOC_SENDFILE_MAX) bytes of the open
         file object from offset.  The result is the byte count."""
+        if not IS_WINDOWS:
+            raise OSError(errno.EOPNOTSUPP, "the core's sendfile is TransmitFile (Windows); "
+                          "Linux sends files with sendfile(2) (iocploop/_sendfile.py)")
         import msvcrt
 
         handle = msvcrt.get_osfhandle(file.fileno())

@@ -49,6 +49,11 @@ class _Stash:
         self.live = {}
 
 
+def _set_result_unless_done(fut) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _put_back_data(stash, data):
     stash.data[0:0] = data
 
@@ -367,6 +372,14 @@ class SocketMethods:
         finally:
             fut = None   # break the cycle through a traceback
 
+    async def _room_in(self, sock):
+        room = self.create_future()
+        self._add_watch(sock, "writer", _set_result_unless_done, (room,))
+        try:
+            await room
+        finally:
+            self._remove_watch(sock, "writer")
+
     async def sock_sendall(self, sock, data):
         """Send all of data (asyncio.loop.sock_sendall)."""
         self._check_sock(sock)
@@ -383,7 +396,16 @@ class SocketMethods:
             except (BlockingIOError, InterruptedError):
                 sent = 0
         while sent < len(view):
-            sent += await self._run_op(self._port.send, sock, view[sent:])
+            try:
+                sent += await self._run_op(self._port.send, sock, view[sent:])
+            except BlockingIOError:
+                if IS_WINDOWS:
+                    raise
+                # io_uring ends a send with EAGAIN, instead of waiting for
+                # room, when the peer has shut down its writing side (and
+                # its polls report that shutdown whatever is asked): wait
+                # for room through the loop's epoll set, as add_writer does.
+                await self._room_in(sock)
         return None
 
     # -- connecting -----------------------------------------------------------

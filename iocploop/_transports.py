@@ -67,6 +67,8 @@ _SEND_AT_ONCE = sys.platform != "win32"   # see write()
 # Linux reads on readiness (see the module's docstring); Windows has no
 # multishot poll, and its receive posted in advance is the IOCP way.
 _READ_ON_READY = sys.platform != "win32"
+# Linux: what a send reports when io_uring gives up waiting for room (_on_sent).
+_SEND_WOULD_BLOCK = None if sys.platform == "win32" else -errno.EAGAIN
 if _READ_ON_READY:   # (Windows' select module has no poll constants)
     _READABLE = select.POLLIN | select.POLLRDHUP
     # A wakeup with these bits: the peer has shut down (or the connection
@@ -80,7 +82,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     # connections are a server's ordinary day).
     __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
                  "_conn_lost", "_eof_written", "_want_eof", "_paused", "_recv_op",
-                 "_recv_buf", "_recv_for", "_held", "_backlog", "_bulk", "_pool_dry", "_send_op",
+                 "_recv_buf", "_recv_for", "_room_wait", "_held", "_backlog", "_bulk", "_pool_dry", "_send_op",
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
                  "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_read_size",
@@ -111,6 +113,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._bulk = False              # receives one at a time into a growing buffer
         self._pool_dry = 0              # receives in a row that found the pool dry
         self._send_op = None
+        self._room_wait = False
         self._in_flight_chunks = None   # what the send in flight carries
         # Queued bytes (a partly sent one: a memoryview of its tail); the
         # deque is made by the first write that has to queue (_write_queue).
@@ -573,7 +576,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         for chunk in chunks:
             self._write_queue().append(chunk)
             self._queued_size += len(chunk)
-        if self._send_op is None and self._queue:
+        if self._send_op is None and self._queue and not self._room_wait:
             self._send_queued()
         self._maybe_pause_protocol()
 
@@ -612,6 +615,13 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         sent_size, self._in_flight_size = self._in_flight_size, 0
         chunks, self._in_flight_chunks = self._in_flight_chunks, None
         if op.result < 0:
+            if op.result == _SEND_WOULD_BLOCK and not self._aborting:
+                # io_uring ends a send with EAGAIN, instead of waiting for
+                # room, when the peer has shut down its writing side and our
+                # buffer is full: wait for room, then send the same bytes.
+                self._requeue_unsent(chunks, 0)
+                self._wait_for_room()
+                return
             if not op.cancelled:
                 self._conn_lost += 1
                 self._fatal_error(op.error, "Fatal write error on socket transport")
@@ -627,6 +637,25 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                 self._empty_waiter.set_result(None)
             if self._want_eof and not self._eof_written:
                 self._shutdown_write()
+            self._maybe_finish_close()
+
+    def _wait_for_room(self):
+        """Linux: wait for room through the loop's epoll set (add_writer's):
+        an io_uring poll would end at once, as io_uring always reports the
+        peer's shutdown (POLLRDHUP) whatever was asked."""
+        self._room_wait = True
+        self._loop._add_watch(self._sock, "writer", self._context.run, (self._on_room,))
+
+    def _stop_waiting_for_room(self):
+        if self._room_wait:
+            self._room_wait = False
+            self._loop._remove_watch(self._sock, "writer")
+
+    def _on_room(self):
+        self._stop_waiting_for_room()
+        if self._queue and not self._sock_closed:
+            self._send_queued()   # an error shows in the send itself
+        else:
             self._maybe_finish_close()
 
     def _requeue_unsent(self, chunks, sent):
@@ -708,6 +737,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._port.cancel(self._recv_op)
         if self._send_op is not None:
             return   # the kernel still holds a send (a cancelled one too)
+        self._stop_waiting_for_room()
         # A receive still posted is cancelled and completes on its own (its
         # buffer lives in its operation record until then): the socket may
         # close without waiting for it, and connection_lost runs in the next

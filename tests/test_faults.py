@@ -552,3 +552,53 @@ async def test_a_protocol_callback_blocking_for_a_second_is_reported_in_debug_mo
     took = [float(m.group(1)) for r in caplog.records if r.name == "asyncio"
             for m in [re.search(r"^Executing .* took (\d+\.\d+) seconds$", r.getMessage())] if m]
     assert took and max(took) >= 0.99, [r.getMessage() for r in caplog.records]
+
+
+# -- a half-closed peer that reads late ---------------------------------------------------
+
+
+class _KeepsWritingAfterEof(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.lost = asyncio.get_running_loop().create_future()
+
+    def eof_received(self):
+        return True   # the peer half-closed; it still reads
+
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("api", ["transport", "sock_sendall"])
+async def test_writing_to_a_half_closed_peer_that_reads_late_delivers_everything(api):
+    """The peer shut down its writing side and reads only once our buffers
+    are full.  io_uring then ends sends with EAGAIN (its polls report the
+    shutdown whatever is asked); the writer must wait for room, not fail."""
+    loop = asyncio.get_running_loop()
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    total = (4 if IS_WINDOWS else 32) << 20
+    with a:
+        a.shutdown(socket.SHUT_WR)
+        if api == "transport":
+            transport, protocol = await loop.create_connection(_KeepsWritingAfterEof, sock=b)
+            for _ in range(total >> 16):
+                transport.write(b"t" * 65536)
+            writer = None
+        else:
+            writer = asyncio.ensure_future(loop.sock_sendall(b, b"s" * total))
+        await asyncio.sleep(0.3)   # the buffers fill
+        got = 0
+        while got < total:
+            chunk = await bounded(loop.sock_recv(a, 1 << 20))
+            assert chunk, f"the writer's side ended after {got} of {total} bytes"
+            got += len(chunk)
+        assert got == total
+        if writer is not None:
+            await bounded(writer)
+            b.close()
+        else:
+            assert not protocol.lost.done(), f"connection lost: {protocol.lost.result()!r}"
+            transport.close()
+            assert await bounded(protocol.lost) is None
