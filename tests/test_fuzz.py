@@ -1181,6 +1181,31 @@ def _cancel_when(loop, task, when) -> None:
         loop.call_later(when[1], task.cancel)
 
 
+async def _common_action(loop, tasks, action) -> None:
+    """The actions both loop-level plans share: cancel, step, sleep."""
+    kind = action[0]
+    if kind == "cancel":
+        live = [t for t in tasks[action[1]] if not t.done()]
+        if live:
+            _cancel_when(loop, live[action[2] % len(live)], action[3])
+    elif kind == "step":
+        for _ in range(action[1]):
+            await asyncio.sleep(0)
+    else:
+        await asyncio.sleep(action[1])
+
+
+async def _cancel_all_and_check(everything) -> None:
+    """Cancel what still runs; only cancellations may end a task badly."""
+    for task in everything:
+        task.cancel()
+    results = await asyncio.wait_for(asyncio.gather(*everything, return_exceptions=True),
+                                     TIMEOUT)
+    failures = [x for x in results if isinstance(x, BaseException)
+                and not isinstance(x, asyncio.CancelledError)]
+    assert not failures, failures
+
+
 def _check_stream(data: bytes, messages: list, status: list) -> None:
     """data = the sendall messages in order: a completed one whole, a
     cancelled one as a prefix (any length), one cancelled before it started
@@ -1247,25 +1272,11 @@ async def _run_sock_plan(plan, a, b) -> None:
                 messages.append(_message(len(messages), action[1]))
                 status.append("unstarted")
                 tasks["sendall"].append(asyncio.ensure_future(sendall(len(messages) - 1)))
-        elif kind == "cancel":
-            live = [t for t in tasks[action[1]] if not t.done()]
-            if live:
-                _cancel_when(loop, live[action[2] % len(live)], action[3])
-        elif kind == "step":
-            for _ in range(action[1]):
-                await asyncio.sleep(0)
         else:
-            await asyncio.sleep(action[1])
+            await _common_action(loop, tasks, action)
 
     # The end: cancel whatever still runs, then read everything left.
-    everything = tasks["recv"] + tasks["sendall"]
-    for task in everything:
-        task.cancel()
-    results = await asyncio.wait_for(asyncio.gather(*everything, return_exceptions=True),
-                                     TIMEOUT)
-    failures = [x for x in results if isinstance(x, BaseException)
-                and not isinstance(x, asyncio.CancelledError)]
-    assert not failures, failures
+    await _cancel_all_and_check(tasks["recv"] + tasks["sendall"])
     b.shutdown(socket.SHUT_WR)
     while True:
         chunk = await asyncio.wait_for(loop.sock_recv(a, 1 << 20), TIMEOUT)
@@ -1330,23 +1341,9 @@ async def _run_accept_plan(plan, listener) -> None:
                 client.setblocking(False)
                 clients.append(client)
                 tasks["connect"].append(asyncio.ensure_future(connect(client)))
-            elif kind == "cancel":
-                live = [t for t in tasks[action[1]] if not t.done()]
-                if live:
-                    _cancel_when(loop, live[action[2] % len(live)], action[3])
-            elif kind == "step":
-                for _ in range(action[1]):
-                    await asyncio.sleep(0)
             else:
-                await asyncio.sleep(action[1])
-        everything = tasks["accept"] + tasks["connect"]
-        for task in everything:
-            task.cancel()
-        results = await asyncio.wait_for(asyncio.gather(*everything, return_exceptions=True),
-                                         TIMEOUT)
-        failures = [x for x in results if isinstance(x, BaseException)
-                    and not isinstance(x, asyncio.CancelledError)]
-        assert not failures, failures
+                await _common_action(loop, tasks, action)
+        await _cancel_all_and_check(tasks["accept"] + tasks["connect"])
         # A cancelled connect may still have connected (the kernel goes on with
         # the handshake): ask each client.
         connected = set()
