@@ -119,6 +119,11 @@ int ioc_submit_disconnect(ioc_core *core, intptr_t sock, uint64_t token, ioc_op 
 int ioc_socket_dissolve(intptr_t sock);
 
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
+extern "Python" void ioc_py_before_publish(void *arg);
+void ioc_set_publish_hook(ioc_core *core, void (*before_publish)(void *), void *arg,
+                          int *armed);
+int ioc_void_queued(ioc_core *core, ioc_op *op, uint64_t token);
+int ioc_cancel_closed(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);
 int ioc_flush(ioc_core *core);

@@ -251,6 +251,29 @@ int ioc_decode_sockaddr(const void *sockaddr_in, int len, ioc_addr *out);
  * the op is no longer in flight, or a negated error. */
 int ioc_cancel(ioc_core *core, ioc_op *op, uint64_t token);
 
+/* Linux queues each submission in the ring until the next ioc_wait,
+ * ioc_flush or ioc_cancel publishes it; the kernel resolves its fd number
+ * only then.  A caller whose fds may be closed meanwhile (a user's socket)
+ * registers before_publish: the core calls it before publishing whenever
+ * *armed is set (it clears *armed first), and the hook calls
+ * ioc_void_queued for each operation whose fd was closed.
+ * Windows starts every operation inside its submit call: nothing is ever
+ * queued, the hook is never called. */
+void ioc_set_publish_hook(ioc_core *core, void (*before_publish)(void *), void *arg,
+                          int *armed);
+
+/* Turn op, still queued and unpublished, into a no-op that completes with
+ * -EBADF: its fd number is never looked up.  Returns 1 if op was voided, 0
+ * if it is already in the kernel (or no longer in flight). */
+int ioc_void_queued(ioc_core *core, ioc_op *op, uint64_t token);
+
+/* op's owner closed its fd while the kernel holds op (Linux: and with it
+ * the socket, which stays open, unseen by the peer, until op ends): cancel
+ * op as ioc_cancel does; it completes with -EBADF unless it finished first.
+ * Windows: closing a socket already ends its operations; this is
+ * ioc_cancel. */
+int ioc_cancel_closed(ioc_core *core, ioc_op *op, uint64_t token);
+
 /* Flush queued submissions and wait up to timeout_ns (-1 = forever,
  * 0 = poll) for completions; store at most max of them in out.
  * Returns the number stored, or a negated error; *stored (if not NULL) gets

@@ -94,6 +94,11 @@ struct ioc_core {
     ioc_op_pool pool;
     ioc_stats stats;
 
+    /* ioc_set_publish_hook: called before a publish while *hook_armed. */
+    void (*before_publish)(void *);
+    void *hook_arg;
+    int *hook_armed;
+
     /* The receive pool (ioc_recv_pool_open): a provided-buffer ring the
      * kernel takes buffers from for multishot receives. */
     struct io_uring_buf_ring *pool_ring;
@@ -285,6 +290,10 @@ static int flush_submissions(ioc_core *c, unsigned min_complete, unsigned flags,
                              void *arg, size_t argsz)
 {
     int r;
+    if (c->hook_armed != NULL && *c->hook_armed) {
+        *c->hook_armed = 0;
+        c->before_publish(c->hook_arg);   /* may void queued SQEs */
+    }
     store_release(c->sq_ktail, c->sq_local_tail);
     c->stats.enters++;
     r = sys_io_uring_enter(c->ring_fd, sq_unpublished_or_pending(c), min_complete, flags, arg, argsz);
@@ -897,6 +906,40 @@ int ioc_cancel(ioc_core *c, ioc_op *op, uint64_t token)
     return submit_cancel(c, op);
 }
 
+void ioc_set_publish_hook(ioc_core *c, void (*before_publish)(void *), void *arg, int *armed)
+{
+    c->before_publish = before_publish;
+    c->hook_arg = arg;
+    c->hook_armed = before_publish != NULL ? armed : NULL;
+}
+
+int ioc_void_queued(ioc_core *c, ioc_op *op, uint64_t token)
+{
+    unsigned i;
+    if (c->forked || !ioc_op_is_live(op, token) || op->voided)
+        return 0;
+    /* Our own SQEs past the published tail: the kernel has not seen them. */
+    for (i = *c->sq_ktail; i != c->sq_local_tail; i++) {
+        struct io_uring_sqe *sqe = &c->sqes[i & c->sq_mask];
+        if (sqe->user_data == (uint64_t)(uintptr_t)op) {
+            memset(sqe, 0, sizeof(*sqe));
+            sqe->opcode = IORING_OP_NOP;
+            sqe->user_data = (uint64_t)(uintptr_t)op;
+            op->voided = 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int ioc_cancel_closed(ioc_core *c, ioc_op *op, uint64_t token)
+{
+    if (c->forked || !ioc_op_is_live(op, token))
+        return 1;
+    op->fd_closed = 1;
+    return ioc_cancel(c, op, token);
+}
+
 /* ---- completion ---- */
 
 static int reap(ioc_core *c, ioc_completion *out, int max)
@@ -922,6 +965,10 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
         {
             ioc_op *op = (ioc_op *)(uintptr_t)ud;
             int64_t res = cqe->res;
+            if (op->voided)   /* its NOP's 0 is not a result of the op */
+                res = -EBADF;
+            else if (op->fd_closed && (res == -ECANCELED || res == -EINTR))
+                res = -EBADF;
             if (op->cancel_requested && res == -EINTR)
                 res = -ECANCELED;
             if (c->closing && op->kind == IOC_OP_ACCEPT && res >= 0) {

@@ -27,6 +27,7 @@ import weakref
 
 from ._errors import BackendUnavailableError
 from ._ioc import ffi, lib
+from ._socket_guard import SocketGuard
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
 ERR_CANCELLED: int = lib.ioc_err_cancelled()
@@ -89,12 +90,20 @@ _FD_MAX = None if IS_WINDOWS else 0x7FFFFFFF
 
 
 def _fileno(sock) -> int:
-    fd = sock if isinstance(sock, int) else sock.fileno()
+    fd = sock if isinstance(sock, int) else _socket_attr(sock, "fileno")()
     if fd < 0:
         raise OSError(9, "Bad file descriptor: the socket is closed")  # EBADF
     if _FD_MAX is not None and fd > _FD_MAX:
         raise OverflowError("fd is greater than maximum")
     return fd
+
+
+def _socket_attr(sock, name: str):
+    """sock.name, or the TypeError a socket function raises for a non-socket."""
+    try:
+        return getattr(sock, name)
+    except AttributeError:
+        raise TypeError(f"a socket object is required, not {type(sock).__name__!r}") from None
 
 
 def _unix_sockaddr(address):
@@ -126,6 +135,8 @@ def encode_address(family: int, address):
         raise TypeError(f"{'AF_INET' if family == socket.AF_INET else 'AF_INET6'} address "
                         f"must be a tuple (host, port), not {address!r}")
     host, port = address[0], address[1]
+    if not isinstance(host, str):
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
     if not isinstance(port, int) or not 0 <= port <= 0xFFFF:
         raise OverflowError("port must be 0-65535.")
     addr = ffi.new("ioc_addr *")
@@ -159,6 +170,8 @@ _AF_UNIX = getattr(socket, "AF_UNIX", 1)
 
 def _ip_address(host: str):
     """An ioc_addr (port 0) for a numeric IPv4 or IPv6 address string."""
+    if not isinstance(host, str):
+        raise TypeError(f"a numeric IP address string is required, not {type(host).__name__}")
     addr = ffi.new("ioc_addr *")
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -227,7 +240,7 @@ class Operation:
     """
 
     __slots__ = ("token", "kind", "callback", "buffer", "result", "flags", "done", "_record",
-                 "_cbuf", "__weakref__")
+                 "_cbuf", "guarded_sock", "__weakref__")
 
     def __init__(self, token, kind, callback, buffer, record, cbuf):
         self.token = token
@@ -239,6 +252,7 @@ class Operation:
         self.done = False
         self._record = record
         self._cbuf = cbuf
+        self.guarded_sock = None   # the user's socket, when watched (_socket_guard.py)
 
     def release(self) -> None:
         """Drop the cffi views of the operation's memory once its callback ran.
@@ -264,6 +278,11 @@ class Operation:
         return f"<Operation {self.kind} #{self.token} {state}>"
 
 
+def _check_operation(op) -> None:
+    if not isinstance(op, Operation):
+        raise TypeError(f"an Operation of this port is required, not {type(op).__name__!r}")
+
+
 class CompletionPort:
     """A completion core and the operations in flight on it."""
 
@@ -285,6 +304,12 @@ class CompletionPort:
         self._associated_handles: set[int] = set()
         self._forked = False
         self._recv_pool = None   # buffer addresses by id; False: no pool here
+        self._guard = None   # Linux: see _socket_guard.py
+        if not IS_WINDOWS:
+            self._guard = SocketGuard(self._core, self._ops)
+            self._guard_handle = ffi.new_handle(self._guard)
+            lib.ioc_set_publish_hook(self._core, lib.ioc_py_before_publish,
+                                     self._guard_handle, self._guard.armed)
         _LIVE_PORTS.add(self)
 
     backend = BACKEND
@@ -509,7 +534,7 @@ class CompletionPort:
         """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
         socket bound to the wildcard address first if it is not bound yet.
         Finish with `connected(sock)` once the callback reports success."""
-        sockaddr, length = encode_address(sock.family, address)
+        sockaddr, length = encode_address(_socket_attr(sock, "family"), address)
         core, fd = self._prepare(sock)
         if IS_WINDOWS:
             _bind_if_unbound(sock)
@@ -575,8 +600,8 @@ class CompletionPort:
         for i, cbuf in enumerate(cbufs):
             iov[i].base = cbuf
             iov[i].len = len(cbuf)
-        name, namelen = (ffi.NULL, 0) if address is None else encode_address(sock.family,
-                                                                             address)
+        name, namelen = (ffi.NULL, 0) if address is None else encode_address(
+            _socket_attr(sock, "family"), address)
         control, controllen = ffi.NULL, 0
         if source is not None:
             control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE)
@@ -594,7 +619,7 @@ class CompletionPort:
     @staticmethod
     def enable_pktinfo(sock) -> None:
         """Ask the kernel for the arrival address of each datagram on sock."""
-        rc = lib.ioc_pktinfo_enable(_fileno(sock), sock.family)
+        rc = lib.ioc_pktinfo_enable(_fileno(sock), _socket_attr(sock, "family"))
         if rc < 0:
             raise os_error(-rc)
 
@@ -712,12 +737,25 @@ class CompletionPort:
         if IS_WINDOWS and old_sock in self._associated:
             self._associated.add(new_sock)
 
+    def guard(self, op: Operation, sock) -> None:
+        """op runs on sock, a socket its owner may close at any moment.  If
+        sock is closed before op reaches the kernel, op completes with EBADF
+        instead of running on the next socket given that fd number; if it is
+        closed later, a sweep in `select` cancels op (completing with EBADF)
+        so the socket really closes (Linux; see _socket_guard.py)."""
+        if op.__class__ is not Operation:
+            _check_operation(op)
+        guard = self._guard
+        if guard is not None:
+            guard.watch(op, sock)
+
     def cancel(self, op: Operation) -> bool:
         """Ask the kernel to cancel op.  Its callback still runs, later, with
         the cancellation or with the real result if the kernel finished
         first.  Returns False if op has already completed, or if the port
         is closed or was inherited through fork() (nothing of it runs in this
         process: cleanup code may call this freely)."""
+        _check_operation(op)
         if op.done or self._ops.get(op.token) is not op or self._core is None or self._forked:
             return False
         rc = lib.ioc_cancel(self._core, op._record, op.token)
@@ -739,6 +777,9 @@ class CompletionPort:
         core = self._checked_core()
         if self._batch_pos < self._batch_size[0]:
             return self._batch_size[0] - self._batch_pos
+        guard = self._guard
+        if guard is not None and guard.watching:
+            timeout = guard.before_wait(timeout)
         if timeout is None:
             ns = -1
         elif timeout <= 0:
@@ -826,9 +867,11 @@ class CompletionPort:
         if self._forked:
             lib.ioc_core_close(core, 0)   # only unmaps: the ring is the parent's
             self._ops.clear()
+            self._detach_guard()
             return
         self._close_unread_accepts()
-        left = lib.ioc_core_close(core, _DRAIN_MS)
+        left = lib.ioc_core_close(core, _DRAIN_MS)   # publishes: the guard still runs
+        self._detach_guard()
         ops, self._ops = self._ops, {}
         if left:
             _ABANDONED.extend(ops.values())
@@ -841,6 +884,10 @@ class CompletionPort:
             op._record = None
             if not left:
                 op._cbuf = None
+
+    def _detach_guard(self) -> None:
+        if self._guard is not None:
+            self._guard.detach()
 
     def _close_unread_accepts(self) -> None:
         """Accepted sockets in the rest of an unread batch (Linux: new fds)

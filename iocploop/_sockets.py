@@ -241,6 +241,7 @@ class SocketMethods:
                 fut.set_result(data)
 
         op = self._port.recv(sock, memoryview(buf)[:n], done)
+        self._port.guard(op, sock)
         self._cancel_op_when_cancelled(fut, op, sock)
         return fut
 
@@ -320,6 +321,7 @@ class SocketMethods:
                 fut.set_result(datagram)
 
         op = self._port.recvmsg(sock, memoryview(buf)[:n], done)
+        self._port.guard(op, sock)
         self._cancel_op_when_cancelled(fut, op, sock)
         return fut
 
@@ -363,6 +365,7 @@ class SocketMethods:
                 fut.set_result(op.result)
 
         op = submit(*args, done)
+        self._port.guard(op, args[0])   # args[0]: the caller's socket
         try:
             return await fut
         except BaseException:
@@ -485,5 +488,6 @@ class SocketMethods:
             if target is not None:
                 target.close()
             raise
+        self._port.guard(op, sock)
         self._cancel_op_when_cancelled(fut, op, sock)
         return await self._delivered(fut, sock, _put_back_connection)

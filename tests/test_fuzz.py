@@ -24,8 +24,8 @@
    iterations, after a short delay): every byte and every connection is
    accounted for, cancellation loses nothing and leaves no operation behind.
 
-Behaviour found wrong while writing these is pinned by the strict xfail
-tests at the end (the fuzz strategies keep away from those inputs).
+Behaviour found wrong while writing these is pinned by the tests at the
+end (fixed since; tests/test_socket_guard.py has more of the last one).
 
 Runs are reproducible (derandomized, no example database) and take well
 under a minute.  For a longer bug hunt with fresh random examples:
@@ -708,11 +708,11 @@ class _Res:
 
 
 _OBJECTS_AS_SOCKET = [
-    Bad("None", lambda r: None, tolerated=AttributeError),
-    Bad("float", lambda r: 1.5, tolerated=AttributeError),
-    Bad("str", lambda r: "3", tolerated=AttributeError),
-    Bad("bytes", lambda r: b"3", tolerated=AttributeError),
-    Bad("object()", lambda r: object(), tolerated=AttributeError),
+    Bad("None", lambda r: None),
+    Bad("float", lambda r: 1.5),
+    Bad("str", lambda r: "3"),
+    Bad("bytes", lambda r: b"3"),
+    Bad("object()", lambda r: object()),
     Bad("fileno() returns str", lambda r: _BadFileno("x")),
     Bad("fileno() returns float", lambda r: _BadFileno(2.5)),
     Bad("fileno() raises", lambda r: _BadFileno(OSError)),
@@ -811,7 +811,7 @@ _INET6_ADDRESS_BADS = [
     Bad("scope_id -1", lambda r: ("::1", 80, 0, -1)),
     Bad("flowinfo str", lambda r: ("::1", 80, "x", 0)),
     Bad("IPv4 host on AF_INET6", lambda r: ("127.0.0.1", 80)),
-    Bad("int host", lambda r: (1, 80), tolerated=AttributeError),
+    Bad("int host", lambda r: (1, 80)),
 ]
 _UNIX_ADDRESS_BADS = [
     Bad("None", lambda r: None),
@@ -874,16 +874,14 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
         Slot("buffer", lambda r: bytearray(8), _WRITABLE_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "sendmsg": (lambda r: r.port.sendmsg, [
-        # With an address, sock.family is read first: AttributeError for a non-socket.
-        Slot("sock", lambda r: r.a, [Bad(b.label, b.make, b.expect, AttributeError)
-                                     for b in _ANY_SOCKET + _NOT_SOCKETS]),
+        Slot("sock", lambda r: r.a, _ANY_SOCKET + _NOT_SOCKETS),
         Slot("buffers", lambda r: [b"data"], _BUFFER_LIST_BADS),
         Slot("address", lambda r: None, [
             Bad("int", lambda r: 5), Bad("path too long", lambda r: "x" * 200),
             Bad("an address on a connected socket", lambda r: "/nonexistent/x", FAIL)]),
         Slot("callback", _valid_cb, _CALLBACK_BADS),
         Slot("source", lambda r: None, [
-            Bad("not an IP", lambda r: "zz"), Bad("int", lambda r: 5, tolerated=AttributeError),
+            Bad("not an IP", lambda r: "zz"), Bad("int", lambda r: 5),
             Bad("bytes", lambda r: b"127.0.0.1")])]),
     "accept": (lambda r: r.port.accept, [
         Slot("listener", lambda r: r.listener, _ANY_SOCKET + _NOT_SOCKETS + [
@@ -893,10 +891,9 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "connect_inet": (lambda r: r.port.connect, [
         Slot("sock", lambda r: r.tcp, [
-            *[Bad(b.label, b.make, b.expect, AttributeError)   # sock.family is read first
-              for b in _OBJECTS_AS_SOCKET if b.label != "closed socket"],
+            *[b for b in _OBJECTS_AS_SOCKET if b.label != "closed socket"],
             Bad("closed socket", lambda r: r.closed_sock),
-            Bad("fd number", lambda r: r.a.fileno(), tolerated=AttributeError)]),
+            Bad("fd number", lambda r: r.a.fileno())]),
         Slot("address", _addr_slot, _INET_ADDRESS_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "connect_inet6": (lambda r: r.port.connect, [
@@ -951,15 +948,20 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
         Slot("sock", lambda r: r.udp, [
             Bad("closed socket", lambda r: r.closed_sock),
             Bad("AF_UNIX socket", lambda r: r.a),
-            Bad("None", lambda r: None, tolerated=AttributeError),
-            Bad("fd number", lambda r: r.udp.fileno(), tolerated=AttributeError)])]),
+            Bad("None", lambda r: None),
+            Bad("fd number", lambda r: r.udp.fileno())])]),
     "select": (lambda r: r.port.select, [Slot("timeout", lambda r: 0, _TIMEOUT_BADS)]),
     "poll": (lambda r: r.port.poll, [Slot("timeout", lambda r: 0, _TIMEOUT_BADS)]),
     "cancel": (lambda r: r.port.cancel, [
         Slot("op", lambda r: None, [
-            Bad("None", lambda r: None, tolerated=AttributeError),
-            Bad("int", lambda r: 3, tolerated=AttributeError),
-            Bad("str", lambda r: "op", tolerated=AttributeError)])]),
+            Bad("None", lambda r: None),
+            Bad("int", lambda r: 3),
+            Bad("str", lambda r: "op")])]),
+    "guard": (lambda r: r.port.guard, [
+        Slot("op", lambda r: None, [
+            Bad("None", lambda r: None), Bad("int", lambda r: 3),
+            Bad("str", lambda r: "op")]),
+        Slot("sock", lambda r: r.a, [])]),
     "CompletionPort": (lambda r: CompletionPort, [
         Slot("queue_depth", lambda r: 8, [
             Bad("-1", lambda r: -1), Bad("2**32", lambda r: 2 ** 32),
@@ -1390,7 +1392,7 @@ def test_loop_sock_accept_and_connect_cancelled_at_random_lose_no_connection(pla
     assert _fd_count() == fds_before
 
 
-# -- what the fuzzing found (fixed unless marked xfail) -----------------------------
+# -- what the fuzzing found (each fixed; each fails without its fix) ----------------
 
 
 def test_fd_number_wider_than_int_is_refused_not_truncated():
@@ -1456,13 +1458,6 @@ def test_queued_receive_of_a_closed_socket_leaves_a_new_socket_on_its_fd_alone()
         d.close()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "Linux: task.cancel() reaches the port only at the task's next step; a socket "
-    "closed in the same iteration as its sock_recv was queued is closed before the "
-    "queued receive is published at the next wait, which then resolves the fd number "
-    "to the next socket. Cancelling at the port first is fixed (the core publishes "
-    "the queue before a cancel); this ordering needs a publish before user code can "
-    "close the fd (docs/reliability.md, open)"))
 def test_loop_cancelled_sock_recv_of_a_closed_socket_leaves_the_next_socket_alone():
     async def main():
         loop = asyncio.get_running_loop()
