@@ -1575,33 +1575,8 @@ def test_queued_receive_of_a_closed_socket_leaves_a_new_socket_on_its_fd_alone()
         d.close()
 
 
-def test_loop_cancelled_sock_recv_of_a_closed_socket_leaves_the_next_socket_alone():
-    async def main():
-        loop = asyncio.get_running_loop()
-        a, b = _nb_socketpair()
-        task = asyncio.ensure_future(loop.sock_recv(a, 100))
-        await asyncio.sleep(0)   # the task queued its receive
-        task.cancel()
-        fd = a.fileno()
-        a.close()
-        b.close()
-        c, d = _nb_socketpair()
-        with c, d:
-            if c.fileno() != fd:
-                pytest.skip("the fd number was not reused")
-            d.send(b"for c only")
-            try:
-                data = await asyncio.wait_for(loop.sock_recv(c, 100), 0.5)
-            except asyncio.TimeoutError:
-                pytest.fail("c's bytes never came: the closed socket's receive took them")
-            assert data == b"for c only"
-
-    loop = iocploop.new_event_loop()
-    try:
-        loop.run_until_complete(main())
-    finally:
-        loop.close()
-
+# A sock_recv task cancelled and its socket closed in the same iteration:
+# tests/test_socket_guard.py (test_cancelled_then_closed_sock_recv_...).
 
 def _fill(sock) -> int:
     """Send into sock until its buffer (and the peer's) is full."""

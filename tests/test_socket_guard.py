@@ -25,7 +25,7 @@ if not sys.platform.startswith("linux"):
                 allow_module_level=True)
 
 import iocploop
-from iocploop._port import ERR_CANCELLED, CompletionPort
+from iocploop._port import CompletionPort
 
 from _helpers import TIMEOUT, poll_until, socketpair
 
@@ -53,7 +53,9 @@ def port():
     p.close()
 
 
-def test_a_queued_receive_of_a_closed_socket_completes_with_ebadf(port):
+def _guarded_receive_of_a_closed_socket(port):
+    """A guarded receive queued on a socket closed at once, and a new pair
+    (c, d) whose c has the closed socket's fd number, d's bytes on their way."""
     a, b = socketpair()
     done = []
     op = port.recv(a, bytearray(64), done.append)
@@ -62,8 +64,13 @@ def test_a_queued_receive_of_a_closed_socket_completes_with_ebadf(port):
     a.close()
     b.close()
     c, d = _pair_on_fd(fd)
+    d.send(b"for c only")
+    return op, done, c, d
+
+
+def test_a_queued_receive_of_a_closed_socket_completes_with_ebadf(port):
+    op, done, c, d = _guarded_receive_of_a_closed_socket(port)
     with c, d:
-        d.send(b"for c only")
         assert poll_until(port, lambda: done)
         assert op.result == -errno.EBADF
         assert c.recv(100) == b"for c only"
@@ -71,16 +78,8 @@ def test_a_queued_receive_of_a_closed_socket_completes_with_ebadf(port):
 
 
 def test_cancelled_after_the_close_it_still_completes_with_ebadf(port):
-    a, b = socketpair()
-    done = []
-    op = port.recv(a, bytearray(64), done.append)
-    port.guard(op, a)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = _pair_on_fd(fd)
+    op, done, c, d = _guarded_receive_of_a_closed_socket(port)
     with c, d:
-        d.send(b"for c only")
         port.cancel(op)   # publishes the queue: the guard voids op first, EBADF wins
         assert poll_until(port, lambda: done)
         assert op.result == -errno.EBADF
@@ -102,17 +101,9 @@ def test_an_open_socket_keeps_its_guarded_receive(port):
 def test_a_full_ring_flushed_inside_a_submit_still_voids_the_closed_socket(port):
     """The core publishes by itself when a submit finds the ring full (8
     entries here): the guard runs then too."""
-    a, b = socketpair()
-    done = []
-    op = port.recv(a, bytearray(64), done.append)
-    port.guard(op, a)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = _pair_on_fd(fd)
+    op, done, c, d = _guarded_receive_of_a_closed_socket(port)
     others = [socketpair() for _ in range(12)]
     try:
-        d.send(b"for c only")
         more = [port.recv(x, bytearray(8), done.append) for x, _ in others]
         assert port.stats()["enters"] >= 1   # the ring filled and was published
         assert poll_until(port, lambda: op.done)
@@ -131,15 +122,8 @@ def test_a_full_ring_flushed_inside_a_submit_still_voids_the_closed_socket(port)
 
 def test_closing_the_port_does_not_run_the_receive_on_the_next_socket():
     port = CompletionPort()
-    a, b = socketpair()
-    op = port.recv(a, bytearray(64), lambda op: None)
-    port.guard(op, a)
-    fd = a.fileno()
-    a.close()
-    b.close()
-    c, d = _pair_on_fd(fd)
+    op, _, c, d = _guarded_receive_of_a_closed_socket(port)
     with c, d:
-        d.send(b"for c only")
         port.close()   # cancels and drains what is in flight: publishes first
         assert op.done and op.cancelled
         assert c.recv(100) == b"for c only"
@@ -172,20 +156,29 @@ def loop_factory(request):
     return LOOPS[request.param]
 
 
+async def _close_under_a_queued_sock_recv(cancel: bool):
+    """A sock_recv task queues its receive; in the same iteration the task
+    is cancelled (or not) and its socket closed; the next socket, given the
+    same fd number, must get its own bytes.  Returns the first task."""
+    loop = asyncio.get_running_loop()
+    a, b = socketpair()
+    task = asyncio.ensure_future(loop.sock_recv(a, 100))
+    await asyncio.sleep(0)   # the task queued its receive
+    if cancel:
+        task.cancel()
+    fd = a.fileno()
+    a.close()
+    b.close()
+    c, d = _pair_on_fd(fd)
+    with c, d:
+        d.send(b"for c only")
+        assert await loop.sock_recv(c, 100) == b"for c only"
+    return task
+
+
 def test_cancelled_then_closed_sock_recv_leaves_the_next_socket_alone(loop_factory):
     async def main():
-        loop = asyncio.get_running_loop()
-        a, b = socketpair()
-        task = asyncio.ensure_future(loop.sock_recv(a, 100))
-        await asyncio.sleep(0)   # the task queued its receive
-        task.cancel()
-        fd = a.fileno()
-        a.close()
-        b.close()
-        c, d = _pair_on_fd(fd)
-        with c, d:
-            d.send(b"for c only")
-            assert await loop.sock_recv(c, 100) == b"for c only"
+        task = await _close_under_a_queued_sock_recv(cancel=True)
         with pytest.raises(asyncio.CancelledError):
             await task
 
@@ -196,17 +189,7 @@ def test_sock_recv_of_a_socket_closed_under_it_fails_with_ebadf():
     """No cancellation at all: the receive ends with EBADF (the selector loop
     leaves such a task waiting for good) and the next socket keeps its bytes."""
     async def main():
-        loop = asyncio.get_running_loop()
-        a, b = socketpair()
-        task = asyncio.ensure_future(loop.sock_recv(a, 100))
-        await asyncio.sleep(0)
-        fd = a.fileno()
-        a.close()
-        b.close()
-        c, d = _pair_on_fd(fd)
-        with c, d:
-            d.send(b"for c only")
-            assert await loop.sock_recv(c, 100) == b"for c only"
+        task = await _close_under_a_queued_sock_recv(cancel=False)
         with pytest.raises(OSError) as caught:
             await task
         assert caught.value.errno == errno.EBADF
