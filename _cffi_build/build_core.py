@@ -123,7 +123,6 @@ extern "Python" void ioc_py_before_publish(void *arg);
 void ioc_set_publish_hook(ioc_core *core, void (*before_publish)(void *), void *arg,
                           int *armed);
 int ioc_void_queued(ioc_core *core, ioc_op *op, uint64_t token);
-int ioc_cancel_closed(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);
 int ioc_flush(ioc_core *core);

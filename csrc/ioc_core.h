@@ -267,13 +267,6 @@ void ioc_set_publish_hook(ioc_core *core, void (*before_publish)(void *), void *
  * if it is already in the kernel (or no longer in flight). */
 int ioc_void_queued(ioc_core *core, ioc_op *op, uint64_t token);
 
-/* op's owner closed its fd while the kernel holds op (Linux: and with it
- * the socket, which stays open, unseen by the peer, until op ends): cancel
- * op as ioc_cancel does; it completes with -EBADF unless it finished first.
- * Windows: closing a socket already ends its operations; this is
- * ioc_cancel. */
-int ioc_cancel_closed(ioc_core *core, ioc_op *op, uint64_t token);
-
 /* Flush queued submissions and wait up to timeout_ns (-1 = forever,
  * 0 = poll) for completions; store at most max of them in out.
  * Returns the number stored, or a negated error; *stored (if not NULL) gets

@@ -932,14 +932,6 @@ int ioc_void_queued(ioc_core *c, ioc_op *op, uint64_t token)
     return 0;
 }
 
-int ioc_cancel_closed(ioc_core *c, ioc_op *op, uint64_t token)
-{
-    if (c->forked || !ioc_op_is_live(op, token))
-        return 1;
-    op->fd_closed = 1;
-    return ioc_cancel(c, op, token);
-}
-
 /* ---- completion ---- */
 
 static int reap(ioc_core *c, ioc_completion *out, int max)
@@ -966,8 +958,6 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
             ioc_op *op = (ioc_op *)(uintptr_t)ud;
             int64_t res = cqe->res;
             if (op->voided)   /* its NOP's 0 is not a result of the op */
-                res = -EBADF;
-            else if (op->fd_closed && (res == -ECANCELED || res == -EINTR))
                 res = -EBADF;
             if (op->cancel_requested && res == -EINTR)
                 res = -ECANCELED;

@@ -1129,11 +1129,6 @@ int ioc_void_queued(ioc_core *c, ioc_op *op, uint64_t token)
     return 0;
 }
 
-int ioc_cancel_closed(ioc_core *c, ioc_op *op, uint64_t token)
-{
-    return ioc_cancel(c, op, token);
-}
-
 int ioc_flush(ioc_core *c)
 {
     (void)c;   /* every Windows call reaches the kernel at once */

@@ -32,7 +32,6 @@ struct ioc_op {
     int kind;              /* enum ioc_op_kind */
     int cancel_requested;
     int voided;            /* Linux: its SQE became a NOP (ioc_void_queued) */
-    int fd_closed;         /* Linux: cancelled as its fd was closed (ioc_cancel_closed) */
     struct ioc_op *prev;   /* in-flight list, or free list (next only) */
     struct ioc_op *next;
 };

@@ -240,7 +240,7 @@ class Operation:
     """
 
     __slots__ = ("token", "kind", "callback", "buffer", "result", "flags", "done", "_record",
-                 "_cbuf", "guarded_sock", "__weakref__")
+                 "_cbuf", "__weakref__")
 
     def __init__(self, token, kind, callback, buffer, record, cbuf):
         self.token = token
@@ -252,7 +252,6 @@ class Operation:
         self.done = False
         self._record = record
         self._cbuf = cbuf
-        self.guarded_sock = None   # the user's socket, when watched (_socket_guard.py)
 
     def release(self) -> None:
         """Drop the cffi views of the operation's memory once its callback ran.
@@ -306,7 +305,7 @@ class CompletionPort:
         self._recv_pool = None   # buffer addresses by id; False: no pool here
         self._guard = None   # Linux: see _socket_guard.py
         if not IS_WINDOWS:
-            self._guard = SocketGuard(self._core, self._ops)
+            self._guard = SocketGuard(self._core)
             self._guard_handle = ffi.new_handle(self._guard)
             lib.ioc_set_publish_hook(self._core, lib.ioc_py_before_publish,
                                      self._guard_handle, self._guard.armed)
@@ -738,11 +737,10 @@ class CompletionPort:
             self._associated.add(new_sock)
 
     def guard(self, op: Operation, sock) -> None:
-        """op runs on sock, a socket its owner may close at any moment.  If
+        """op runs on sock, a socket its owner may close at any moment: if
         sock is closed before op reaches the kernel, op completes with EBADF
-        instead of running on the next socket given that fd number; if it is
-        closed later, a sweep in `select` cancels op (completing with EBADF)
-        so the socket really closes (Linux; see _socket_guard.py)."""
+        instead of running on the next socket given that fd number (Linux;
+        see _socket_guard.py)."""
         if op.__class__ is not Operation:
             _check_operation(op)
         guard = self._guard
@@ -777,9 +775,6 @@ class CompletionPort:
         core = self._checked_core()
         if self._batch_pos < self._batch_size[0]:
             return self._batch_size[0] - self._batch_pos
-        guard = self._guard
-        if guard is not None and guard.watching:
-            timeout = guard.before_wait(timeout)
         if timeout is None:
             ns = -1
         elif timeout <= 0:

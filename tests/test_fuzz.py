@@ -1465,7 +1465,8 @@ async def _run_close_plan(plan) -> None:
         return got
 
     # A closed pair's tasks end by themselves: bytes of their own, EBADF, or
-    # cancelled, never a hang (the sweep cancels what the kernel still held).
+    # cancelled, never a hang (a receive the kernel still held sees the end
+    # of stream: the pair's other end was closed too).
     for pid in closed:
         results = await asyncio.wait_for(
             asyncio.gather(*tasks[pid], return_exceptions=True), TIMEOUT)
