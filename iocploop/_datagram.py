@@ -22,7 +22,8 @@
              the transport goes on.
   closing:   close() stops reading, flushes the queued datagrams, then
              closes; abort() drops them.  The socket is closed and
-             connection_lost called once the kernel finished every operation.
+             connection_lost called in the next turn, as asyncio's, even
+             while cancelled operations are still in the kernel.
 
 Arrival interface (iocploop's extension, docs/udp.md): a protocol that
 defines datagram_received_on(data, addr, local_address) gets each datagram
@@ -342,6 +343,8 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
 
     def _on_sent(self, op):
         self._send_ops.discard(op)
+        if self._sock_closed:
+            return   # aborted: the protocol has been told of the end already
         if not self._aborting:   # abort() already emptied the count
             self._buffer_size -= len(op.buffer[0]) + _HEADER_SIZE
         if op.result < 0 and not op.cancelled:
@@ -377,12 +380,17 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         return list(self._recv_ops) + list(self._send_ops)
 
     def _maybe_finish_close(self):
+        """Close once closing and, for close(), every queued datagram is sent.
+        Operations the kernel still holds (cancelled receives, aborted sends)
+        do not delay it: they complete on their own, their buffers kept in
+        their operation records until then.  The socket closes and
+        connection_lost runs in the next turn, as asyncio's.  (The cancels
+        reach the kernel before that turn; an io_uring operation holds its
+        own reference to the socket, and Windows aborts a closed socket's.)"""
         if not self._closing or self._sock_closed:
             return
         if not self._aborting and (self._queue or self._send_ops):
             return   # close(): the queued datagrams go out first
-        if self._recv_ops or self._send_ops:
-            return   # the kernel still holds operations of ours
         self._sock_closed = True
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
 

@@ -148,14 +148,15 @@ class _PipeBase(TransportBase):
             return
         if self._writes_pending() and not self._aborting:
             return
-        # Flushed: what is still posted (a read, a watch) is cancelled.
+        # Flushed: what is still posted (a read, a watch, an aborted write)
+        # is cancelled and completes on its own later, its buffer kept in
+        # its operation record.  The handle closes now (a named pipe's name
+        # goes with its last handle) and the protocol hears in the next
+        # turn, as with asyncio.  (An io_uring operation holds its own
+        # reference to the file; Windows ends a closed handle's I/O.)
         for op in list(self._ops):
             self._port.cancel(op)
-        if self._ops:
-            return
         self._lost_scheduled = True
-        # The kernel is done with the handle: close it now (a named pipe's
-        # name goes with its last handle), tell the protocol in its turn.
         self._close_handle()
         self._loop.call_soon(self._call_connection_lost, self._lost_exc)
 
