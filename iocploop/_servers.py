@@ -92,18 +92,26 @@ class ServerMethods:
         spare = None
         if local_addr_infos is None:
             spare = self._recycler.take_client_spare(family, type_)
-        if spare is None:
-            sock = await super()._connect_sock(exceptions, addr_info, local_addr_infos)
-            self._recycler.created += 1
-            if local_addr_infos is None:
-                # A socket bound to a local address the caller chose stays
-                # theirs to bind again: it is not recycled.
-                self._recycler.adopt_client(sock)
-            return sock
+        try:
+            if spare is None:
+                sock = await super()._connect_sock(exceptions, addr_info, local_addr_infos)
+                self._recycler.created += 1
+                if local_addr_infos is None:
+                    # A socket bound to a local address the caller chose
+                    # stays theirs to bind again: it is not recycled.
+                    self._recycler.adopt_client(sock)
+                return sock
+            return await self._connect_spare(spare, exceptions, addr_info, local_addr_infos)
+        finally:
+            # A failure's traceback holds this frame: the list that holds
+            # the exception must not stay reachable from it (asyncio's rule).
+            exceptions = None
+
+    async def _connect_spare(self, spare, exceptions, addr_info, local_addr_infos):
         my_exceptions = []
         exceptions.append(my_exceptions)
         try:
-            await self.sock_connect(spare, address)
+            await self.sock_connect(spare, addr_info[4])
         except OSError as exc:
             if self._recycler.is_refusal(exc):
                 # The provider refuses recycled sockets: a fresh one, at once.
@@ -116,6 +124,8 @@ class ServerMethods:
         except BaseException:
             spare.close()
             raise
+        finally:
+            exceptions = my_exceptions = None
         self._recycler.reused += 1
         self._recycler.adopt_client(spare)
         return spare

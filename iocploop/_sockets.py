@@ -447,7 +447,10 @@ class SocketMethods:
         try:
             return await fut
         finally:
-            fut = None   # break the cycle through the traceback
+            # The exception's traceback holds this frame: drop what refers
+            # back to it (fut holds the exception; done and op hold fut), so
+            # a failed connect leaves no cycle, as asyncio's.
+            fut = done = op = None
 
     # -- accepting ------------------------------------------------------------
 
