@@ -508,25 +508,28 @@ class CompletionPort:
         non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
         listener, accept_sock, first_data = op.buffer
         addrbuf, addrlen = op._cbuf
-        local = ffi.new("ioc_addr *")
-        remote = ffi.new("ioc_addr *")
         if IS_WINDOWS:
             conn = accept_sock
-            fd = conn.fileno()
         else:
-            fd = op.result
-            conn = None
-        rc = lib.ioc_accept_finish(self._checked_core(), _fileno(listener), fd, addrbuf,
-                                   addrlen[0], first_data, local, remote)
-        if conn is None:
-            conn = socket.socket(listener.family, listener.type, listener.proto, fileno=fd)
-        if rc < 0:
+            conn = socket.socket(listener.family, listener.type, listener.proto,
+                                 fileno=op.result)
+        # The new connection is ours from here: whatever fails (the listener
+        # closed while the accept was in the kernel, the port closed), it is
+        # closed, never left as a bare fd or to the garbage collector.
+        try:
+            local = ffi.new("ioc_addr *")
+            remote = ffi.new("ioc_addr *")
+            rc = lib.ioc_accept_finish(self._checked_core(), _fileno(listener), conn.fileno(),
+                                       addrbuf, addrlen[0], first_data, local, remote)
+            if rc < 0:
+                raise os_error(-rc)
+            conn.setblocking(False)
+            address = decode_address(remote)
+            if address is None:   # a family we do not decode: ask the socket
+                address = conn.getpeername()
+        except BaseException:
             conn.close()
-            raise os_error(-rc)
-        conn.setblocking(False)
-        address = decode_address(remote)
-        if address is None:   # a family we do not decode: ask the socket
-            address = conn.getpeername()
+            raise
         return conn, address
 
     def connect(self, sock, address, callback) -> Operation:
