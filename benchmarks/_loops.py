@@ -5,13 +5,17 @@ import asyncio
 
 
 def loop_factory(name: str):
-    """asyncio | uvloop | iocploop -> that loop's new_event_loop."""
+    """asyncio | uvloop | rloop | iocploop -> that loop's new_event_loop."""
     if name == "asyncio":
         return asyncio.new_event_loop
     if name == "uvloop":
         import uvloop
 
         return uvloop.new_event_loop
+    if name == "rloop":
+        import rloop
+
+        return rloop.new_event_loop
     if name == "iocploop":
         import iocploop
 

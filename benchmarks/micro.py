@@ -1,12 +1,14 @@
-"""Loop micro-benchmarks: iocploop side by side with asyncio and uvloop.
+"""Loop micro-benchmarks: iocploop side by side with asyncio, uvloop and rloop.
 
     python -m benchmarks.micro [--runs 3] [--scale 1.0] [--json out.json]
 
-Each (loop, benchmark) pair runs in a fresh interpreter; runs are interleaved
-(loop A, B, C, A, B, C, ...) so drift on a shared machine hits all loops
-alike; the table shows the median of the runs in ns per operation and the
-ratio of each loop's rate to uvloop's (and to asyncio's when uvloop is not
-installed).  Numbers from Wine say nothing about Windows: run on Windows.
+Each (loop, benchmark) pair runs in a fresh interpreter pinned to one CPU
+(the last one: vmbench's way, so the scheduler never moves it); runs are
+interleaved (loop A, B, C, A, B, C, ...) so drift on a shared machine hits
+all loops alike; the table shows the median of the runs in ns per operation
+and iocploop's rate as a ratio to uvloop's and to rloop's (to asyncio's when
+neither is installed).  Numbers from Wine say nothing about Windows: run on
+Windows.
 """
 from __future__ import annotations
 
@@ -19,25 +21,18 @@ import subprocess
 import sys
 import time
 
-LOOPS = ("asyncio", "uvloop", "iocploop")
-BENCHMARKS = ("call_soon", "call_later_cancel", "future_pingpong", "sleep0", "threadsafe")
+LOOPS = ("asyncio", "uvloop", "rloop", "iocploop")
+BENCHMARKS = ("call_soon", "call_soon_chain", "call_later", "call_later_cancel",
+              "future_pingpong", "queue_pingpong", "sleep0", "threadsafe")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ---- the child side: one benchmark on one loop ------------------------------
 
 def _make_loop(name: str):
-    import asyncio
+    from benchmarks._loops import loop_factory
 
-    if name == "asyncio":
-        return asyncio.new_event_loop()
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    import iocploop
-
-    return iocploop.new_event_loop()
+    return loop_factory(name)()
 
 
 def _countdown(loop, n):
@@ -63,6 +58,36 @@ def bench_call_soon(loop, n):
     return time.perf_counter() - t0
 
 
+def bench_call_soon_chain(loop, n):
+    """One callback per iteration: each schedules the next (the loop's
+    per-iteration cost: an empty wait, the timer check, one handle)."""
+    done = loop.create_future()
+    count = 0
+
+    def cb():
+        nonlocal count
+        count += 1
+        if count == n:
+            done.set_result(None)
+        else:
+            loop.call_soon(cb)
+
+    t0 = time.perf_counter()
+    loop.call_soon(cb)
+    loop.run_until_complete(done)
+    return time.perf_counter() - t0
+
+
+def bench_call_later(loop, n):
+    """n timers, all due within a millisecond, scheduled and then fired."""
+    cb, done = _countdown(loop, n)
+    t0 = time.perf_counter()
+    for i in range(n):
+        loop.call_later(i * 1e-8, cb)
+    loop.run_until_complete(done)
+    return time.perf_counter() - t0
+
+
 def bench_call_later_cancel(loop, n):
     async def main():
         handles = [loop.call_later(10 + i * 1e-6, int) for i in range(n)]
@@ -84,6 +109,26 @@ def bench_future_pingpong(loop, n):
 
     t0 = time.perf_counter()
     loop.run_until_complete(ping())
+    return time.perf_counter() - t0
+
+
+def bench_queue_pingpong(loop, n):
+    """Two tasks pass a token through two asyncio.Queues, n round trips."""
+    async def main():
+        there, back = asyncio.Queue(), asyncio.Queue()
+
+        async def echo():
+            for _ in range(n):
+                back.put_nowait(await there.get())
+
+        task = asyncio.ensure_future(echo())
+        for i in range(n):
+            there.put_nowait(i)
+            await back.get()
+        await task
+
+    t0 = time.perf_counter()
+    loop.run_until_complete(main())
     return time.perf_counter() - t0
 
 
@@ -116,6 +161,9 @@ def bench_threadsafe(loop, n):
 
 
 def child(loop_name: str, bench: str, n: int) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[-1]})
     loop = _make_loop(loop_name)
     func = globals()["bench_" + bench]
     func(loop, max(1, n // 10))   # warm-up
@@ -126,7 +174,8 @@ def child(loop_name: str, bench: str, n: int) -> None:
 
 # ---- the parent side: interleave, collect, report ---------------------------
 
-SIZES = {"call_soon": 200_000, "call_later_cancel": 100_000, "future_pingpong": 100_000,
+SIZES = {"call_soon": 200_000, "call_soon_chain": 200_000, "call_later": 100_000,
+         "call_later_cancel": 100_000, "future_pingpong": 100_000, "queue_pingpong": 50_000,
          "sleep0": 100_000, "threadsafe": 100_000}
 
 
@@ -175,24 +224,25 @@ def main(argv=None):
                 print(f"\r  run {run + 1}/{args.runs}  {done}/{total} measurements",
                       end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
-    reference = "uvloop" if "uvloop" in loops else "asyncio"
-    header = f"{'benchmark':<20}" + "".join(f"{l + ' ns/op':>18}" for l in loops)
-    header += f"{'iocploop vs ' + reference:>22}"
+    references = [r for r in ("uvloop", "rloop") if r in loops] or ["asyncio"]
+    header = f"{'benchmark':<20}" + "".join(f"{l + ' ns/op':>16}" for l in loops)
+    if "iocploop" in loops:
+        header += "".join(f"{'vs ' + r:>12}" for r in references)
     print(header)
     results = {}
     for bench in benches:
         medians = {l: statistics.median(samples[(bench, l)]) for l in loops}
         results[bench] = medians
-        row = f"{bench:<20}" + "".join(f"{medians[l]:>18.0f}" for l in loops)
+        row = f"{bench:<20}" + "".join(f"{medians[l]:>16.0f}" for l in loops)
         if "iocploop" in medians:
             # rate ratio: >1 means iocploop does more operations per second
-            row += f"{medians[reference] / medians['iocploop']:>21.2f}x"
+            row += "".join(f"{medians[r] / medians['iocploop']:>11.2f}x" for r in references)
         print(row)
     print(f"(median of {args.runs} interleaved runs, fresh process each; "
           f"python {sys.version.split()[0]}, {sys.platform})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": args.runs, "reference": reference, "ns_per_op": results,
+            json.dump({"runs": args.runs, "references": references, "ns_per_op": results,
                        "samples": {f"{b}/{l}": v for (b, l), v in samples.items()}}, f, indent=2)
 
 

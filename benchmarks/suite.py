@@ -74,7 +74,7 @@ def _bars(suite: str, data: dict) -> list[tuple[str, str, float]]:
     rows = []
     if suite == "micro":
         for bench, by_loop in data["ns_per_op"].items():
-            ref = by_loop.get(data["reference"])
+            ref = by_loop.get(data["references"][0])
             for loop, ns in by_loop.items():
                 rows.append((bench, loop, ref / ns if ref and ns else 0.0))
         return rows
@@ -97,7 +97,7 @@ def write_chart(results: dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     suites = [s for s in results["suites"] if _bars(s, results["suites"][s])]
-    colours = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "iocploop": "#dd8452",
+    colours = {"asyncio": "#9e9e9e", "uvloop": "#4c72b0", "rloop": "#8172b3", "iocploop": "#dd8452",
                "c-uring": "#55a868"}
     heights = [max(1, len({r[0] for r in _bars(s, results["suites"][s])})) for s in suites]
     fig, axes = plt.subplots(len(suites), 1, figsize=(10, 1.2 + 0.55 * sum(heights)),
