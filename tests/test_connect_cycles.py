@@ -21,6 +21,8 @@ import sys
 
 import pytest
 
+from _helpers import IS_WINDOWS, is_iocploop_loop
+
 HOST = "127.0.0.1"
 
 
@@ -31,10 +33,9 @@ def _refusing_port() -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
-def _foreign_referrers(exc: BaseException) -> list:
-    """What refers to exc besides the calling test's frame and coroutine."""
+def _foreign_referrers(exc: BaseException, own_frame) -> list:
+    """What refers to exc besides own_frame (the test's) and its coroutine."""
     gc.collect()
-    own_frame = sys._getframe(1)
     task = asyncio.current_task()
     own = {id(own_frame), id(task.get_coro()) if task is not None else None}
     return [r for r in gc.get_referrers(exc) if id(r) not in own]
@@ -42,6 +43,25 @@ def _foreign_referrers(exc: BaseException) -> list:
 
 def _describe(referrers: list) -> str:
     return "; ".join(f"{type(r).__name__}: {r!r:.120}" for r in referrers)
+
+
+PROACTOR_CONNECT_CYCLE = (
+    "CPython's ProactorEventLoop.sock_connect keeps its _OverlappedFuture in a cycle with "
+    "the exception (iocploop has none): no reference behaviour on Windows")
+
+
+def assert_no_cycle(exc: BaseException) -> None:
+    """Only the calling test refers to exc once the collector has run.
+
+    Call it one turn after the exception was caught (`await
+    asyncio.sleep(0)`): until then the Handle that resumed the test (the
+    task's wakeup by the failed future, when the test awaited that future
+    directly, as wait_for does from 3.12) is still running it."""
+    referrers = _foreign_referrers(exc, sys._getframe(1))
+    if referrers and IS_WINDOWS and not is_iocploop_loop(asyncio.get_running_loop()) and all(
+            type(r).__name__ == "_OverlappedFuture" for r in referrers):
+        pytest.xfail(PROACTOR_CONNECT_CYCLE)
+    assert not referrers, f"the exception is still referred to by: {_describe(referrers)}"
 
 
 def _fake_resolver(loop, port: int, hosts: list[str]):
@@ -81,8 +101,8 @@ async def test_failed_create_connection_leaves_no_cycle(addresses, happy_eyeball
             err = exc
         else:
             pytest.fail("the connection to a port nobody listens on succeeded")
-    referrers = _foreign_referrers(err)
-    assert not referrers, f"the exception is still referred to by: {_describe(referrers)}"
+    await asyncio.sleep(0)
+    assert_no_cycle(err)
 
 
 @pytest.mark.asyncio
@@ -97,8 +117,8 @@ async def test_failed_sock_connect_leaves_no_cycle():
             err = exc
         else:
             pytest.fail("the connection to a port nobody listens on succeeded")
-    referrers = _foreign_referrers(err)
-    assert not referrers, f"the exception is still referred to by: {_describe(referrers)}"
+    await asyncio.sleep(0)
+    assert_no_cycle(err)
 
 
 @pytest.mark.asyncio(loop_factories=["iocploop"])
@@ -128,8 +148,8 @@ async def test_failed_connect_of_a_recycled_socket_leaves_no_cycle():
     assert recycler.take_client_spare(socket.AF_INET, socket.SOCK_STREAM) is None, (
         "the spare socket was not used")
     assert spare.fileno() == -1, "the failed spare socket was not closed"
-    referrers = _foreign_referrers(err)
-    assert not referrers, f"the exception is still referred to by: {_describe(referrers)}"
+    await asyncio.sleep(0)
+    assert_no_cycle(err)
 
 
 def test_failed_create_connection_without_socket_reuse_leaves_no_cycle():
@@ -143,8 +163,8 @@ def test_failed_create_connection_without_socket_reuse_leaves_no_cycle():
                     asyncio.Protocol, HOST, port), 5.0)
             except OSError as exc:
                 err = exc
-        referrers = _foreign_referrers(err)
-        assert not referrers, f"the exception is still referred to by: {_describe(referrers)}"
+        await asyncio.sleep(0)
+        assert_no_cycle(err)
 
     loop = iocploop.new_event_loop(socket_reuse=False)
     try:
