@@ -1,12 +1,14 @@
-"""The event loop: asyncio's scheduling on top of a completion port.
+"""The event loop: asyncio's scheduling, compiled, on top of a completion port.
 
-`Loop` reuses asyncio's `BaseEventLoop` for scheduling (ready queue, timer
-heap, debug mode, executors, exception handling, async generators), so
-callback and timer ordering is asyncio's own.  What it adds is the I/O
-phase: each iteration blocks in the completion port (`CompletionPort.select`)
-and then runs the callbacks of the operations the kernel finished, in the
-order the kernel finished them, within the same iteration.  Completions do
-not become futures plus an extra `call_soon` hop as in CPython's Proactor.
+`Loop` takes its scheduling from `_scheduler.Scheduler` (compiled: handles,
+the ready queue, the timer heap, one iteration of the loop, with asyncio's
+rules and ordering) and the rest from asyncio's `BaseEventLoop` (debug
+mode, executors, exception handling, async generators, tasks).  What it
+adds is the I/O phase: each iteration blocks in the completion port
+(`CompletionPort.select`) and then runs the callbacks of the operations the
+kernel finished, in the order the kernel finished them, within the same
+iteration.  Completions do not become futures plus an extra `call_soon`
+hop as in CPython's Proactor.
 
 The rest of AbstractEventLoop comes from mixins, one module each: sockets
 (_sockets.py), servers and connections (_servers.py), sendfile, datagrams,
@@ -29,6 +31,7 @@ from ._port import IS_WINDOWS, CompletionPort
 from ._sendfile import SendfileMethods
 from ._servers import DEFAULT_ACCEPT_POOL_SIZE, ServerMethods
 from ._readiness import ReadinessMethods
+from ._scheduler import Scheduler
 from ._signals import SignalMethods
 from ._sockets import SocketMethods
 from ._stats import StatsMethods
@@ -52,7 +55,7 @@ def _describe_callback(callback) -> str:
 
 class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixMethods,
            PipeMethods, SubprocessMethods, SignalMethods, ReadinessMethods, StatsMethods,
-           asyncio.BaseEventLoop):
+           Scheduler, asyncio.BaseEventLoop):
     """A completion-based asyncio event loop (IOCP on Windows, io_uring on Linux)."""
 
     def __init__(self, *, queue_depth: int = 256,
@@ -131,10 +134,37 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
         if watch:
             self._port.watch_sigint(True)
         try:
-            return super().run_forever()
+            self._run_forever_setup()
+            try:
+                self._run_until_stopped()   # the compiled loop of iterations
+            finally:
+                self._run_forever_cleanup()
         finally:
             if watch:
                 self._port.watch_sigint(False)
+
+    if not hasattr(asyncio.BaseEventLoop, "_run_forever_setup"):
+        # Python 3.11's run_forever has its setup and cleanup inline; these
+        # are the same steps, as 3.12 split them out.
+        def _run_forever_setup(self):
+            self._check_closed()
+            self._check_running()
+            self._set_coroutine_origin_tracking(self._debug)
+            self._old_agen_hooks = sys.get_asyncgen_hooks()
+            self._thread_id = threading.get_ident()
+            sys.set_asyncgen_hooks(firstiter=self._asyncgen_firstiter_hook,
+                                   finalizer=self._asyncgen_finalizer_hook)
+            asyncio.events._set_running_loop(self)
+
+        def _run_forever_cleanup(self):
+            self._stopping = False
+            self._thread_id = None
+            asyncio.events._set_running_loop(None)
+            self._set_coroutine_origin_tracking(False)
+            old_agen_hooks = getattr(self, "_old_agen_hooks", None)
+            if old_agen_hooks is not None:
+                self._old_agen_hooks = None
+                sys.set_asyncgen_hooks(*old_agen_hooks)
 
     # -- closing --------------------------------------------------------------
 

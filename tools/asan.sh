@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the Linux test suite against an AddressSanitizer build of the C core.
+# Run the Linux test suite against an AddressSanitizer build of the C core
+# and of the compiled scheduler.
 # Any use-after-free, overflow or double free of operation records or of
 # memory the kernel still owns aborts the run with a report.
 #   bash tools/asan.sh [pytest args...]
@@ -13,8 +14,9 @@ source tools/venv.sh
 stage=build/asan
 rm -rf "$stage" && mkdir -p "$stage"
 cp -r iocploop "$stage/iocploop"
-rm -f "$stage"/iocploop/_ioc.*
+rm -f "$stage"/iocploop/_ioc.* "$stage"/iocploop/_scheduler.*.so
 "$PY" _cffi_build/build_core.py --sanitize "$stage/iocploop" >/dev/null
+"$PY" _cffi_build/build_scheduler.py --sanitize "$stage/iocploop" >/dev/null
 libasan=$(gcc -print-file-name=libasan.so)
 # -P keeps the source tree's iocploop (no sanitizer) off sys.path; children
 # started by the tests inherit PYTHONPATH and the preload.

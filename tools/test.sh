@@ -16,9 +16,9 @@ source tools/venv.sh
 status=0
 
 if [ "$what" != wine ]; then
-    echo "=== Linux: build the io_uring core in place, run the tests ==="
-    "$PY" _cffi_build/build_core.py >/tmp/iocploop-build.log 2>&1 \
-        || { cat /tmp/iocploop-build.log; exit 1; }
+    echo "=== Linux: build the io_uring core and the scheduler in place, run the tests ==="
+    { "$PY" _cffi_build/build_core.py && "$PY" _cffi_build/build_scheduler.py; } \
+        >/tmp/iocploop-build.log 2>&1 || { cat /tmp/iocploop-build.log; exit 1; }
     "$PY" -m pytest -p no:cacheprovider tests "$@" || status=$?
 fi
 

@@ -562,17 +562,28 @@ def generate_c(build_core) -> Path:
     return out
 
 
-def compile_pyd(minor: str, c_file: Path, sources: list[Path], libraries: list[str]) -> Path:
+def generate_scheduler_c() -> Path:
+    """The compiled scheduler's C source, from Cython on the host (the same
+    file serves every Windows Python: it tests the version as it compiles)."""
+    BUILD.mkdir(parents=True, exist_ok=True)
+    out = BUILD / "_scheduler.c"
+    run_host([host_python(), str(ROOT / "_cffi_build" / "build_scheduler.py"), "--emit-c", str(out)],
+             BUILD / "cython.log", "cython: the scheduler's C source")
+    return out
+
+
+def compile_pyd(minor: str, c_file: Path, sources: list[Path], libraries: list[str],
+                module: str = "_ioc") -> Path:
     tag = tag_of(minor)
     py = py_dir(minor)
-    out = stage_dir(minor) / f"_ioc.{tag}-win_amd64.pyd"
+    out = stage_dir(minor) / f"{module}.{tag}-win_amd64.pyd"
     out.parent.mkdir(parents=True, exist_ok=True)
     # MS_WIN64 empty, as 3.12+'s pyconfig.h defines it for MinGW (no redefinition warning);
     # 3.11's pyconfig.h defines it for MSVC only, so it must come from here.
     cmd = [CC, "-shared", "-O2", "-Wall", "-DMS_WIN64=", "-DWIN32_LEAN_AND_MEAN",
            f"-I{py / 'include'}", f"-I{ROOT / 'csrc'}", str(c_file), *map(str, sources),
            "-o", str(out), f"-L{py}", f"-lpython{tag[2:]}", *(f"-l{lib}" for lib in libraries)]
-    log = stage_dir(minor) / "gcc.log"
+    log = stage_dir(minor) / f"gcc-{module}.log"
     proc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     log.write_text("$ " + shlex.join(cmd) + "\n" + proc.stdout + proc.stderr)
     diagnostics = (proc.stdout + proc.stderr).strip()
@@ -603,16 +614,17 @@ def check_imports(tag: str, pyd: Path) -> None:
         raise Failure(f"{tag}: {pyd.name} needs DLLs a Windows user will not have: {', '.join(foreign)}")
 
 
-def stage_package(minor: str, pyd: Path) -> Path:
-    """build/wine/cpXYZ/iocploop/ = the package's Python files + the .pyd."""
+def stage_package(minor: str, pyds: list[Path]) -> list[Path]:
+    """build/wine/cpXYZ/iocploop/ = the package's Python files + the .pyds."""
     dest = stage_dir(minor) / "iocploop"
     if dest.exists():
         shutil.rmtree(dest)
     shutil.copytree(ROOT / "iocploop", dest,
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.dll",
-                                                  "*.c", "*.o", "*.pyc"))
-    shutil.move(str(pyd), dest / pyd.name)
-    return dest / pyd.name
+                                                  "*.c", "*.o", "*.pyc", "*.pyx"))
+    for pyd in pyds:
+        shutil.move(str(pyd), dest / pyd.name)
+    return [dest / pyd.name for pyd in pyds]
 
 
 WHEEL_FILE = """\
@@ -683,12 +695,17 @@ def cmd_build(pythons: list[str]) -> None:
             raise Failure(f"Windows backend source missing: {', '.join(missing)}")
         c_file = generate_c(build_core)
         libraries = list(build_core.LIBRARIES["windows"])
+    with timed("build: generate C with Cython"):
+        scheduler_c = generate_scheduler_c()
     with timed("build: wheel metadata"):
         dist_info = project_dist_info()
     for minor in pythons:
         with timed(f"build {tag_of(minor)}: compile + stage + wheel"):
-            pyd = stage_package(minor, compile_pyd(minor, c_file, sources, libraries))
-            check_imports(tag_of(minor), pyd)
+            pyds = stage_package(minor, [
+                compile_pyd(minor, c_file, sources, libraries),
+                compile_pyd(minor, scheduler_c, [], [], module="_scheduler")])
+            for pyd in pyds:
+                check_imports(tag_of(minor), pyd)
             wheel = make_wheel(minor, dist_info)
             say(f"    {tag_of(minor)}: {wheel.relative_to(ROOT)}")
 

@@ -1,0 +1,651 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The loop's scheduler in compiled code: handles, the ready queue, the
+timer heap and one iteration of the loop (asyncio's `_run_once`).
+
+`Scheduler` is a base class of `iocploop.Loop`, placed before
+`asyncio.BaseEventLoop` in its bases, so these methods replace
+BaseEventLoop's own; everything else (executors, exception handling,
+debug helpers, async generators, create_task) stays BaseEventLoop's.
+The rules are asyncio's, step for step:
+
+* call_soon / call_soon_threadsafe append a Handle to the ready queue
+  (FIFO); call_at / call_later push a TimerHandle on a binary heap ordered
+  by `_when` with the same sift algorithm as the heapq module, so timers
+  due at the same moment run in the order asyncio would run them.
+* One iteration: drop cancelled timers (all of them, rebuilding the heap,
+  when more than half of over 100 are cancelled; else those at the top),
+  wait for I/O (zero timeout when callbacks are ready or the loop is
+  stopping, else until the first timer, at most a day), run the I/O
+  phase, move the timers due by `time() + _clock_resolution` to the ready
+  queue, then run exactly the callbacks that were ready at that point:
+  those they schedule wait for the next iteration.
+* Handle._run calls the callback in its context; an exception goes to
+  the loop's exception handler with asyncio's context keys.
+
+Debug mode keeps asyncio's behaviour by asking BaseEventLoop's own Python
+helpers (thread and callback checks, source tracebacks, the slow-callback
+report), which is not on the hot path.
+
+Thread safety: call_soon_threadsafe appends under the GIL, as asyncio's
+deque append does; all state is per loop, none global.
+"""
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
+
+import inspect
+import sys
+import time as _time
+from asyncio import base_events as _base_events
+from asyncio import events as _events
+from asyncio import format_helpers as _format_helpers
+from asyncio.log import logger as _logger
+
+cdef extern from "Python.h":
+    object PyObject_Call(object callable, object args, PyObject *kwargs)
+    object PyObject_CallNoArgs(object callable)
+
+cdef object _monotonic = _time.monotonic
+cdef object _format_handle = _base_events._format_handle
+cdef object _extract_stack = _format_helpers.extract_stack
+cdef object _getframe = sys._getframe
+cdef object _Handle_repr_info = _events.Handle._repr_info
+
+# asyncio's constants (base_events): the same numbers, the same rules.
+cdef Py_ssize_t _MIN_SCHEDULED_TIMER_HANDLES = 100
+cdef double _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
+cdef double _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
+
+# format_helpers._format_callback_source takes debug= from 3.12.
+cdef bint _FORMAT_TAKES_DEBUG = (
+    "debug" in inspect.signature(_format_helpers._format_callback_source).parameters)
+
+
+cdef object _format_callback(object callback, object args, object loop):
+    if _FORMAT_TAKES_DEBUG:
+        return _format_helpers._format_callback_source(callback, args,
+                                                       debug=loop.get_debug())
+    return _format_helpers._format_callback_source(callback, args)
+
+
+# -- handles ----------------------------------------------------------------------
+
+
+cdef class Handle:
+    """asyncio.Handle's API: cancel(), cancelled(), get_context(), repr."""
+
+    cdef public object _callback
+    cdef public object _args
+    cdef public object _context
+    cdef public object _loop
+    cdef public object _source_traceback
+    cdef public object _repr
+    cdef public bint _cancelled
+    cdef object __weakref__
+
+    def __init__(self, callback, args, loop, context=None):
+        _init_handle(self, callback, args, loop, context)
+        if loop.get_debug():
+            self._source_traceback = _extract_stack(_getframe())
+
+    def _repr_info(self):
+        return _Handle_repr_info(self)
+
+    def __repr__(self):
+        if self._repr is not None:
+            return self._repr
+        return "<{}>".format(" ".join(self._repr_info()))
+
+    def get_context(self):
+        return self._context
+
+    def cancel(self):
+        if not self._cancelled:
+            self._cancel()
+
+    cdef _cancel(self):
+        self._cancelled = True
+        if self._loop.get_debug():
+            # As asyncio: keep the representation with the callback and
+            # arguments, for the reports of debug mode.
+            self._repr = repr(self)
+        self._callback = None
+        self._args = None
+
+    def cancelled(self):
+        return self._cancelled
+
+    def _run(self):
+        _run_handle(self)
+
+
+cdef inline _init_handle(Handle h, object callback, object args, object loop, object context):
+    if context is None:
+        context = PyContext_CopyCurrent()
+    h._context = context
+    h._loop = loop
+    h._callback = callback
+    h._args = args
+    h._cancelled = False
+    h._repr = None
+    h._source_traceback = None
+
+
+cdef _run_handle(Handle h):
+    """Call the callback in its context; an exception goes to the loop's
+    exception handler (SystemExit and KeyboardInterrupt propagate)."""
+    cdef object context = h._context
+    cdef object callback = h._callback
+    cdef object args = h._args
+    cdef bint entered = False
+    try:
+        PyContext_Enter(context)
+        entered = True
+        if args:
+            PyObject_Call(callback, args, NULL)
+        else:
+            PyObject_CallNoArgs(callback)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        message = f"Exception in callback {_format_callback(h._callback, h._args, h._loop)}"
+        report = {"message": message, "exception": exc, "handle": h}
+        if h._source_traceback:
+            report["source_traceback"] = h._source_traceback
+        h._loop.call_exception_handler(report)
+    finally:
+        if entered:
+            PyContext_Exit(context)
+
+
+cdef class TimerHandle(Handle):
+    """asyncio.TimerHandle's API: when(), comparisons, hash, cancel()."""
+
+    cdef public object _when_obj
+    cdef double _when_c
+    cdef public bint _scheduled
+
+    def __init__(self, when, callback, args, loop, context=None):
+        _init_handle(self, callback, args, loop, context)
+        if loop.get_debug():
+            self._source_traceback = _extract_stack(_getframe())
+        self._set_when(when)
+        self._scheduled = False
+
+    cdef _set_when(self, object when):
+        self._when_c = when   # TypeError for a time that is not a number
+        self._when_obj = when
+
+    @property
+    def _when(self):
+        return self._when_obj
+
+    def _repr_info(self):
+        info = _Handle_repr_info(self)
+        info.insert(2 if self._cancelled else 1, f"when={self._when_obj}")
+        return info
+
+    def when(self):
+        return self._when_obj
+
+    def __hash__(self):
+        return hash(self._when_obj)
+
+    def __richcmp__(self, other, int op):
+        if not isinstance(other, TimerHandle):
+            return NotImplemented
+        cdef TimerHandle o = <TimerHandle>other
+        if op == 0:
+            return self._when_obj < o._when_obj
+        if op == 4:
+            return self._when_obj > o._when_obj
+        equal = (self._when_obj == o._when_obj and self._callback == o._callback
+                 and self._args == o._args and self._cancelled == o._cancelled)
+        if op == 2:
+            return equal
+        if op == 3:
+            return not equal
+        if op == 1:
+            return self._when_obj < o._when_obj or equal
+        return self._when_obj > o._when_obj or equal
+
+    def cancel(self):
+        if not self._cancelled:
+            self._loop._timer_handle_cancelled(self)
+            self._cancel()
+
+
+# -- the ready queue: a ring of owned references ------------------------------------
+
+
+cdef class _Ring:
+    cdef PyObject **items
+    cdef Py_ssize_t head
+    cdef Py_ssize_t count
+    cdef Py_ssize_t capacity
+
+    def __dealloc__(self):
+        self.clear()
+        PyMem_Free(self.items)
+
+    cdef int push(self, object item) except -1:
+        cdef Py_ssize_t cap, i, n
+        cdef PyObject **grown
+        if self.count == self.capacity:
+            cap = self.capacity * 2 if self.capacity else 64
+            grown = <PyObject **>PyMem_Realloc(self.items, cap * sizeof(PyObject *))
+            if grown == NULL:
+                raise MemoryError()
+            # Unwrap: the items past the end move after the old capacity.
+            n = self.head + self.count - self.capacity
+            for i in range(n if n > 0 else 0):
+                grown[self.capacity + i] = grown[i]
+            self.items = grown
+            self.capacity = cap
+        Py_INCREF(item)
+        self.items[(self.head + self.count) % self.capacity] = <PyObject *>item
+        self.count += 1
+        return 0
+
+    cdef object pop(self):
+        """The oldest item (the queue must not be empty)."""
+        cdef PyObject *item = self.items[self.head]
+        self.head = (self.head + 1) % self.capacity
+        self.count -= 1
+        result = <object>item
+        Py_DECREF(result)   # the ring's reference; `result` holds its own
+        return result
+
+    cdef void release(self):
+        PyMem_Free(self.items)
+        self.items = NULL
+        self.capacity = 0
+        self.head = 0
+
+    cdef void clear(self):
+        cdef PyObject *item
+        while self.count:
+            item = self.items[self.head]
+            self.head = (self.head + 1) % self.capacity
+            self.count -= 1
+            Py_XDECREF(item)
+        self.head = 0
+
+
+cdef class ReadyQueue:
+    """What `loop._ready` offers BaseEventLoop and the stats: len, bool,
+    append, popleft, clear and iteration over a snapshot."""
+    cdef _Ring ring
+
+    def __len__(self):
+        return self.ring.count
+
+    def __bool__(self):
+        return self.ring.count > 0
+
+    def append(self, handle):
+        self.ring.push(handle)
+
+    def popleft(self):
+        if not self.ring.count:
+            raise IndexError("pop from an empty ready queue")
+        return self.ring.pop()
+
+    def clear(self):
+        # BaseEventLoop.close() calls this: the storage goes too.
+        self.ring.clear()
+        self.ring.release()
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        ring = self.ring
+        return iter([<object>ring.items[(ring.head + i) % ring.capacity]
+                     for i in range(ring.count)])
+
+
+# -- the timer heap: heapq's algorithm on a C array ---------------------------------
+
+
+cdef class TimerHeap:
+    """Owned references to TimerHandles, a min-heap on _when (`<` as
+    heapq compares): sift-down on push, heapq's bottom-up sift-up on pop
+    and heapify, so equal times come out in the order heapq gives."""
+    cdef PyObject **items
+    cdef Py_ssize_t count
+    cdef Py_ssize_t capacity
+
+    def __dealloc__(self):
+        self.clear()
+        PyMem_Free(self.items)
+
+    def __len__(self):
+        return self.count
+
+    def __bool__(self):
+        return self.count > 0
+
+    def __iter__(self):
+        cdef Py_ssize_t i
+        return iter([<object>self.items[i] for i in range(self.count)])
+
+    def __getitem__(self, Py_ssize_t i):
+        if i < 0:
+            i += self.count
+        if not 0 <= i < self.count:
+            raise IndexError("timer heap index out of range")
+        return <object>self.items[i]
+
+    def clear(self):
+        # BaseEventLoop.close() calls this: the storage goes too.
+        self._clear()
+        PyMem_Free(self.items)
+        self.items = NULL
+        self.capacity = 0
+
+    cdef void _clear(self):
+        cdef Py_ssize_t n = self.count
+        self.count = 0
+        for i in range(n):
+            Py_XDECREF(self.items[i])
+
+    cdef inline double when(self, Py_ssize_t i):
+        return (<TimerHandle>self.items[i])._when_c
+
+    cdef void _sift_down(self, Py_ssize_t start, Py_ssize_t pos):
+        # Move the item at pos up towards start while it is smaller than
+        # its parent.
+        cdef PyObject *item = self.items[pos]
+        cdef double key = (<TimerHandle>item)._when_c
+        cdef Py_ssize_t parent
+        while pos > start:
+            parent = (pos - 1) >> 1
+            if key < self.when(parent):
+                self.items[pos] = self.items[parent]
+                pos = parent
+                continue
+            break
+        self.items[pos] = item
+
+    cdef void _sift_up(self, Py_ssize_t pos):
+        # heapq's way: walk the smaller child up to a leaf, then sift the
+        # item there back down.
+        cdef Py_ssize_t end = self.count
+        cdef Py_ssize_t start = pos
+        cdef PyObject *item = self.items[pos]
+        cdef Py_ssize_t child = 2 * pos + 1
+        while child < end:
+            if child + 1 < end and not (self.when(child) < self.when(child + 1)):
+                child += 1
+            self.items[pos] = self.items[child]
+            pos = child
+            child = 2 * pos + 1
+        self.items[pos] = item
+        self._sift_down(start, pos)
+
+    cdef int push(self, TimerHandle timer) except -1:
+        cdef Py_ssize_t cap
+        cdef PyObject **grown
+        if self.count == self.capacity:
+            cap = self.capacity * 2 if self.capacity else 64
+            grown = <PyObject **>PyMem_Realloc(self.items, cap * sizeof(PyObject *))
+            if grown == NULL:
+                raise MemoryError()
+            self.items = grown
+            self.capacity = cap
+        Py_INCREF(timer)
+        self.items[self.count] = <PyObject *>timer
+        self.count += 1
+        self._sift_down(0, self.count - 1)
+        return 0
+
+    cdef TimerHandle pop(self):
+        """The earliest timer (the heap must not be empty)."""
+        cdef PyObject *last
+        cdef PyObject *top
+        self.count -= 1
+        last = self.items[self.count]
+        if self.count:
+            top = self.items[0]
+            self.items[0] = last
+            self._sift_up(0)
+        else:
+            top = last
+        result = <TimerHandle>top
+        Py_DECREF(result)
+        return result
+
+    cdef void heapify(self):
+        cdef Py_ssize_t i = self.count // 2 - 1
+        while i >= 0:
+            self._sift_up(i)
+            i -= 1
+
+    cdef void drop_cancelled(self):
+        """Keep only the timers not cancelled (they leave `_scheduled`), then
+        heapify what is left, as asyncio rebuilds its list."""
+        cdef Py_ssize_t i, kept = 0
+        cdef TimerHandle timer
+        for i in range(self.count):
+            timer = <TimerHandle>self.items[i]
+            if timer._cancelled:
+                timer._scheduled = False
+                Py_DECREF(timer)
+            else:
+                self.items[kept] = self.items[i]
+                kept += 1
+        self.count = kept
+        self.heapify()
+
+
+# -- the scheduler ----------------------------------------------------------------
+
+
+cdef class Scheduler:
+    """The scheduling half of the loop (a base of iocploop.Loop)."""
+
+    cdef ReadyQueue ready
+    cdef TimerHeap timers
+    cdef public bint _stopping
+    cdef public bint _closed
+    cdef public bint _debug
+    cdef public Py_ssize_t _timer_cancelled_count
+    cdef public double _clock_resolution
+    cdef public object _thread_id
+    cdef public object _current_handle
+    cdef public object _selector
+
+    def __cinit__(self, *args, **kwargs):
+        self.ready = ReadyQueue()
+        self.ready.ring = _Ring()
+        self.timers = TimerHeap()
+
+    # BaseEventLoop's own code reads these (close() clears them, the stats
+    # count them); __init__ assigns fresh empty containers, which is a no-op.
+    @property
+    def _ready(self):
+        return self.ready
+
+    @_ready.setter
+    def _ready(self, value):
+        if len(value):
+            raise ValueError("the ready queue is the loop's own")
+
+    @property
+    def _scheduled(self):
+        return self.timers
+
+    @_scheduled.setter
+    def _scheduled(self, value):
+        if len(value):
+            raise ValueError("the timer heap is the loop's own")
+
+    def time(self):
+        return _monotonic()
+
+    cdef inline double _now(self) except? -1.0:
+        # self.time(), which a subclass or a test may replace.
+        return self.time()
+
+    # -- scheduling --------------------------------------------------------------
+
+    cdef inline int _check_open(self) except -1:
+        if self._closed:
+            raise RuntimeError("Event loop is closed")
+        return 0
+
+    cdef Handle _new_handle(self, callback, tuple args, context, str method, bint check_thread):
+        self._check_open()
+        if self._debug:
+            if check_thread:
+                self._check_thread()
+            self._check_callback(callback, method)
+        cdef Handle handle = Handle.__new__(Handle)
+        _init_handle(handle, callback, args, self, context)
+        if self._debug:
+            # The caller's stack: no frame of ours is in it.
+            handle._source_traceback = _extract_stack(_getframe())
+        return handle
+
+    def call_soon(self, callback, *args, context=None):
+        cdef Handle handle = self._new_handle(callback, args, context, "call_soon", True)
+        self.ready.ring.push(handle)
+        return handle
+
+    def call_soon_threadsafe(self, callback, *args, context=None):
+        cdef Handle handle = self._new_handle(callback, args, context,
+                                              "call_soon_threadsafe", False)
+        self.ready.ring.push(handle)
+        self._write_to_self()
+        return handle
+
+    def _call_soon(self, callback, args, context):
+        cdef Handle handle = Handle.__new__(Handle)
+        _init_handle(handle, callback, args, self, context)
+        if self._debug:
+            handle._source_traceback = _extract_stack(_getframe())
+        self.ready.ring.push(handle)
+        return handle
+
+    def _add_callback(self, handle):
+        if not handle._cancelled:
+            self.ready.ring.push(handle)
+
+    def call_later(self, delay, callback, *args, context=None):
+        if delay is None:
+            raise TypeError("delay must not be None")
+        return self._call_at(self.time() + delay, callback, args, context)
+
+    def call_at(self, when, callback, *args, context=None):
+        if when is None:
+            raise TypeError("when cannot be None")
+        return self._call_at(when, callback, args, context)
+
+    cdef TimerHandle _call_at(self, when, callback, tuple args, context):
+        self._check_open()
+        if self._debug:
+            self._check_thread()
+            self._check_callback(callback, "call_at")
+        cdef TimerHandle timer = TimerHandle.__new__(TimerHandle)
+        _init_handle(timer, callback, args, self, context)
+        timer._set_when(when)
+        if self._debug:
+            timer._source_traceback = _extract_stack(_getframe())
+        self.timers.push(timer)
+        timer._scheduled = True
+        return timer
+
+    def _timer_handle_cancelled(self, handle):
+        if handle._scheduled:
+            self._timer_cancelled_count += 1
+
+    # -- one iteration -----------------------------------------------------------
+
+    def _run_once(self):
+        self._iterate()
+
+    def _run_until_stopped(self):
+        """run_forever's loop: iterate until stop() was called."""
+        while True:
+            self._iterate()
+            if self._stopping:
+                break
+
+    cdef int _iterate(self) except -1:
+        cdef TimerHeap timers = self.timers
+        cdef _Ring ready = self.ready.ring
+        cdef Py_ssize_t sched_count = timers.count
+        cdef TimerHandle timer
+        cdef Handle handle
+        cdef double end_time, wait
+        cdef Py_ssize_t ntodo, i
+
+        if (sched_count > _MIN_SCHEDULED_TIMER_HANDLES and
+                <double>self._timer_cancelled_count / sched_count
+                > _MIN_CANCELLED_TIMER_HANDLES_FRACTION):
+            timers.drop_cancelled()
+            self._timer_cancelled_count = 0
+        else:
+            while timers.count and (<TimerHandle>timers.items[0])._cancelled:
+                self._timer_cancelled_count -= 1
+                timer = timers.pop()
+                timer._scheduled = False
+
+        timeout = None
+        if ready.count or self._stopping:
+            timeout = 0
+        elif timers.count:
+            wait = timers.when(0) - self._now()
+            if wait < 0:
+                wait = 0
+            timeout = wait if wait < _MAXIMUM_SELECT_TIMEOUT else _MAXIMUM_SELECT_TIMEOUT
+
+        event_list = self._selector.select(timeout)
+        self._process_events(event_list)
+        event_list = None
+
+        end_time = self._now() + self._clock_resolution
+        while timers.count:
+            if timers.when(0) >= end_time:
+                break
+            timer = timers.pop()
+            timer._scheduled = False
+            ready.push(timer)
+
+        ntodo = ready.count
+        for i in range(ntodo):
+            item = ready.pop()
+            if type(item) is Handle or type(item) is TimerHandle:
+                handle = <Handle>item
+                if handle._cancelled:
+                    continue
+                if self._debug:
+                    self._run_handle_debug(handle)
+                else:
+                    _run_handle(handle)
+            else:
+                # Another kind of handle (asyncio.Handle given to
+                # _add_callback): its own _run.
+                if item._cancelled:
+                    continue
+                if self._debug:
+                    self._run_handle_debug(item)
+                else:
+                    item._run()
+        item = handle = None   # as asyncio: no cycle through an exception
+        return 0
+
+    def _run_handle_debug(self, handle):
+        """Debug mode: asyncio's current-handle bookkeeping and its report of
+        a slow callback."""
+        try:
+            self._current_handle = handle
+            t0 = self.time()
+            handle._run()
+            dt = self.time() - t0
+            if dt >= self.slow_callback_duration:
+                _logger.warning("Executing %s took %.3f seconds",
+                                _format_handle(handle), dt)
+        finally:
+            self._current_handle = None
+
