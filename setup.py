@@ -12,6 +12,7 @@ from build_scheduler import DIRECTIVES  # noqa: E402
 
 setup(
     cffi_modules=["_cffi_build/build_core.py:ffibuilder"],
-    ext_modules=cythonize([Extension("iocploop._scheduler", ["iocploop/_scheduler.pyx"])],
+    ext_modules=cythonize([Extension("iocploop._scheduler", ["iocploop/_scheduler.pyx"],
+                                     include_dirs=["csrc"])],
                           compiler_directives=DIRECTIVES),
 )

@@ -51,7 +51,7 @@ def build_in_place(package_dir: str = os.path.join(ROOT, "iocploop"),
 
     with tempfile.TemporaryDirectory(prefix="iocploop-sched-") as tmp:
         c_file = emit_c(os.path.join(tmp, "_scheduler.c"))
-        ext = Extension(MODULE, [c_file],
+        ext = Extension(MODULE, [c_file], include_dirs=[os.path.join(ROOT, "csrc")],
                         extra_compile_args=SANITIZE_COMPILE if sanitize else ["-O2"],
                         extra_link_args=SANITIZE_LINK if sanitize else [])
         dist = Distribution({"name": "iocploop-scheduler", "ext_modules": [ext]})

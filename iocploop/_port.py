@@ -21,12 +21,12 @@ import itertools
 import os
 import socket
 import sys
-import threading
 import warnings
 import weakref
 
 from ._errors import BackendUnavailableError
 from ._ioc import ffi, lib
+from ._scheduler import CompletionBatch
 from ._socket_guard import SocketGuard
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
@@ -277,6 +277,16 @@ class Operation:
         return f"<Operation {self.kind} #{self.token} {state}>"
 
 
+_FORKED_MESSAGE = (
+    "this event loop was inherited through fork(); its completion port belongs to "
+    "the parent process. Create a new event loop in the child.")
+
+
+def _address(cdata) -> int:
+    """The address a cffi pointer (or array, or function) holds."""
+    return int(ffi.cast("uintptr_t", cdata))
+
+
 def _check_operation(op) -> None:
     if not isinstance(op, Operation):
         raise TypeError(f"an Operation of this port is required, not {type(op).__name__!r}")
@@ -292,13 +302,17 @@ class CompletionPort:
         if rc != 0:
             raise BackendUnavailableError(rc, ffi.string(err).decode(errors="replace"))
         self._core = core_out[0]
-        self._lock = threading.Lock()   # guards _core against close vs. wakeup
         self._ops: dict[int, Operation] = {}
         self._next_token = itertools.count(1).__next__
         self._record_out = ffi.new("ioc_op **")
-        self._events = ffi.new("ioc_completion[]", _WAIT_BATCH)
-        self._batch_size = ffi.new("int[1]")   # written by ioc_wait
-        self._batch_pos = 0                    # next event of the batch to hand out
+        events = ffi.new("ioc_completion[]", _WAIT_BATCH)
+        batch_size = ffi.new("int[1]")   # written by ioc_wait
+        # The wait and the dispatch of completions run in compiled code
+        # (_scheduler.CompletionBatch), calling this module's core directly.
+        self._batch = CompletionBatch(
+            self._ops, _address(self._core), _address(events), _address(batch_size),
+            _WAIT_BATCH, _address(ffi.addressof(lib, "ioc_wait")),
+            _address(ffi.addressof(lib, "ioc_wakeup")), _MORE, os_error, (events, batch_size))
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._associated_handles: set[int] = set()
         self._forked = False
@@ -335,9 +349,7 @@ class CompletionPort:
         if core is None:
             raise RuntimeError("the completion port is closed")
         if self._forked:
-            raise RuntimeError(
-                "this event loop was inherited through fork(); its completion port belongs to "
-                "the parent process. Create a new event loop in the child.")
+            raise RuntimeError(_FORKED_MESSAGE)
         return core
 
     # -- handles -------------------------------------------------------------
@@ -775,20 +787,8 @@ class CompletionPort:
         handler or a callback cut it short), its rest is returned first,
         without waiting.  The core writes the batch size into _batch_size
         itself, so an exception raised as ioc_wait returns loses nothing."""
-        core = self._checked_core()
-        if self._batch_pos < self._batch_size[0]:
-            return self._batch_size[0] - self._batch_pos
-        if timeout is None:
-            ns = -1
-        elif timeout <= 0:
-            ns = 0
-        else:
-            ns = int(timeout * 1e9)
-        self._batch_pos = self._batch_size[0] = 0
-        n = lib.ioc_wait(core, ns, self._events, _WAIT_BATCH, self._batch_size)
-        if n < 0:
-            raise os_error(-n)
-        return n
+        self._checked_core()
+        return self._batch.wait(timeout)
 
     def run_completed(self, on_error, invoke=None) -> None:
         """Run the callback of every operation of the current batch, in kernel
@@ -798,32 +798,7 @@ class CompletionPort:
         SystemExit and KeyboardInterrupt propagate, and the rest of the batch
         then waits for the next `select`.  invoke(op), when given, runs each
         callback instead (debug mode times them)."""
-        events = self._events
-        ops = self._ops
-        size = self._batch_size
-        while self._batch_pos < size[0]:
-            event = events[self._batch_pos]
-            self._batch_pos += 1
-            flags = event.flags
-            if flags & _MORE:   # a multishot receive's chunk: it stays posted
-                op = ops[event.token]
-            else:
-                op = ops.pop(event.token)
-                op.done = True
-                op._record = None   # recycled by the core: never touch it again
-            op.result = event.result
-            op.flags = flags
-            try:
-                if invoke is None:
-                    op.callback(op)
-                else:
-                    invoke(op)
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:
-                on_error(op, exc)
-            finally:
-                op._cbuf = None   # op.release()
+        self._batch.run_completed(on_error, invoke)
 
     def poll(self, timeout: float | None = 0) -> int:
         """select + run each completed operation's callback (for tests and
@@ -841,9 +816,7 @@ class CompletionPort:
 
     def wakeup(self) -> None:
         """Wake a thread blocked in select.  Safe from any thread, and after close."""
-        with self._lock:
-            if self._core is not None and not self._forked:
-                lib.ioc_wakeup(self._core)
+        self._batch.wakeup()
 
     def watch_sigint(self, enable: bool) -> None:
         """Windows: let SIGINT (console Ctrl+C, signal.raise_signal) end a wait,
@@ -857,10 +830,12 @@ class CompletionPort:
 
     def close(self) -> None:
         """Cancel what is in flight, wait for the kernel to finish it, free the core."""
-        with self._lock:
-            core, self._core = self._core, None
+        core, self._core = self._core, None
         if core is None:
             return
+        # Before the core is freed; wakeups from other threads check it
+        # under the GIL, as this runs.
+        self._batch.detach("the completion port is closed")
         _LIVE_PORTS.discard(self)
         if self._forked:
             lib.ioc_core_close(core, 0)   # only unmaps: the ring is the parent's
@@ -870,7 +845,8 @@ class CompletionPort:
         self._close_unread_accepts()
         left = lib.ioc_core_close(core, _DRAIN_MS)   # publishes: the guard still runs
         self._detach_guard()
-        ops, self._ops = self._ops, {}
+        ops = dict(self._ops)
+        self._ops.clear()   # the same table the compiled dispatch holds
         if left:
             _ABANDONED.extend(ops.values())
             warnings.warn(f"{left} kernel operations did not finish within {_DRAIN_MS} ms of "
@@ -890,12 +866,10 @@ class CompletionPort:
     def _close_unread_accepts(self) -> None:
         """Accepted sockets in the rest of an unread batch (Linux: new fds)
         would be orphaned by close: close them."""
-        while self._batch_pos < self._batch_size[0]:
-            event = self._events[self._batch_pos]
-            self._batch_pos += 1
-            op = self._ops.pop(event.token, None)
-            if op is not None and op.kind == "accept" and event.result >= 0 and not IS_WINDOWS:
-                os.close(event.result)
+        for token, result, _flags in self._batch.unread:
+            op = self._ops.pop(token, None)
+            if op is not None and op.kind == "accept" and result >= 0 and not IS_WINDOWS:
+                os.close(result)
 
     def __del__(self):
         # An unclosed loop must not leave a port (and the kernel's view of
@@ -905,6 +879,7 @@ class CompletionPort:
 
     def _after_fork_in_child(self) -> None:
         self._forked = True
+        self._batch.detach(_FORKED_MESSAGE)
         if self._core is not None:
             lib.ioc_core_forked(self._core)
 

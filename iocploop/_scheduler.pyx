@@ -30,6 +30,8 @@ Thread safety: call_soon_threadsafe appends under the GIL, as asyncio's
 deque append does; all state is per loop, none global.
 """
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.exc cimport PyErr_CheckSignals
+from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -45,6 +47,21 @@ from asyncio.log import logger as _logger
 cdef extern from "Python.h":
     object PyObject_Call(object callable, object args, PyObject *kwargs)
     object PyObject_CallNoArgs(object callable)
+    object PyLong_FromUnsignedLongLong(unsigned long long v)
+
+# The core's interface (csrc/ioc_core.h).  The core itself is compiled once,
+# into the cffi module: this extension calls it through the function
+# pointers that module hands over (CompletionBatch), never a copy of its own.
+cdef extern from "ioc_core.h":
+    ctypedef struct ioc_core:
+        pass
+    ctypedef struct ioc_completion:
+        uint64_t token
+        int64_t result
+        uint32_t flags
+
+ctypedef int (*ioc_wait_fn)(ioc_core *, int64_t, ioc_completion *, int, int *) noexcept nogil
+ctypedef int (*ioc_wakeup_fn)(ioc_core *) noexcept nogil
 
 cdef object _monotonic = _time.monotonic
 cdef object _format_handle = _base_events._format_handle
@@ -438,6 +455,144 @@ cdef class TimerHeap:
         self.heapify()
 
 
+# -- the I/O phase: waiting on the core, dispatching a batch ------------------------
+
+
+cdef class CompletionBatch:
+    """The completion port's wait and dispatch, in compiled code.
+
+    `wait` calls the core's ioc_wait (through the cffi module's function
+    pointer; the GIL is released while it may block) into the port's batch
+    array; `dispatch` hands each completion of the batch to its operation:
+    the Operation is taken from the port's table (a multishot operation's
+    chunk, flagged MORE, leaves it there), marked done with its result and
+    flags, and its callback runs; its cffi views are dropped after.  A
+    callback's exception goes to on_error(op, exc); SystemExit and
+    KeyboardInterrupt propagate and the rest of the batch waits for the next
+    wait, which returns it first, without blocking.
+    """
+    cdef ioc_core *core
+    cdef ioc_completion *events
+    cdef int *size
+    cdef int capacity
+    cdef int pos
+    cdef ioc_wait_fn wait_fn
+    cdef ioc_wakeup_fn wakeup_fn
+    cdef uint32_t more_flag
+    cdef dict ops
+    cdef object keep          # the cffi objects that own the memory above
+    cdef object os_error      # errno -> OSError, as the port words it
+    cdef str detached         # why the core may not be used (closed, forked)
+
+    def __init__(self, dict ops, uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
+                 uintptr_t wait_fn, uintptr_t wakeup_fn, uint32_t more_flag, os_error, keep):
+        self.ops = ops
+        self.core = <ioc_core *>core
+        self.events = <ioc_completion *>events
+        self.size = <int *>size
+        self.capacity = capacity
+        self.wait_fn = <ioc_wait_fn>wait_fn
+        self.wakeup_fn = <ioc_wakeup_fn>wakeup_fn
+        self.more_flag = more_flag
+        self.os_error = os_error
+        self.keep = keep
+        self.pos = 0
+        self.detached = None
+
+    def detach(self, str reason):
+        """The core is closing or belongs to the parent process: no call
+        reaches it from now on; wait raises RuntimeError(reason)."""
+        self.core = NULL
+        self.detached = reason
+
+    @property
+    def unread(self):
+        """(token, result, flags) of the completions of the batch not yet
+        dispatched; they are dropped (the port's close looks at them)."""
+        out = []
+        while self.pos < self.size[0]:
+            ev = &self.events[self.pos]
+            self.pos += 1
+            out.append((ev.token, ev.result, ev.flags))
+        return out
+
+    def wait(self, timeout):
+        """Wait up to timeout seconds (None: no limit); the count of
+        completions waiting to be dispatched."""
+        cdef int64_t ns
+        if timeout is None:
+            ns = -1
+        elif timeout <= 0:
+            ns = 0
+        else:
+            ns = <int64_t>(timeout * 1e9)
+        return self.wait_ns(ns)
+
+    cdef int wait_ns(self, int64_t ns) except -1:
+        cdef int n
+        cdef ioc_core *core = self.core
+        if core == NULL:
+            raise RuntimeError(self.detached)
+        if self.pos < self.size[0]:
+            return self.size[0] - self.pos   # the rest of a batch cut short
+        self.pos = 0
+        self.size[0] = 0
+        if ns == 0:
+            n = self.wait_fn(core, 0, self.events, self.capacity, self.size)
+        else:
+            with nogil:
+                n = self.wait_fn(core, ns, self.events, self.capacity, self.size)
+            # A signal that ended the wait: its Python handler runs now (the
+            # batch is kept whatever it raises).
+            PyErr_CheckSignals()
+        if n < 0:
+            raise self.os_error(-n)
+        return n
+
+    def run_completed(self, on_error, invoke=None):
+        self.dispatch(on_error, invoke)
+
+    cdef int dispatch(self, on_error, invoke) except -1:
+        cdef ioc_completion *ev
+        cdef dict ops = self.ops
+        cdef uint32_t flags
+        while self.pos < self.size[0]:
+            ev = &self.events[self.pos]
+            self.pos += 1
+            flags = ev.flags
+            token = PyLong_FromUnsignedLongLong(ev.token)
+            if flags & self.more_flag:   # a multishot operation's chunk: it stays
+                op = ops[token]
+            else:
+                op = ops.pop(token)
+                op.done = True
+                op._record = None        # recycled by the core: never touched again
+            op.result = ev.result
+            op.flags = flags
+            try:
+                if invoke is None:
+                    op.callback(op)
+                else:
+                    invoke(op)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                on_error(op, exc)
+            finally:
+                op._cbuf = None          # Operation.release()
+        return 0
+
+    cdef inline void wake(self) noexcept:
+        # Under the GIL, as detach is: the core cannot be freed meanwhile.
+        if self.core != NULL:
+            self.wakeup_fn(self.core)
+
+    def wakeup(self):
+        """Wake a thread blocked in wait.  Safe from any thread (under the
+        GIL), and after close."""
+        self.wake()
+
+
 # -- the scheduler ----------------------------------------------------------------
 
 
@@ -454,6 +609,9 @@ cdef class Scheduler:
     cdef public object _thread_id
     cdef public object _current_handle
     cdef public object _selector
+    cdef CompletionBatch batch
+    cdef object on_completion_error
+    cdef object run_completion_timed
 
     def __cinit__(self, *args, **kwargs):
         self.ready = ReadyQueue()
@@ -479,6 +637,15 @@ cdef class Scheduler:
     def _scheduled(self, value):
         if len(value):
             raise ValueError("the timer heap is the loop's own")
+
+    def _attach_port(self, port, on_error, run_timed):
+        """The I/O phase of each iteration: port's compiled wait and
+        dispatch; on_error(op, exc) and (debug mode) run_timed(op) as the
+        loop's own."""
+        self._selector = port
+        self.batch = port._batch
+        self.on_completion_error = on_error
+        self.run_completion_timed = run_timed
 
     def time(self):
         return _monotonic()
@@ -516,7 +683,7 @@ cdef class Scheduler:
         cdef Handle handle = self._new_handle(callback, args, context,
                                               "call_soon_threadsafe", False)
         self.ready.ring.push(handle)
-        self._write_to_self()
+        self.batch.wake()   # the loop's _write_to_self, with no Python call
         return handle
 
     def _call_soon(self, callback, args, context):
@@ -591,18 +758,20 @@ cdef class Scheduler:
                 timer = timers.pop()
                 timer._scheduled = False
 
-        timeout = None
+        cdef int64_t timeout_ns = -1   # no limit
         if ready.count or self._stopping:
-            timeout = 0
+            timeout_ns = 0
         elif timers.count:
             wait = timers.when(0) - self._now()
-            if wait < 0:
-                wait = 0
-            timeout = wait if wait < _MAXIMUM_SELECT_TIMEOUT else _MAXIMUM_SELECT_TIMEOUT
-
-        event_list = self._selector.select(timeout)
-        self._process_events(event_list)
-        event_list = None
+            if wait <= 0:
+                timeout_ns = 0
+            else:
+                if wait > _MAXIMUM_SELECT_TIMEOUT:
+                    wait = _MAXIMUM_SELECT_TIMEOUT
+                timeout_ns = <int64_t>(wait * 1e9)
+        if self.batch.wait_ns(timeout_ns):
+            self.batch.dispatch(self.on_completion_error,
+                                self.run_completion_timed if self._debug else None)
 
         end_time = self._now() + self._clock_resolution
         while timers.count:

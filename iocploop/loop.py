@@ -61,8 +61,8 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
     def __init__(self, *, queue_depth: int = 256,
                  accept_pool_size: int = DEFAULT_ACCEPT_POOL_SIZE, socket_reuse: bool = True):
         super().__init__()
-        # BaseEventLoop's iteration calls self._selector.select(timeout): the
-        # completion port plays that part.
+        # Each iteration waits on the port and dispatches its completions
+        # (the compiled scheduler's I/O phase); the port is also _selector.
         try:
             self._port = CompletionPort(queue_depth)
         except BaseException:
@@ -70,7 +70,8 @@ class Loop(SocketMethods, SendfileMethods, ServerMethods, DatagramMethods, UnixM
             # BaseEventLoop.__del__ has nothing to report or close.
             self._closed = True
             raise
-        self._selector = self._port
+        self._attach_port(self._port, self._completion_callback_failed,
+                          self._run_completion_timed)
         self._transports = weakref.WeakValueDictionary()   # fd -> socket transport
         self._init_socket_methods()
         self._init_server_methods(accept_pool_size, socket_reuse)
