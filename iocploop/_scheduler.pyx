@@ -155,14 +155,17 @@ cdef _run_handle(Handle h):
     cdef object context = h._context
     cdef object callback = h._callback
     cdef object args = h._args
-    cdef bint entered = False
     try:
         PyContext_Enter(context)
-        entered = True
-        if args:
-            PyObject_Call(callback, args, NULL)
-        else:
-            PyObject_CallNoArgs(callback)
+        try:
+            if args:
+                PyObject_Call(callback, args, NULL)
+            else:
+                PyObject_CallNoArgs(callback)
+        finally:
+            # Left before the report, as context.run leaves it: from 3.13
+            # the exception handler runs in the handle's context itself.
+            PyContext_Exit(context)
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
@@ -171,9 +174,6 @@ cdef _run_handle(Handle h):
         if h._source_traceback:
             report["source_traceback"] = h._source_traceback
         h._loop.call_exception_handler(report)
-    finally:
-        if entered:
-            PyContext_Exit(context)
 
 
 cdef class TimerHandle(Handle):
