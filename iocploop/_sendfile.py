@@ -14,16 +14,19 @@ this mixin supplies the two native hooks it calls:
   that would block is retried by io_uring's worker threads; sendfile moves
   the same pages with one system call per socket-buffer's worth.
 
-The file position afterwards follows asyncio: start offset + bytes sent, set
-only if something was sent.
+The file position afterwards follows the running asyncio: start offset +
+bytes sent; when nothing was sent, older releases leave it alone and newer
+ones (CPython's 3.13 maintenance releases on, 3.14) set it to the offset.
 """
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import select
 import stat
-from asyncio import constants, exceptions
+import sys
+from asyncio import base_events, constants, exceptions
 
 from ._port import IS_WINDOWS, lib
 
@@ -35,6 +38,34 @@ TRANSMIT_MAX = lib.IOC_SENDFILE_MAX
 
 # sendfile(2) moves at most 0x7ffff000 bytes per call anyway.
 _LINUX_PIECE = 0x7FFFF000
+
+
+def _sets_position_when_nothing_sent() -> bool:
+    """Whether this asyncio sets the file position after a sendfile that
+    sent nothing.  The same CPython change made its copying fallback seek
+    to the offset first (`if hasattr(file, 'seek')` where it had `if
+    offset:`), which tells the two rules apart."""
+    try:
+        source = inspect.getsource(base_events.BaseEventLoop._sock_sendfile_fallback)
+    except (OSError, TypeError):   # no source shipped: the newer rule from 3.14
+        return sys.version_info >= (3, 14)
+    return "if offset:" not in source
+
+
+_SETS_POSITION_WHEN_NOTHING_SENT = _sets_position_when_nothing_sent()
+
+
+def _position_after(file, fileno, offset, sent):
+    """The file position after a transfer from offset, as asyncio leaves it
+    (the native path on Linux moves the descriptor's offset; Windows' and
+    every transfer that sent something, the file object's)."""
+    if sent:
+        file.seek(offset + sent)
+    elif _SETS_POSITION_WHEN_NOTHING_SENT:
+        if IS_WINDOWS:
+            file.seek(offset)
+        else:
+            os.lseek(fileno, offset, os.SEEK_SET)
 
 
 def _regular_file(file):
@@ -59,12 +90,14 @@ class SendfileMethods:
         fileno, size = _regular_file(file)
         end = min(offset + count, size) if count else size
         if offset >= end:
+            if count or size:   # (asyncio returns before anything for an empty file)
+                _position_after(file, fileno, offset, 0)
             return 0
         if IS_WINDOWS:
-            return await self._transmit_file(sock, file, offset, end)
+            return await self._transmit_file(sock, file, fileno, offset, end)
         return await self._sendfile_linux(sock, file, fileno, offset, end)
 
-    async def _transmit_file(self, sock, file, offset, end):
+    async def _transmit_file(self, sock, file, fileno, offset, end):
         if "TransmitFile" not in self._port.extensions(sock):
             raise exceptions.SendfileNotAvailableError(
                 "the socket's provider has no TransmitFile")
@@ -75,8 +108,7 @@ class SendfileMethods:
                 await self._run_op(self._port.sendfile, sock, file, pos, piece)
                 pos += piece
         finally:
-            if pos > offset:
-                file.seek(pos)
+            _position_after(file, fileno, offset, pos - offset)
         return pos - offset
 
     async def _sendfile_linux(self, sock, file, fileno, offset, end):
@@ -102,8 +134,7 @@ class SendfileMethods:
                     break   # the file ended early (truncated meanwhile)
                 pos += sent
         finally:
-            if pos > offset:
-                file.seek(pos)
+            _position_after(file, fileno, offset, pos - offset)
         return pos - offset
 
     async def _sendfile_native(self, transp, file, offset, count):
