@@ -29,6 +29,7 @@ report), which is not on the hot path.
 Thread safety: call_soon_threadsafe appends under the GIL, as asyncio's
 deque append does; all state is per loop, none global.
 """
+cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
@@ -64,6 +65,43 @@ ctypedef int (*ioc_wait_fn)(ioc_core *, int64_t, ioc_completion *, int, int *) n
 ctypedef int (*ioc_wakeup_fn)(ioc_core *) noexcept nogil
 
 cdef object _monotonic = _time.monotonic
+
+# time.monotonic()'s own clock, read without a Python call where CPython
+# names it: PyTime_Monotonic from 3.13; before, on Linux, CLOCK_MONOTONIC,
+# which is what time.monotonic reads there.  Elsewhere (Windows before
+# 3.13) the call to time.monotonic itself.
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX >= 0x030D0000
+    static int ioc_monotonic(double *out) {
+        PyTime_t t;
+        if (PyTime_Monotonic(&t) < 0) return -1;
+        *out = PyTime_AsSecondsDouble(t);
+        return 0;
+    }
+    #elif defined(__linux__)
+    #include <time.h>
+    static int ioc_monotonic(double *out) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        *out = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        return 0;
+    }
+    #else
+    static int ioc_monotonic(double *out) { (void)out; return 1; }
+    #endif
+    """
+    int ioc_monotonic(double *out)
+
+
+cdef inline double _monotonic_now() except? -1.0:
+    cdef double now
+    cdef int rc = ioc_monotonic(&now)
+    if rc == 0:
+        return now
+    if rc < 0:
+        raise OSError("the monotonic clock failed")
+    return _monotonic()
 cdef object _format_handle = _base_events._format_handle
 cdef object _extract_stack = _format_helpers.extract_stack
 cdef object _getframe = sys._getframe
@@ -89,6 +127,7 @@ cdef object _format_callback(object callback, object args, object loop):
 # -- handles ----------------------------------------------------------------------
 
 
+@cython.freelist(256)
 cdef class Handle:
     """asyncio.Handle's API: cancel(), cancelled(), get_context(), repr."""
 
@@ -647,11 +686,12 @@ cdef class Scheduler:
         self.on_completion_error = on_error
         self.run_completion_timed = run_timed
 
-    def time(self):
-        return _monotonic()
+    cpdef double time(self) except? -1.0:
+        # time.monotonic(), as asyncio's.  A subclass or a test may replace
+        # it (on the class or the instance): cpdef calls the replacement.
+        return _monotonic_now()
 
     cdef inline double _now(self) except? -1.0:
-        # self.time(), which a subclass or a test may replace.
         return self.time()
 
     # -- scheduling --------------------------------------------------------------
@@ -701,7 +741,7 @@ cdef class Scheduler:
     def call_later(self, delay, callback, *args, context=None):
         if delay is None:
             raise TypeError("delay must not be None")
-        return self._call_at(self.time() + delay, callback, args, context)
+        return self._call_at(self._now() + delay, callback, args, context)
 
     def call_at(self, when, callback, *args, context=None):
         if when is None:
