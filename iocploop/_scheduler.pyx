@@ -363,16 +363,23 @@ cdef class ReadyQueue:
 # -- the timer heap: heapq's algorithm on a C array ---------------------------------
 
 
+ctypedef struct _TimerEntry:
+    double when          # the timer's _when, kept here: sifting reads no handle
+    PyObject *timer      # an owned reference
+
+
 cdef class TimerHeap:
     """Owned references to TimerHandles, a min-heap on _when (`<` as
     heapq compares): sift-down on push, heapq's bottom-up sift-up on pop
-    and heapify, so equal times come out in the order heapq gives."""
-    cdef PyObject **items
+    and heapify, so equal times come out in the order heapq gives.  Each
+    entry keeps its timer's time beside the reference (a timer's time
+    never changes while it is scheduled)."""
+    cdef _TimerEntry *items
     cdef Py_ssize_t count
     cdef Py_ssize_t capacity
 
     def __dealloc__(self):
-        self.clear()
+        self._clear()
         PyMem_Free(self.items)
 
     def __len__(self):
@@ -383,14 +390,14 @@ cdef class TimerHeap:
 
     def __iter__(self):
         cdef Py_ssize_t i
-        return iter([<object>self.items[i] for i in range(self.count)])
+        return iter([<object>self.items[i].timer for i in range(self.count)])
 
     def __getitem__(self, Py_ssize_t i):
         if i < 0:
             i += self.count
         if not 0 <= i < self.count:
             raise IndexError("timer heap index out of range")
-        return <object>self.items[i]
+        return <object>self.items[i].timer
 
     def clear(self):
         # BaseEventLoop.close() calls this: the storage goes too.
@@ -400,73 +407,71 @@ cdef class TimerHeap:
         self.capacity = 0
 
     cdef void _clear(self):
-        cdef Py_ssize_t n = self.count
+        cdef Py_ssize_t i, n = self.count
         self.count = 0
         for i in range(n):
-            Py_XDECREF(self.items[i])
+            Py_XDECREF(self.items[i].timer)
 
     cdef inline double when(self, Py_ssize_t i):
-        return (<TimerHandle>self.items[i])._when_c
+        return self.items[i].when
+
+    cdef inline PyObject *top(self):
+        return self.items[0].timer
 
     cdef void _sift_down(self, Py_ssize_t start, Py_ssize_t pos):
-        # Move the item at pos up towards start while it is smaller than
+        # Move the entry at pos up towards start while it is smaller than
         # its parent.
-        cdef PyObject *item = self.items[pos]
-        cdef double key = (<TimerHandle>item)._when_c
+        cdef _TimerEntry entry = self.items[pos]
         cdef Py_ssize_t parent
         while pos > start:
             parent = (pos - 1) >> 1
-            if key < self.when(parent):
+            if entry.when < self.items[parent].when:
                 self.items[pos] = self.items[parent]
                 pos = parent
                 continue
             break
-        self.items[pos] = item
+        self.items[pos] = entry
 
     cdef void _sift_up(self, Py_ssize_t pos):
         # heapq's way: walk the smaller child up to a leaf, then sift the
-        # item there back down.
+        # entry there back down.
         cdef Py_ssize_t end = self.count
         cdef Py_ssize_t start = pos
-        cdef PyObject *item = self.items[pos]
+        cdef _TimerEntry entry = self.items[pos]
         cdef Py_ssize_t child = 2 * pos + 1
         while child < end:
-            if child + 1 < end and not (self.when(child) < self.when(child + 1)):
+            if child + 1 < end and not (self.items[child].when < self.items[child + 1].when):
                 child += 1
             self.items[pos] = self.items[child]
             pos = child
             child = 2 * pos + 1
-        self.items[pos] = item
+        self.items[pos] = entry
         self._sift_down(start, pos)
 
     cdef int push(self, TimerHandle timer) except -1:
         cdef Py_ssize_t cap
-        cdef PyObject **grown
+        cdef _TimerEntry *grown
         if self.count == self.capacity:
             cap = self.capacity * 2 if self.capacity else 64
-            grown = <PyObject **>PyMem_Realloc(self.items, cap * sizeof(PyObject *))
+            grown = <_TimerEntry *>PyMem_Realloc(self.items, cap * sizeof(_TimerEntry))
             if grown == NULL:
                 raise MemoryError()
             self.items = grown
             self.capacity = cap
         Py_INCREF(timer)
-        self.items[self.count] = <PyObject *>timer
+        self.items[self.count].timer = <PyObject *>timer
+        self.items[self.count].when = timer._when_c
         self.count += 1
         self._sift_down(0, self.count - 1)
         return 0
 
     cdef TimerHandle pop(self):
         """The earliest timer (the heap must not be empty)."""
-        cdef PyObject *last
-        cdef PyObject *top
+        cdef PyObject *top = self.items[0].timer
         self.count -= 1
-        last = self.items[self.count]
         if self.count:
-            top = self.items[0]
-            self.items[0] = last
+            self.items[0] = self.items[self.count]
             self._sift_up(0)
-        else:
-            top = last
         result = <TimerHandle>top
         Py_DECREF(result)
         return result
@@ -483,7 +488,7 @@ cdef class TimerHeap:
         cdef Py_ssize_t i, kept = 0
         cdef TimerHandle timer
         for i in range(self.count):
-            timer = <TimerHandle>self.items[i]
+            timer = <TimerHandle>self.items[i].timer
             if timer._cancelled:
                 timer._scheduled = False
                 Py_DECREF(timer)
@@ -793,7 +798,7 @@ cdef class Scheduler:
             timers.drop_cancelled()
             self._timer_cancelled_count = 0
         else:
-            while timers.count and (<TimerHandle>timers.items[0])._cancelled:
+            while timers.count and (<TimerHandle>timers.top())._cancelled:
                 self._timer_cancelled_count -= 1
                 timer = timers.pop()
                 timer._scheduled = False
