@@ -127,7 +127,10 @@ int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock
 
 /* Connect a socket: ConnectEx on Windows (the socket must be bound first),
  * IORING_OP_CONNECT on Linux.  addr (addrlen bytes) must stay valid until
- * the completion.  On Windows call ioc_connect_finish after success. */
+ * the completion.  On Windows call ioc_connect_finish after success.
+ * Windows, datagram sockets: connect() at once (ConnectEx is for
+ * connection-oriented sockets only); its error is the submit's, and on
+ * success the operation completes with 0 without involving the kernel. */
 int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);

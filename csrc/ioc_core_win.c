@@ -188,8 +188,9 @@ static void *load_extension(SOCKET s, GUID guid)
     return fn;
 }
 
-/* The provider entry for sock (loading its functions on first sight), or NULL. */
-static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
+/* The provider entry for sock (loading its functions on first sight), or NULL;
+ * *sock_type (if not NULL) gets the socket's type (SOCK_STREAM, SOCK_DGRAM). */
+static ioc_provider *ioc_win_provider_of(ioc_core *c, SOCKET s, int *sock_type)
 {
     WSAPROTOCOL_INFOW info;
     int len = sizeof(info), i;
@@ -201,6 +202,8 @@ static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
 
     if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
         return NULL;
+    if (sock_type != NULL)
+        *sock_type = info.iSocketType;
     for (i = 0; i < c->provider_count; i++)
         if (memcmp(&c->providers[i].id, &info.ProviderId, sizeof(GUID)) == 0)
             return &c->providers[i];
@@ -225,6 +228,11 @@ static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
               (p->wsa_recv_msg ? IOC_EXT_WSARECVMSG : 0) |
               (p->wsa_send_msg ? IOC_EXT_WSASENDMSG : 0);
     return p;
+}
+
+static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
+{
+    return ioc_win_provider_of(c, s, NULL);
 }
 
 int ioc_extensions(ioc_core *c, intptr_t sock)
@@ -431,16 +439,32 @@ int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
     return 0;
 }
 
+static int post_own_packet(ioc_core *c, ioc_op *op, LONG status);
+
 int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out)
 {
-    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    int sock_type = 0;
+    ioc_provider *p = ioc_win_provider_of(c, (SOCKET)sock, &sock_type);
     ioc_op *op;
     int err;
 
     *op_out = NULL;
     if (p == NULL)
         return -WSAGetLastError();
+    if (sock_type == SOCK_DGRAM) {
+        /* ConnectEx is documented for connection-oriented sockets only (a
+         * bare probe under Wine saw it stay pending on a UDP socket).  A
+         * datagram socket's connect() only names its default peer and never
+         * waits, as CPython's proactor (WSAConnect) and libuv do it; the
+         * operation then completes without the kernel. */
+        if (connect((SOCKET)sock, (const struct sockaddr *)addr, addrlen) != 0)
+            return -WSAGetLastError();
+        op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
+        if (op == NULL)
+            return err;
+        return finish_submit(c, op, post_own_packet(c, op, 0), op_out);
+    }
     if (p->connect_ex == NULL)
         return -(int)WSAEOPNOTSUPP;
     op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
@@ -456,7 +480,12 @@ int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen
 
 int ioc_connect_finish(ioc_core *c, intptr_t sock)
 {
+    int sock_type = 0, len = sizeof(sock_type);
     (void)c;
+    /* Only a ConnectEx connection needs its context updated. */
+    if (getsockopt((SOCKET)sock, SOL_SOCKET, SO_TYPE, (char *)&sock_type, &len) == 0 &&
+        sock_type == SOCK_DGRAM)
+        return 0;
     if (setsockopt((SOCKET)sock, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
         return -WSAGetLastError();
     return 0;
@@ -691,8 +720,10 @@ int ioc_submit_write(ioc_core *c, intptr_t handle, const void *buf, uint32_t len
 static int post_own_packet(ioc_core *c, ioc_op *op, LONG status)
 {
     op->ov.Internal = (ULONG_PTR)status;
-    if (!PostQueuedCompletionStatus(c->port, 0, KEY_IO, &op->ov))
+    if (!PostQueuedCompletionStatus(c->port, 0, KEY_IO, &op->ov)) {
+        op->ov.Internal = IOC_NOT_STARTED;   /* no packet will come */
         return (int)GetLastError();
+    }
     return 0;
 }
 

@@ -531,11 +531,13 @@ class CompletionPort:
 
     def connect(self, sock, address, callback) -> Operation:
         """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
-        socket bound to the wildcard address first if it is not bound yet.
-        Finish with `connected(sock)` once the callback reports success."""
+        socket bound to the wildcard address first if it is not bound yet; a
+        datagram socket is connected with connect() at once (its operation
+        completes without the kernel).  Finish with `connected(sock)` once
+        the callback reports success."""
         sockaddr, length = encode_address(_socket_attr(sock, "family"), address)
         core, fd = self._prepare(sock)
-        if IS_WINDOWS:
+        if IS_WINDOWS and sock.type != socket.SOCK_DGRAM:
             _bind_if_unbound(sock)
         token = self._next_token()
         rc = lib.ioc_submit_connect(core, fd, sockaddr, length, token, self._record_out)

@@ -688,3 +688,31 @@ def test_completed_operation_in_cyclic_garbage_is_collected_safely(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "survived" in proc.stdout
     assert "BufferError" not in proc.stderr
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["unbound", "bound"])
+def test_connect_of_a_datagram_socket_uses_connect_not_connectex(port, bound):
+    """A datagram socket is connected with connect() at once (Windows: no
+    ConnectEx, which is documented for connection-oriented sockets only, and
+    no binding to the wildcard address first); its operation completes with
+    0 and the socket sends to the named peer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        server.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        if bound:
+            client.bind(("127.0.0.1", 0))
+        done = []
+        op = port.connect(client, server.getsockname(), done.append)
+        if IS_WINDOWS:
+            # connect() ran inside the submit: the peer is named already.
+            assert client.getpeername() == server.getsockname()
+        assert poll_until(port, lambda: done)
+        assert done == [op] and op.result == 0
+        port.connected(client)
+        assert client.getpeername() == server.getsockname()
+        assert client.getsockname()[0] == "127.0.0.1"
+        client.send(b"datagram")
+        server.settimeout(TIMEOUT)
+        assert server.recvfrom(64) == (b"datagram", client.getsockname())
+        assert port.pending == 0

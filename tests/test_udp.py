@@ -310,6 +310,77 @@ async def test_remote_addr_makes_a_connected_endpoint():
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("bound", [False, True], ids=["unbound", "bound"])
+async def test_sock_connect_of_a_datagram_socket_completes_at_once(bound):
+    """A datagram socket's connect() only names its default peer: asyncio's
+    loops do it at once (the selector's connect(), the proactor's WSAConnect),
+    so sock_connect returns without waiting for the loop.  iocploop used to
+    hand the socket to ConnectEx (documented for connection-oriented sockets
+    only) or to an io_uring connect, and waited for its completion."""
+    loop = asyncio.get_running_loop()
+    with _udp_socket() as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setblocking(False)
+        if bound:
+            client.bind((HOST, 0))
+        coro = loop.sock_connect(client, server.getsockname())
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            assert done.value is None
+        else:
+            coro.close()
+            pytest.fail("sock_connect of a datagram socket waited for the loop")
+        assert client.getpeername() == server.getsockname()
+        # connect() bound an unbound socket itself: to the route's address.
+        assert client.getsockname()[0] == HOST
+        client.send(b"to the named peer")
+        _wait_readable(server)
+        assert server.recvfrom(100) == (b"to the named peer", client.getsockname())
+    await _assert_no_pending_ops(loop)
+
+
+@pytest.mark.asyncio
+async def test_sock_connect_of_a_datagram_socket_raises_at_once():
+    """connect() refusing the address (an IPv6 address on an IPv4 socket is
+    refused by both systems' connect) surfaces from sock_connect itself."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setblocking(False)
+        with pytest.raises(OSError) as mine:
+            await bounded(loop.sock_connect(client, ("255.255.255.255", 9)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            with pytest.raises(OSError) as reference:
+                plain.connect(("255.255.255.255", 9))
+        assert (mine.value.errno, getattr(mine.value, "winerror", None)) == (
+            reference.value.errno, getattr(reference.value, "winerror", None))
+    await _assert_no_pending_ops(loop)
+
+
+@IOCP_ONLY
+async def test_datagram_endpoint_with_remote_addr_submits_no_connect():
+    """create_datagram_endpoint(remote_addr=) connects through sock_connect:
+    no connect operation reaches the port (and so never ConnectEx)."""
+    loop = asyncio.get_running_loop()
+    server, sproto, address = await _echo_server()
+    port = loop._port
+    submitted = []
+    real_connect = port.connect
+    port.connect = lambda *args: submitted.append(args) or real_connect(*args)
+    try:
+        client, cproto = await _endpoint(remote_addr=address)
+    finally:
+        del port.connect
+    try:
+        assert submitted == []
+        assert client.get_extra_info("peername") == address
+        client.sendto(b"ping")
+        await cproto.wait_datagrams(1)
+        assert cproto.payloads() == [b"ping"]
+    finally:
+        await _close((client, cproto), (server, sproto))
+
+
+@pytest.mark.asyncio
 async def test_local_and_remote_addr_together():
     server, sproto, address = await _echo_server()
     with _udp_socket() as probe:
