@@ -61,7 +61,11 @@ typedef struct ioc_afd_poll_info {
     INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
     int uses_msg;    /* recvmsg went through WSARecvMsg */ \
     ioc_msg_result *result; \
-    int stray;       /* see make_stray */ \
+    int stray;       /* see make_stray: parked until its packet comes */ \
+    int stray_out;   /* its note (IOC_COMPLETION_STRAY) was handed out */ \
+    int stray_packet; /* its packet arrived */ \
+    struct ioc_op *ready_next; /* the core's ready list (see ioc_wait) */ \
+    int64_t done_result;       /* the result, once known */ \
     struct ioc_core *core;   /* wait registrations: the port to post to */ \
     HANDLE wait;             /* RegisterWaitForSingleObject's handle */ \
     volatile LONG wait_posted; /* 1 once a packet for the wait was posted */ \
@@ -82,6 +86,9 @@ typedef struct ioc_afd_poll_info {
 #endif
 #ifndef STATUS_CANCELLED
 #define STATUS_CANCELLED ((LONG)0xC0000120L)
+#endif
+#ifndef STATUS_PENDING
+#define STATUS_PENDING ((LONG)0x00000103L)
 #endif
 
 /* The Winsock extension functions of one provider (see ioc_win_provider). */
@@ -121,6 +128,13 @@ struct ioc_core {
 
     ioc_op *strays;        /* failed submits whose packet may still come */
     unsigned stray_count;
+    unsigned strays_held;  /* strays whose note the caller has not had yet */
+
+    /* Completions the core hands out itself, in order, before any packet
+     * dequeued later: operations that finished inside their submit call
+     * without a packet, and the notes of strays. */
+    ioc_op *ready_head, *ready_tail;
+    unsigned ready_count;
 
     ioc_op_pool pool;
     ioc_stats stats;
@@ -262,23 +276,51 @@ static ioc_op *take_op(ioc_core *c, int kind, intptr_t handle, uint64_t token, i
     return op;
 }
 
-/* A record whose submit failed after the kernel touched its OVERLAPPED: off
- * the in-flight list (Python got the error), parked until a packet for it
- * arrives, if one ever does. */
+static void ready_append(ioc_core *c, ioc_op *op)
+{
+    op->ready_next = NULL;
+    if (c->ready_tail != NULL)
+        c->ready_tail->ready_next = op;
+    else
+        c->ready_head = op;
+    c->ready_tail = op;
+    c->ready_count++;
+}
+
+static ioc_op *ready_pop(ioc_core *c)
+{
+    ioc_op *op = c->ready_head;
+    c->ready_head = op->ready_next;
+    if (c->ready_head == NULL)
+        c->ready_tail = NULL;
+    c->ready_count--;
+    return op;
+}
+
+/* A record whose submit failed although the kernel completed it (its
+ * OVERLAPPED holds a final status, see finish_submit): off the in-flight
+ * list (the caller got the error) and parked with its token, because its
+ * packet follows and the record must not be reused before that.  The
+ * kernel is done with the operation's memory, so its note
+ * (IOC_COMPLETION_STRAY) is queued at once: the caller keeps that memory
+ * until the note reaches it. */
 static void make_stray(ioc_core *c, ioc_op *op)
 {
     op->prev->next = op->next;
     op->next->prev = op->prev;
     c->pool.count_in_flight--;
-    op->token = 0;
     op->stray = 1;
+    op->stray_out = op->stray_packet = 0;
     op->next = c->strays;
     op->prev = NULL;
     c->strays = op;
     c->stray_count++;
+    c->strays_held++;
+    ready_append(c, op);
 }
 
-/* The packet of a stray arrived: now the record may be reused. */
+/* The packet of a stray arrived and its note is out: now the record may be
+ * reused. */
 static void release_stray(ioc_core *c, ioc_op *op)
 {
     ioc_op **link = &c->strays;
@@ -288,25 +330,41 @@ static void release_stray(ioc_core *c, ioc_op *op)
         *link = op->next;
     c->stray_count--;
     op->stray = 0;
+    op->token = 0;
     op->next = c->pool.free_list;
     c->pool.free_list = op;
 }
 
+static void on_stray_packet(ioc_core *c, ioc_op *op)
+{
+    op->stray_packet = 1;
+    if (op->stray_out)
+        release_stray(c, op);
+    /* else its note is still queued: the record goes once the note is out */
+}
+
 /* error is 0 when the call succeeded at once, else WSAGetLastError().
  * Success and WSA_IO_PENDING both mean a packet will reach the port.  Any
- * other error normally means none will -- but a provider may have started
- * the operation before failing the call, and then a packet may still come
- * (Wine queues one for a WSASendTo refused with WSAEMSGSIZE).  take_op marks
- * OVERLAPPED.Internal with IOC_NOT_STARTED: if the kernel changed it, the
- * record becomes a stray (never reused until its packet shows up, which
- * ioc_wait then drops); otherwise it is recycled at once. */
+ * other error normally means none will: the kernel writes an operation's
+ * status block, and queues its packet, only once the operation ran, and a
+ * call that fails at once did not run it.  take_op marks OVERLAPPED.Internal
+ * with IOC_NOT_STARTED; Winsock may write STATUS_PENDING there itself before
+ * it asks the driver (Wine's ws2_32 does, and leaves it when the driver
+ * refuses: a send on a reset connection).  Either means not started: the
+ * record is recycled at once and *op_out stays NULL.  A final status there
+ * means the kernel completed the operation after all and its packet follows
+ * (Wine refuses a WSASendTo with WSAEMSGSIZE after completing it with
+ * STATUS_BUFFER_OVERFLOW): the record becomes a stray and *op_out is set. */
 static int finish_submit(ioc_core *c, ioc_op *op, int error, ioc_op **op_out)
 {
     if (error != 0 && error != WSA_IO_PENDING) {
-        if (op->ov.Internal != IOC_NOT_STARTED)
+        if (op->ov.Internal != IOC_NOT_STARTED &&
+            (LONG)op->ov.Internal != (LONG)STATUS_PENDING) {
             make_stray(c, op);
-        else
+            *op_out = op;
+        } else {
             ioc_pool_give_back(&c->pool, op);
+        }
         return -error;
     }
     c->stats.submitted++;
@@ -1055,8 +1113,15 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
      * returns them (GetOverlappedResult's ERROR_MORE_DATA is not an error). */
     if (status == STATUS_BUFFER_OVERFLOW && op->kind == IOC_OP_RECVMSG)
         return (int64_t)bytes;
-    if (status == STATUS_CANCELLED)
+    if (status == STATUS_CANCELLED) {
+        /* A send cut short by its cancellation: what it reports did leave
+         * (Wine reports it in the packet), so it is the result -- a short
+         * send -- and the caller's byte accounting stays exact. */
+        if (bytes > 0 && (op->kind == IOC_OP_SEND || op->kind == IOC_OP_SENDV ||
+                          op->kind == IOC_OP_SENDMSG || op->kind == IOC_OP_WRITE))
+            return (int64_t)bytes;
         return -(int64_t)ERROR_OPERATION_ABORTED;
+    }
     if (op->kind >= IOC_OP_READ || op->kind == IOC_OP_POLL) {
         /* Not a socket: the NTSTATUS becomes the Win32 error as
          * GetOverlappedResult would give it.  A message longer than the
@@ -1075,71 +1140,100 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
     return -(int64_t)e;
 }
 
+/* The result of an operation whose completion has come (bytes is what its
+ * packet, or its OVERLAPPED, says was transferred). */
+static int64_t completed_result(ioc_op *op, DWORD bytes)
+{
+    int64_t result = op_result(op, bytes);
+    /* TransmitFile sends everything or fails; some providers (Wine)
+     * report 0 bytes for a successful transfer. */
+    if (op->kind == IOC_OP_SENDFILE && result == 0)
+        result = (int64_t)op->requested;
+    if (op->kind == IOC_OP_RECVMSG && result >= 0 && op->result != NULL)
+        finish_recvmsg(op);
+    if (op->kind == IOC_OP_POLL && result >= 0)
+        result = afd_result(op);
+    if (op->kind == IOC_OP_WAIT_HANDLE && op->wait != NULL) {
+        UnregisterWaitEx(op->wait, NULL);   /* it fired: release the registration */
+        op->wait = NULL;
+    }
+    return result;
+}
+
 int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int *stored)
 {
     ULONG removed = 0, i;
     DWORD timeout_ms;
-    int n = 0;
+    int n = 0, notes = 0;
 
     if (max <= 0)
         return -(int)ERROR_INVALID_PARAMETER;
     if ((ULONG)max > c->entries_max)
         max = (int)c->entries_max;
     c->stats.waits++;
-    if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
-        timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
-    if (timeout_ns < 0)
-        timeout_ms = INFINITE;
-    else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
-        timeout_ms = INFINITE - 1;
-    else
-        timeout_ms = (DWORD)((timeout_ns + 999999) / 1000000);   /* never wake early */
-    c->stats.enters++;
-    if (!GetQueuedCompletionStatusEx(c->port, c->entries, (ULONG)max, &removed, timeout_ms, FALSE)) {
-        DWORD e = GetLastError();
-        removed = 0;
-        if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION) {
-            ioc_wake_after_sleep(&c->wake);
-            return -(int)e;
+    if (c->ready_count < (unsigned)max) {
+        ULONG room = (ULONG)max - c->ready_count;
+        if (c->ready_head != NULL)
+            timeout_ns = 0;   /* completions are waiting already: only look */
+        else if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
+            timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
+        if (timeout_ns < 0)
+            timeout_ms = INFINITE;
+        else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
+            timeout_ms = INFINITE - 1;
+        else
+            timeout_ms = (DWORD)((timeout_ns + 999999) / 1000000);   /* never wake early */
+        c->stats.enters++;
+        if (!GetQueuedCompletionStatusEx(c->port, c->entries, room, &removed, timeout_ms,
+                                         FALSE)) {
+            DWORD e = GetLastError();
+            removed = 0;
+            if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION && c->ready_head == NULL) {
+                ioc_wake_after_sleep(&c->wake);
+                return -(int)e;
+            }
         }
-    }
-    ioc_wake_after_sleep(&c->wake);
-    for (i = 0; i < removed; i++) {
-        OVERLAPPED_ENTRY *e = &c->entries[i];
-        if (e->lpCompletionKey == KEY_WAKEUP) {
-            ioc_wake_consumed(&c->wake);
-            continue;
-        }
-        if (e->lpCompletionKey == KEY_SIGINT) {
-            on_sigint_packet(c);
-            continue;
-        }
-        {
-            ioc_op *op = (ioc_op *)e->lpOverlapped;
-            if (op->stray) {
-                release_stray(c, op);   /* its submit already reported the error */
+        ioc_wake_after_sleep(&c->wake);
+        for (i = 0; i < removed; i++) {
+            OVERLAPPED_ENTRY *e = &c->entries[i];
+            ioc_op *op;
+            if (e->lpCompletionKey == KEY_WAKEUP) {
+                ioc_wake_consumed(&c->wake);
                 continue;
             }
-            out[n].token = op->token;
-            out[n].result = op_result(op, e->dwNumberOfBytesTransferred);
-            /* TransmitFile sends everything or fails; some providers (Wine)
-             * report 0 bytes for a successful transfer. */
-            if (op->kind == IOC_OP_SENDFILE && out[n].result == 0)
-                out[n].result = (int64_t)op->requested;
-            if (op->kind == IOC_OP_RECVMSG && out[n].result >= 0 && op->result != NULL)
-                finish_recvmsg(op);
-            if (op->kind == IOC_OP_POLL && out[n].result >= 0)
-                out[n].result = afd_result(op);
-            if (op->kind == IOC_OP_WAIT_HANDLE && op->wait != NULL) {
-                UnregisterWaitEx(op->wait, NULL);   /* it fired: release the registration */
-                op->wait = NULL;
+            if (e->lpCompletionKey == KEY_SIGINT) {
+                on_sigint_packet(c);
+                continue;
             }
-            out[n].flags = 0;
-            n++;
-            ioc_pool_give_back(&c->pool, op);
+            op = (ioc_op *)e->lpOverlapped;
+            if (op->stray) {
+                on_stray_packet(c, op);   /* its submit already reported the error */
+                continue;
+            }
+            op->done_result = completed_result(op, e->dwNumberOfBytesTransferred);
+            ready_append(c, op);
         }
     }
-    c->stats.completed += (uint64_t)n;
+    while (n < max && c->ready_head != NULL) {
+        ioc_op *op = ready_pop(c);
+        out[n].token = op->token;
+        if (op->stray) {
+            /* Only its memory is let go now: no callback runs for it. */
+            out[n].result = 0;
+            out[n].flags = IOC_COMPLETION_STRAY;
+            op->stray_out = 1;
+            c->strays_held--;
+            notes++;
+            if (op->stray_packet)
+                release_stray(c, op);
+        } else {
+            out[n].result = op->done_result;
+            out[n].flags = 0;
+            ioc_pool_give_back(&c->pool, op);
+        }
+        n++;
+    }
+    c->stats.completed += (uint64_t)(n - notes);
     ioc_wake_end_of_wait(&c->wake);
     if (stored != NULL)
         *stored = n;
@@ -1273,6 +1367,7 @@ void ioc_get_stats(ioc_core *c, ioc_stats *out)
 {
     *out = c->stats;
     out->in_flight = c->pool.count_in_flight;
+    out->strays = c->strays_held;
     ioc_wake_stats(&c->wake, out);
 }
 
@@ -1289,7 +1384,12 @@ int ioc_core_close(ioc_core *c, int drain_ms)
     for (op = c->pool.in_flight.next; op != &c->pool.in_flight; op = op->next)
         if (!op->cancel_requested)
             request_cancel(c, op);
-    while (c->pool.count_in_flight > 0) {
+    /* The packets of strays are awaited too (until the same deadline), so
+     * that every record is accounted for.  A stray's status is final (the
+     * kernel writes nothing more into it), so one whose packet has not come
+     * by then goes with the slabs all the same: the packet only names the
+     * record, and goes with the port. */
+    while (c->pool.count_in_flight > 0 || c->stray_count > 0) {
         ULONGLONG now = GetTickCount64();
         if (now >= deadline)
             break;
@@ -1307,6 +1407,6 @@ int ioc_core_close(ioc_core *c, int drain_ms)
         free(c);
     }
     /* Otherwise the records stay allocated: the kernel may still write the
-     * OVERLAPPEDs of operations that have not completed. */
+     * OVERLAPPEDs of operations (or strays) that have not completed. */
     return left;
 }
