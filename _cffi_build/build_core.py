@@ -38,6 +38,7 @@ typedef struct ioc_stats {
     uint64_t wakeups_merged;
     uint64_t in_flight;
     uint64_t strays;
+    uint64_t immediate;
 } ioc_stats;
 
 #define IOC_EXT_ACCEPTEX ...

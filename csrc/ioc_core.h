@@ -57,6 +57,7 @@ typedef struct ioc_stats {
     uint64_t wakeups_merged;  /* wakeups that needed no kernel call */
     uint64_t in_flight;       /* operations submitted and not yet completed */
     uint64_t strays;          /* Windows: strays whose memory the caller still keeps */
+    uint64_t immediate;       /* Windows: completions the core made without a packet */
 } ioc_stats;
 
 /* Open a core.  queue_depth sizes the submission/completion queues.

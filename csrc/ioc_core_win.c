@@ -8,9 +8,12 @@
  * cross-thread wakeups (PostQueuedCompletionStatus, no socket pair) and
  * KEY_SIGINT to end a wait when Python's SIGINT event is set.
  *
- * Completions are always queued to the port, also when an operation
- * succeeds at once (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS yet): one path
- * for every result keeps record lifetimes simple.
+ * Sockets whose provider allows it (XP1_IFS_HANDLES), pipes and the AFD
+ * device skip the port on success (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS): an
+ * operation that finishes inside its submit call queues no packet, and the
+ * core hands its completion out itself, from the next ioc_wait, in the order
+ * a packet would have had (see ioc_wait).  Datagram sockets keep their
+ * packets (see wants_skip_mode).
  *
  * Keep this file portable between MSVC and MinGW: no GCC extensions, and
  * winsock2.h before windows.h.
@@ -55,7 +58,7 @@ typedef struct ioc_afd_poll_info {
 #define IOC_OP_BACKEND_FIELDS \
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
     DWORD msg_flags; /* WSARecv's in/out flags */ \
-    DWORD requested; /* TransmitFile: the byte count asked for */ \
+    uint64_t seq;    /* submission order, for the ready list (ioc_wait) */ \
     WSAMSG wsamsg;   /* WSARecvMsg / WSASendMsg: read at completion */ \
     WSABUF wsabufs[IOC_WIN_MSG_BUFS]; \
     INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
@@ -64,6 +67,7 @@ typedef struct ioc_afd_poll_info {
     int stray;       /* see make_stray: parked until its packet comes */ \
     int stray_out;   /* its note (IOC_COMPLETION_STRAY) was handed out */ \
     int stray_packet; /* its packet arrived */ \
+    int maybe_packet; /* completed by the core, yet a packet may come: see finish_submit */ \
     struct ioc_op *ready_next; /* the core's ready list (see ioc_wait) */ \
     int64_t done_result;       /* the result, once known */ \
     struct ioc_core *core;   /* wait registrations: the port to post to */ \
@@ -90,11 +94,28 @@ typedef struct ioc_afd_poll_info {
 #ifndef STATUS_PENDING
 #define STATUS_PENDING ((LONG)0x00000103L)
 #endif
+#ifndef FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+#define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 0x1
+#endif
+#ifndef FILE_SKIP_SET_EVENT_ON_HANDLE
+#define FILE_SKIP_SET_EVENT_ON_HANDLE 0x2
+#endif
+#ifndef XP1_IFS_HANDLES
+#define XP1_IFS_HANDLES 0x00020000
+#endif
+
+/* NT_ERROR: the status is an error (not a success, note or warning). */
+#define IOC_NT_ERROR(status) ((((ULONG)(status)) >> 30) == 3)
+
+/* Handle values (multiples of 4) up to this many are tracked in the bitmap
+ * of handles that skip the port; a larger one just keeps its packets. */
+#define IOC_SKIP_MAX_INDEX (1u << 24)
 
 /* The Winsock extension functions of one provider (see ioc_win_provider). */
 typedef struct ioc_provider {
     GUID id;
     int mask;
+    int ifs;   /* XP1_IFS_HANDLES: its sockets are kernel file handles */
     LPFN_ACCEPTEX accept_ex;
     LPFN_CONNECTEX connect_ex;
     LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
@@ -128,6 +149,7 @@ struct ioc_core {
 
     ioc_op *strays;        /* failed submits whose packet may still come */
     unsigned stray_count;
+    unsigned ghost_count;  /* on the same list: see park_ghost */
     unsigned strays_held;  /* strays whose note the caller has not had yet */
 
     /* Completions the core hands out itself, in order, before any packet
@@ -135,6 +157,15 @@ struct ioc_core {
      * without a packet, and the notes of strays. */
     ioc_op *ready_head, *ready_tail;
     unsigned ready_count;
+    /* Operations that finished inside their submit call on a handle that
+     * skips the port, in submission order, not yet placed in the ready
+     * list (ioc_wait places them among the packets). */
+    ioc_op *now_head, *now_tail;
+    uint64_t next_seq;
+
+    uint32_t *skip_bits;   /* handles set to skip the port on success */
+    size_t skip_words;
+    int afd_skip;          /* the AFD device handle skips it too */
 
     ioc_op_pool pool;
     ioc_stats stats;
@@ -183,13 +214,6 @@ int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t er
 
 void ioc_core_forked(ioc_core *c) { c->forked = 1; }
 
-int ioc_associate(ioc_core *c, intptr_t handle)
-{
-    if (CreateIoCompletionPort((HANDLE)handle, c->port, KEY_IO, 0) == NULL)
-        return -(int)GetLastError();
-    return 0;
-}
-
 /* ---- Winsock extension functions, loaded once per provider ---- */
 
 static void *load_extension(SOCKET s, GUID guid)
@@ -226,6 +250,7 @@ static ioc_provider *ioc_win_provider_of(ioc_core *c, SOCKET s, int *sock_type)
     p = &c->providers[c->provider_count++];
     memset(p, 0, sizeof(*p));
     p->id = info.ProviderId;
+    p->ifs = (info.dwServiceFlags1 & XP1_IFS_HANDLES) != 0;
     p->accept_ex = (LPFN_ACCEPTEX)load_extension(s, g_accept);
     p->connect_ex = (LPFN_CONNECTEX)load_extension(s, g_connect);
     p->get_accept_ex_sockaddrs = (LPFN_GETACCEPTEXSOCKADDRS)load_extension(s, g_sockaddrs);
@@ -257,6 +282,89 @@ int ioc_extensions(ioc_core *c, intptr_t sock)
     return p->mask;
 }
 
+/* ---- skipping the port on success ----
+ * A bitmap by handle value / 4 says which associated handles were set to
+ * FILE_SKIP_COMPLETION_PORT_ON_SUCCESS; each association sets or clears the
+ * handle's bit, so a handle value reused by a later handle is right again. */
+
+static int skip_index(intptr_t handle, size_t *index)
+{
+    uintptr_t u = (uintptr_t)handle;
+    if ((u & 3) != 0 || (u >> 2) >= IOC_SKIP_MAX_INDEX)
+        return 0;
+    *index = (size_t)(u >> 2);
+    return 1;
+}
+
+static int skips_port(ioc_core *c, intptr_t handle)
+{
+    size_t i;
+    if (!skip_index(handle, &i) || i / 32 >= c->skip_words)
+        return 0;
+    return (int)((c->skip_bits[i / 32] >> (i % 32)) & 1u);
+}
+
+/* Room in the bitmap for handle's bit; 0 if the handle cannot be tracked. */
+static int skip_room(ioc_core *c, intptr_t handle)
+{
+    size_t i, words;
+    uint32_t *bits;
+    if (!skip_index(handle, &i))
+        return 0;
+    if (i / 32 < c->skip_words)
+        return 1;
+    words = c->skip_words ? c->skip_words : 64;
+    while (words <= i / 32)
+        words *= 2;
+    bits = (uint32_t *)realloc(c->skip_bits, words * sizeof(uint32_t));
+    if (bits == NULL)
+        return 0;
+    memset(bits + c->skip_words, 0, (words - c->skip_words) * sizeof(uint32_t));
+    c->skip_bits = bits;
+    c->skip_words = words;
+    return 1;
+}
+
+static void skip_mark(ioc_core *c, intptr_t handle, int on)
+{
+    size_t i;
+    if (!skip_index(handle, &i) || i / 32 >= c->skip_words)
+        return;   /* never tracked: reads as "keeps its packets" */
+    if (on)
+        c->skip_bits[i / 32] |= (uint32_t)1u << (i % 32);
+    else
+        c->skip_bits[i / 32] &= ~((uint32_t)1u << (i % 32));
+}
+
+/* Whether handle should skip the port on success.  Sockets: only those of
+ * a provider whose sockets are kernel file handles (XP1_IFS_HANDLES, known
+ * once per provider), as libuv checks, and only stream sockets: on a
+ * datagram socket Windows' Winsock reports a datagram cut short by a
+ * synchronous STATUS_BUFFER_OVERFLOW as WSA_IO_PENDING, and with the mode no
+ * packet would ever come for it (the bug libuv works around with its own
+ * AFD receive).  A handle that is no socket (a pipe) always may. */
+static int wants_skip_mode(ioc_core *c, intptr_t handle)
+{
+    int sock_type = 0;
+    ioc_provider *p = ioc_win_provider_of(c, (SOCKET)handle, &sock_type);
+    if (p == NULL)
+        return WSAGetLastError() == WSAENOTSOCK;
+    return p->ifs && sock_type == SOCK_STREAM;
+}
+
+int ioc_associate(ioc_core *c, intptr_t handle)
+{
+    int on = 0;
+    if (CreateIoCompletionPort((HANDLE)handle, c->port, KEY_IO, 0) == NULL)
+        return -(int)GetLastError();
+    if (skip_room(c, handle) && wants_skip_mode(c, handle))
+        on = SetFileCompletionNotificationModes(
+                 (HANDLE)handle,
+                 FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE) != 0;
+    skip_mark(c, handle, on);
+    return 0;
+}
+
 /* ---- operations ---- */
 
 /* A fresh record for an operation, or NULL with *err set. */
@@ -269,10 +377,12 @@ static ioc_op *take_op(ioc_core *c, int kind, intptr_t handle, uint64_t token, i
         return NULL;
     }
     op = ioc_pool_take(&c->pool, token, handle, kind);
-    if (op == NULL)
+    if (op == NULL) {
         *err = -(int)ERROR_NOT_ENOUGH_MEMORY;
-    else
+    } else {
         op->ov.Internal = IOC_NOT_STARTED;
+        op->seq = ++c->next_seq;
+    }
     return op;
 }
 
@@ -328,11 +438,32 @@ static void release_stray(ioc_core *c, ioc_op *op)
         link = &(*link)->next;
     if (*link == op)
         *link = op->next;
-    c->stray_count--;
+    if (op->maybe_packet)
+        c->ghost_count--;
+    else
+        c->stray_count--;
     op->stray = 0;
     op->token = 0;
     op->next = c->pool.free_list;
     c->pool.free_list = op;
+}
+
+/* op was handed out as completed (complete_now) although a packet may still
+ * come for it (maybe_packet): park the record on the strays' list, out of
+ * use, until that packet comes -- if it never does, it goes with the slabs
+ * at close (its status is final: the kernel writes nothing more into it). */
+static void park_ghost(ioc_core *c, ioc_op *op)
+{
+    op->prev->next = op->next;
+    op->next->prev = op->prev;
+    c->pool.count_in_flight--;
+    op->stray = 1;
+    op->stray_out = 1;
+    op->stray_packet = 0;
+    op->next = c->strays;
+    op->prev = NULL;
+    c->strays = op;
+    c->ghost_count++;
 }
 
 static void on_stray_packet(ioc_core *c, ioc_op *op)
@@ -343,8 +474,30 @@ static void on_stray_packet(ioc_core *c, ioc_op *op)
     /* else its note is still queued: the record goes once the note is out */
 }
 
-/* error is 0 when the call succeeded at once, else WSAGetLastError().
- * Success and WSA_IO_PENDING both mean a packet will reach the port.  Any
+static int64_t completed_result(ioc_op *op, DWORD bytes);
+
+/* op finished inside its submit call and no packet comes for it (its handle
+ * skips the port on success, or the kernel was not involved): the core
+ * hands its completion out itself, from the next ioc_wait.  Its status
+ * block is written already. */
+static void complete_now(ioc_core *c, ioc_op *op)
+{
+    op->done_result = completed_result(op, (DWORD)op->ov.InternalHigh);
+    op->ready_next = NULL;
+    if (c->now_tail != NULL)
+        c->now_tail->ready_next = op;
+    else
+        c->now_head = op;
+    c->now_tail = op;
+    c->stats.immediate++;
+}
+
+/* error is 0 when the operation finished inside the call (it succeeded, or
+ * completed with a warning such as a datagram cut short), WSA_IO_PENDING /
+ * ERROR_IO_PENDING when it waits, else the call's error.  skips: the
+ * handle skips the port on success (then an operation that finished in the
+ * call gets no packet, and the core completes it itself: complete_now).
+ * Otherwise success and WSA_IO_PENDING both mean a packet will come.  Any
  * other error normally means none will: the kernel writes an operation's
  * status block, and queues its packet, only once the operation ran, and a
  * call that fails at once did not run it.  take_op marks OVERLAPPED.Internal
@@ -355,17 +508,34 @@ static void on_stray_packet(ioc_core *c, ioc_op *op)
  * means the kernel completed the operation after all and its packet follows
  * (Wine refuses a WSASendTo with WSAEMSGSIZE after completing it with
  * STATUS_BUFFER_OVERFLOW): the record becomes a stray and *op_out is set. */
-static int finish_submit(ioc_core *c, ioc_op *op, int error, ioc_op **op_out)
+static int finish_submit(ioc_core *c, ioc_op *op, int error, int skips, ioc_op **op_out)
 {
     if (error != 0 && error != WSA_IO_PENDING) {
-        if (op->ov.Internal != IOC_NOT_STARTED &&
-            (LONG)op->ov.Internal != (LONG)STATUS_PENDING) {
+        LONG status = (LONG)op->ov.Internal;
+        int completed = op->ov.Internal != IOC_NOT_STARTED && status != (LONG)STATUS_PENDING;
+        /* ... unless it completed without an error on a handle that skips
+         * the port: then no packet follows either. */
+        if (completed && !(skips && !IOC_NT_ERROR(status))) {
             make_stray(c, op);
             *op_out = op;
         } else {
             ioc_pool_give_back(&c->pool, op);
         }
         return -error;
+    }
+    if (error == 0 && skips)
+        complete_now(c, op);   /* finished in the call: no packet comes */
+    if (error == WSA_IO_PENDING && skips && op->ov.Internal != IOC_NOT_STARTED &&
+        (LONG)op->ov.Internal != (LONG)STATUS_PENDING) {
+        /* The call said "pending", yet the status block is final already.
+         * Either the operation finished inside the call and the provider
+         * reported it as pending (Wine's DisconnectEx does) -- then, the
+         * handle skipping the port, no packet ever comes -- or it finished
+         * just after the call (the kernel writes the status block, then
+         * queues the packet).  The core completes it now, and keeps the
+         * record out of use until a packet for it comes, if one does. */
+        op->maybe_packet = 1;
+        complete_now(c, op);
     }
     c->stats.submitted++;
     *op_out = op;
@@ -387,7 +557,7 @@ static int submit_wsabufs(ioc_core *c, int kind, intptr_t sock, WSABUF *bufs, DW
         r = WSARecv((SOCKET)sock, bufs, nbufs, NULL, &op->msg_flags, &op->ov, NULL);
     else
         r = WSASend((SOCKET)sock, bufs, nbufs, NULL, op->msg_flags, &op->ov, NULL);
-    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), skips_port(c, sock), op_out);
 }
 
 int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
@@ -469,7 +639,7 @@ int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, listen_sock), op_out);
 }
 
 int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
@@ -497,8 +667,6 @@ int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
     return 0;
 }
 
-static int post_own_packet(ioc_core *c, ioc_op *op, LONG status);
-
 int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out)
 {
@@ -521,7 +689,9 @@ int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen
         op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
         if (op == NULL)
             return err;
-        return finish_submit(c, op, post_own_packet(c, op, 0), op_out);
+        op->ov.Internal = 0;   /* done, and no packet comes: the core completes it */
+        op->ov.InternalHigh = 0;
+        return finish_submit(c, op, 0, 1, op_out);
     }
     if (p->connect_ex == NULL)
         return -(int)WSAEOPNOTSUPP;
@@ -533,7 +703,7 @@ int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 int ioc_connect_finish(ioc_core *c, intptr_t sock)
@@ -566,14 +736,13 @@ int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offs
     op = take_op(c, IOC_OP_SENDFILE, sock, token, &err);
     if (op == NULL)
         return err;
-    op->requested = count;
     op->ov.Offset = (DWORD)(offset & 0xFFFFFFFFu);
     op->ov.OffsetHigh = (DWORD)(offset >> 32);
     if (p->transmit_file((SOCKET)sock, (HANDLE)file, count, 0, &op->ov, NULL, 0))
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 /* ---- readiness: AFD polling ---- */
@@ -649,7 +818,9 @@ static int open_afd(ioc_core *c)
                     CloseHandle(afd);
                     return -c->afd_error;
                 }
-                SetFileCompletionNotificationModes(afd, FILE_SKIP_SET_EVENT_ON_HANDLE);
+                c->afd_skip = SetFileCompletionNotificationModes(
+                                  afd, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                           FILE_SKIP_SET_EVENT_ON_HANDLE) != 0;
                 c->afd = afd;
                 return 0;
             }
@@ -729,10 +900,12 @@ int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
     op->afd.handles[0].status = 0;
     status = ioctl(c->afd, NULL, NULL, &op->ov, &op->ov.Internal, IOC_IOCTL_AFD_POLL,
                    &op->afd, sizeof(op->afd), &op->afd, sizeof(op->afd));
-    if (status < 0) {
+    if (IOC_NT_ERROR(status)) {   /* refused at once: nothing was queued */
         ioc_pool_give_back(&c->pool, op);
         return -nt_error(status);
     }
+    if (status != (LONG)STATUS_PENDING && c->afd_skip)
+        complete_now(c, op);   /* the socket was ready: no packet comes */
     c->stats.submitted++;
     *op_out = op;
     return 0;
@@ -756,9 +929,9 @@ static int submit_file_io(ioc_core *c, int kind, intptr_t handle, void *buf, uin
     else
         ok = WriteFile((HANDLE)handle, buf, len, NULL, &op->ov);
     err = ok ? 0 : (int)GetLastError();
-    if (err == ERROR_IO_PENDING)
-        err = 0;
-    return finish_submit(c, op, err, op_out);
+    if (err == ERROR_MORE_DATA)
+        err = 0;   /* a message longer than buf: completed, with a warning */
+    return finish_submit(c, op, err, skips_port(c, handle), op_out);
 }
 
 int ioc_submit_read(ioc_core *c, intptr_t handle, void *buf, uint32_t len, uint64_t token,
@@ -773,8 +946,8 @@ int ioc_submit_write(ioc_core *c, intptr_t handle, const void *buf, uint32_t len
     return submit_file_io(c, IOC_OP_WRITE, handle, (void *)buf, len, token, op_out);
 }
 
-/* Post a packet for op ourselves (the kernel queues none): status is the
- * NTSTATUS op_result will read. */
+/* Post a packet for op ourselves from another thread (a wait registration's
+ * callback): status is the NTSTATUS op_result will read. */
 static int post_own_packet(ioc_core *c, ioc_op *op, LONG status)
 {
     op->ov.Internal = (ULONG_PTR)status;
@@ -795,15 +968,16 @@ int ioc_submit_connect_pipe(ioc_core *c, intptr_t pipe, uint64_t token, ioc_op *
     if (op == NULL)
         return err;
     if (ConnectNamedPipe((HANDLE)pipe, &op->ov))
-        err = 0;
-    else {
-        err = (int)GetLastError();
-        if (err == ERROR_IO_PENDING)
-            err = 0;
-        else if (err == ERROR_PIPE_CONNECTED)   /* a client came first: no packet queued */
-            err = post_own_packet(c, op, 0);
+        return finish_submit(c, op, 0, skips_port(c, pipe), op_out);
+    err = (int)GetLastError();
+    if (err == ERROR_PIPE_CONNECTED) {
+        /* A client came first: the call failed, so the kernel queues no
+         * packet, and the core completes the operation itself. */
+        op->ov.Internal = 0;
+        op->ov.InternalHigh = 0;
+        return finish_submit(c, op, 0, 1, op_out);
     }
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, pipe), op_out);
 }
 
 /* A wait registration: the thread pool runs this once the handle is
@@ -868,7 +1042,7 @@ int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **o
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 int ioc_socket_dissolve(intptr_t sock)
@@ -918,11 +1092,11 @@ int ioc_submit_recvmsg(ioc_core *c, intptr_t sock, void *buf, uint32_t len,
     }
     err = r == 0 ? 0 : WSAGetLastError();
     /* A datagram larger than the buffer: the call reports WSAEMSGSIZE, but
-     * the operation completed (STATUS_BUFFER_OVERFLOW is a warning) and its
-     * packet still reaches the port, carrying the truncated datagram. */
+     * the operation completed (STATUS_BUFFER_OVERFLOW is a warning), and its
+     * packet reaches the port, carrying the truncated datagram. */
     if (err == WSAEMSGSIZE)
-        err = WSA_IO_PENDING;
-    return finish_submit(c, op, err, op_out);
+        err = 0;
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 /* A completed receive: copy what Winsock wrote back into the caller's result. */
@@ -988,7 +1162,7 @@ int ioc_submit_sendmsg(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nb
         op->wsamsg.dwFlags = 0;
         r = p->wsa_send_msg((SOCKET)sock, &op->wsamsg, (DWORD)flags, NULL, &op->ov, NULL);
     }
-    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), skips_port(c, sock), op_out);
 }
 
 /* ---- arrival interface (IP_PKTINFO / IPV6_PKTINFO) ---- */
@@ -1115,10 +1289,12 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
         return (int64_t)bytes;
     if (status == STATUS_CANCELLED) {
         /* A send cut short by its cancellation: what it reports did leave
-         * (Wine reports it in the packet), so it is the result -- a short
-         * send -- and the caller's byte accounting stays exact. */
+         * (Wine reports it in the packet, for TransmitFile too), so it is the
+         * result -- a short send -- and the caller's byte accounting stays
+         * exact. */
         if (bytes > 0 && (op->kind == IOC_OP_SEND || op->kind == IOC_OP_SENDV ||
-                          op->kind == IOC_OP_SENDMSG || op->kind == IOC_OP_WRITE))
+                          op->kind == IOC_OP_SENDMSG || op->kind == IOC_OP_WRITE ||
+                          op->kind == IOC_OP_SENDFILE))
             return (int64_t)bytes;
         return -(int64_t)ERROR_OPERATION_ABORTED;
     }
@@ -1145,10 +1321,6 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
 static int64_t completed_result(ioc_op *op, DWORD bytes)
 {
     int64_t result = op_result(op, bytes);
-    /* TransmitFile sends everything or fails; some providers (Wine)
-     * report 0 bytes for a successful transfer. */
-    if (op->kind == IOC_OP_SENDFILE && result == 0)
-        result = (int64_t)op->requested;
     if (op->kind == IOC_OP_RECVMSG && result >= 0 && op->result != NULL)
         finish_recvmsg(op);
     if (op->kind == IOC_OP_POLL && result >= 0)
@@ -1160,6 +1332,33 @@ static int64_t completed_result(ioc_op *op, DWORD bytes)
     return result;
 }
 
+/* Move the operations completed in their submit call that were submitted
+ * before sequence number `before` to the ready list. */
+static void place_done_now(ioc_core *c, uint64_t before)
+{
+    while (c->now_head != NULL && c->now_head->seq < before) {
+        ioc_op *op = c->now_head;
+        c->now_head = op->ready_next;
+        if (c->now_head == NULL)
+            c->now_tail = NULL;
+        ready_append(c, op);
+    }
+}
+
+/* The order of completions.  Packets come in the order the kernel completed
+ * their operations.  An operation that completed inside its submit call
+ * (complete_now) has no packet; it must come after every packet of an
+ * operation that completed before it -- on one socket, a receive whose
+ * packet waits in the port holds earlier bytes than a later receive that
+ * completed at once -- and before every packet of an operation that
+ * completed after it.  Neither is known directly, but an operation
+ * submitted after it (a higher sequence number) completed after it, and
+ * the packets are in completion order: so each one goes right before the
+ * first dequeued packet of a later submission.  Those not placed so go
+ * after the last packet once a dequeue found the port empty (fewer packets
+ * than asked for); after a full dequeue the port may hold more packets
+ * that completed earlier, so they wait for the next one.  The ready list
+ * keeps what is placed, for the caller to take in order. */
 int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int *stored)
 {
     ULONG removed = 0, i;
@@ -1173,7 +1372,7 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
     c->stats.waits++;
     if (c->ready_count < (unsigned)max) {
         ULONG room = (ULONG)max - c->ready_count;
-        if (c->ready_head != NULL)
+        if (c->ready_head != NULL || c->now_head != NULL)
             timeout_ns = 0;   /* completions are waiting already: only look */
         else if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
             timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
@@ -1207,12 +1406,19 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
             }
             op = (ioc_op *)e->lpOverlapped;
             if (op->stray) {
-                on_stray_packet(c, op);   /* its submit already reported the error */
+                on_stray_packet(c, op);   /* reported already (an error, or a ghost) */
+                continue;
+            }
+            if (op->maybe_packet) {
+                op->stray_packet = 1;     /* completed by the core already */
                 continue;
             }
             op->done_result = completed_result(op, e->dwNumberOfBytesTransferred);
+            place_done_now(c, op->seq);
             ready_append(c, op);
         }
+        if (removed < room)
+            place_done_now(c, UINT64_MAX);   /* the port is empty: the rest go now */
     }
     while (n < max && c->ready_head != NULL) {
         ioc_op *op = ready_pop(c);
@@ -1229,7 +1435,10 @@ int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int 
         } else {
             out[n].result = op->done_result;
             out[n].flags = 0;
-            ioc_pool_give_back(&c->pool, op);
+            if (op->maybe_packet && !op->stray_packet)
+                park_ghost(c, op);
+            else
+                ioc_pool_give_back(&c->pool, op);
         }
         n++;
     }
@@ -1401,12 +1610,15 @@ int ioc_core_close(ioc_core *c, int drain_ms)
         CloseHandle(c->afd);
     CloseHandle(c->port);
     WSACleanup();
+    free(c->skip_bits);
+    c->skip_bits = NULL;
+    c->skip_words = 0;
     if (left == 0) {
         ioc_pool_free(&c->pool);
         free(c->entries);
         free(c);
     }
     /* Otherwise the records stay allocated: the kernel may still write the
-     * OVERLAPPEDs of operations (or strays) that have not completed. */
+     * OVERLAPPEDs of operations that have not completed. */
     return left;
 }

@@ -456,7 +456,8 @@ def test_extensions(port, pair):
         assert {"AcceptEx", "ConnectEx", "GetAcceptExSockaddrs", "TransmitFile",
                 "DisconnectEx", "WSARecvMsg", "WSASendMsg"} <= ext
         if _running_under_wine():
-            # Wine 8's provider has no TransmitPackets: a gap detected, not a crash.
+            # Wine's provider has no TransmitPackets (docs/windows-under-wine.md, W1):
+            # a gap detected, not a crash.
             assert "TransmitPackets" not in ext
         # Loaded once per provider: the second socket's answer is the cached one.
         assert port.extensions(b) == ext
@@ -764,7 +765,8 @@ def test_memory_of_a_failed_submit_is_kept_exactly_until_the_kernel_is_done(port
     strays = port.stats()["strays"]
     assert _alive(refs) == strays, "kept memory does not match the strays in the core"
     if _running_under_wine():
-        # Wine starts such a send and queues a packet for it after all.
+        # Wine completes such a send and queues a packet for it after all
+        # (docs/windows-under-wine.md, W8).
         assert strays == len(refs)
     if strays == 0:
         return   # a provider that leaves the OVERLAPPED alone (Windows' synchronous failure)
@@ -912,8 +914,11 @@ def _read_until_quiet(sock, quiet: float = 0.3) -> bytes:
     return bytes(received)
 
 
-@pytest.mark.parametrize("kind", ["send", "sendv"])
-def test_cancelled_send_accounts_for_every_byte_that_left(port, kind):
+@pytest.mark.parametrize("kind", [
+    "send", "sendv",
+    pytest.param("sendfile", marks=pytest.mark.skipif(
+        not IS_WINDOWS, reason="the core's sendfile is TransmitFile (Windows)"))])
+def test_cancelled_send_accounts_for_every_byte_that_left(port, kind, tmp_path):
     """A send too large for the socket buffers is cancelled while part of it
     has left: its result says how much left (a short send), never only
     "cancelled" -- the Windows core reported ERROR_OPERATION_ABORTED and
@@ -924,12 +929,19 @@ def test_cancelled_send_accounts_for_every_byte_that_left(port, kind):
         done = []
         if kind == "send":
             op = port.send(a, data, done.append)
-        else:
+        elif kind == "sendv":
             op = port.sendv(a, [data[:1000], data[1000:]], done.append)
+        else:
+            path = tmp_path / "data.bin"
+            path.write_bytes(data)
+            f = open(path, "rb")
+            op = port.sendfile(a, f, 0, len(data), done.append)
         poll_until(port, lambda: done, timeout=0.3)   # let the buffers fill
         port.cancel(op)
         assert poll_until(port, lambda: done)
         received = _read_until_quiet(b)
+        if kind == "sendfile":
+            f.close()
         if op.cancelled:
             assert received == b"", f"cancelled, yet {len(received)} bytes arrived"
         else:
