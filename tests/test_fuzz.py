@@ -238,7 +238,8 @@ class PortMachine(RuleBasedStateMachine):
                 if IS_WINDOWS and not poll_until(self.port, lambda: not self.pending):
                     # Wine: a send left waiting for room on a socket closed
                     # under it is not aborted (Windows aborts it): it ends
-                    # when its peer goes.  Only those may be left.
+                    # when its peer goes (docs/windows-under-wine.md, W10).
+                    # Only those may be left.
                     left = list(self.pending.values())
                     assert all(rec.end.closed and rec.kind in ("send", "sendv") for rec in left), (
                         f"operations still pending after cancellation: {left}")
@@ -388,14 +389,14 @@ class PortMachine(RuleBasedStateMachine):
         self.pending[rec.op.token] = rec
 
     def _submit(self, end: _End, call, sending: bool = False):
-        """call(), the new operation; or None where Windows refuses it at
-        submission: its provider fails a send or receive on a connection
-        already reset or shut down at once (WSAECONNRESET, WSAESHUTDOWN),
-        where io_uring reports the same error as the operation's completion."""
+        """call(), the new operation; or None where Wine refuses a send at
+        submission on a connection already reset, or after this side's
+        shutdown (WSAECONNRESET, WSAESHUTDOWN: docs/windows-under-wine.md,
+        W9), where io_uring reports the same error in the completion."""
         try:
             return call()
         except OSError:
-            if not IS_WINDOWS or not (end.pair.broken or (sending and end.shut_wr)):
+            if not (IS_WINDOWS and sending and (end.pair.broken or end.shut_wr)):
                 raise
             return None
 

@@ -87,24 +87,28 @@ PROACTOR_STOPS_READING = (
     "asyncio's ProactorEventLoop datagram transport stops reading after a receive error "
     "such as an ICMP port unreachable (python/cpython#127057)")
 WINE_RECEIVE_AFTER_ICMP = (
-    "Wine 8: after an ICMP error on a connected UDP socket, an overlapped receive posted "
-    "on it never completes (a blocking recv on the same socket does receive); iocploop "
-    "re-posts its receives, the error reached error_received: untested on real Windows")
+    "Wine (docs/windows-under-wine.md, W12): after an ICMP error on a connected UDP socket, "
+    "an overlapped receive posted on it never completes, not even for the next datagram; "
+    "iocploop re-posts its receives and the error reached error_received: untested on real "
+    "Windows")
 PROACTOR_EMPTY_DATAGRAM = (
-    "asyncio 3.13's ProactorEventLoop sends empty datagrams, but under Wine 8 they do not "
-    "arrive at its own endpoint: no reference behaviour on Windows")
+    "asyncio 3.13's ProactorEventLoop sends empty datagrams, but under Wine they never "
+    "arrive (docs/windows-under-wine.md, W13): no reference behaviour on Windows")
 PROACTOR_FAILED_SEND_COUNTED = (
     "asyncio 3.13's ProactorEventLoop keeps a failed datagram in its write buffer size "
     "after reporting the error: no reference behaviour on Windows")
 PROACTOR_IPV6_ECHO = (
-    "asyncio's ProactorEventLoop: the IPv6 datagram echo between two endpoints does not "
-    "complete under Wine 8 (iocploop's does): no reference behaviour on Windows")
+    "asyncio's ProactorEventLoop under Wine: a datagram sent to the short (host, port) form "
+    "of an IPv6 address never arrives (docs/windows-under-wine.md, W14; iocploop's does): "
+    "no reference behaviour on Windows")
 PROACTOR_CONNECTED_SOCK = (
     "asyncio's ProactorEventLoop datagram transport on a connected sock= passes None to "
     "WSASendTo (TypeError, a fatal write error): no reference behaviour on Windows")
 PROACTOR_SLOW_BURST = (
-    "asyncio's ProactorEventLoop datagram transport under Wine 8 does not deliver these "
-    "datagrams within the test's bound: no reference behaviour on Windows")
+    "asyncio's ProactorEventLoop datagram transport does not drain this burst within the "
+    "test's bound under Wine, although a bare burst drains in the probe "
+    "(docs/windows-under-wine.md, W15: the proactor's, not a Winsock fact): no reference "
+    "behaviour on Windows")
 PROACTOR_UNBOUND_RECEIVE = (
     "asyncio's ProactorEventLoop posts a receive on the unbound socket, which Winsock "
     "refuses (WSAEINVAL, python/cpython#119711): no reference behaviour on Windows")
@@ -817,7 +821,7 @@ async def test_sendto_on_an_unconnected_endpoint_after_connection_lost_is_ignore
 @pytest.mark.asyncio
 async def test_sendto_argument_errors():
     if _is_proactor_reference(asyncio.get_running_loop()):
-        pytest.skip(PROACTOR_SLOW_BURST)
+        pytest.skip(PROACTOR_CLOSE_DROPS)
     server, sproto, address = await _echo_server()
     client, cproto = await _endpoint(local_addr=(HOST, 0))
     try:
