@@ -37,6 +37,8 @@ typedef struct ioc_stats {
     uint64_t wakeups_sent;
     uint64_t wakeups_merged;
     uint64_t in_flight;
+    uint64_t strays;
+    uint64_t immediate;
 } ioc_stats;
 
 #define IOC_EXT_ACCEPTEX ...
@@ -134,6 +136,7 @@ void ioc_get_stats(ioc_core *core, ioc_stats *out);
 #define IOC_COMPLETION_BUFFER ...
 #define IOC_COMPLETION_MORE ...
 #define IOC_COMPLETION_BUFFER_SHIFT ...
+#define IOC_COMPLETION_STRAY ...
 int ioc_recv_pool_open(ioc_core *core, unsigned int count, unsigned int size);
 int ioc_submit_recv_multishot(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
 void *ioc_recv_pool_buffer(ioc_core *core, unsigned int id);

@@ -11,8 +11,13 @@
  *     (WSA* or ERROR_*) on Windows.  Cancelled operations complete with
  *     IOC_ERR_CANCELLED (-ECANCELED / -ERROR_OPERATION_ABORTED).
  *   - Every submitted operation yields exactly one completion, unless the
- *     submit call itself failed (then no completion ever comes and the
- *     caller may release its buffer at once).
+ *     submit call itself failed.  Then *op_out normally stays NULL: no
+ *     completion ever comes and the caller may release its buffer at once.
+ *     Windows only: a provider may fail the call after it started the
+ *     operation (a "stray"); then *op_out is set, and one completion with
+ *     IOC_COMPLETION_STRAY and the operation's token comes once the kernel
+ *     is done with its memory: the caller keeps the memory until then, and
+ *     runs no callback for it.
  *   - Memory handed to a submit call (the buffer) must stay valid until that
  *     operation's completion has been returned by ioc_wait().  The per-op
  *     records (OVERLAPPED / SQE user data) are owned by the core and never
@@ -51,6 +56,8 @@ typedef struct ioc_stats {
     uint64_t wakeups_sent;    /* wakeups that actually reached the kernel */
     uint64_t wakeups_merged;  /* wakeups that needed no kernel call */
     uint64_t in_flight;       /* operations submitted and not yet completed */
+    uint64_t strays;          /* Windows: strays whose memory the caller still keeps */
+    uint64_t immediate;       /* Windows: completions the core made without a packet */
 } ioc_stats;
 
 /* Open a core.  queue_depth sizes the submission/completion queues.
@@ -127,7 +134,10 @@ int ioc_accept_finish(ioc_core *core, intptr_t listen_sock, intptr_t accept_sock
 
 /* Connect a socket: ConnectEx on Windows (the socket must be bound first),
  * IORING_OP_CONNECT on Linux.  addr (addrlen bytes) must stay valid until
- * the completion.  On Windows call ioc_connect_finish after success. */
+ * the completion.  On Windows call ioc_connect_finish after success.
+ * Windows, datagram sockets: connect() at once (ConnectEx is for
+ * connection-oriented sockets only); its error is the submit's, and on
+ * success the operation completes with 0 without involving the kernel. */
 int ioc_submit_connect(ioc_core *core, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out);
 int ioc_connect_finish(ioc_core *core, intptr_t sock);
@@ -331,6 +341,9 @@ void ioc_get_stats(ioc_core *core, ioc_stats *out);
 #define IOC_COMPLETION_BUFFER 0x1
 #define IOC_COMPLETION_MORE 0x2
 #define IOC_COMPLETION_BUFFER_SHIFT 16
+/* Windows: the completion of a stray (see the conventions above).  Flags hold
+ * only these bits (and the buffer id above IOC_COMPLETION_BUFFER_SHIFT). */
+#define IOC_COMPLETION_STRAY 0x4
 int ioc_recv_pool_open(ioc_core *core, unsigned int count, unsigned int size);
 int ioc_submit_recv_multishot(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
 void *ioc_recv_pool_buffer(ioc_core *core, unsigned int id);

@@ -772,7 +772,11 @@ int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32
 
 /* ---- receive pool and multishot receive ---- */
 
-/* ioc_completion.flags are the CQE's flags: the header's names must match. */
+/* ioc_completion.flags are the CQE's flags, limited to the ones the header
+ * names (the kernel adds others, such as IORING_CQE_F_SOCK_NONEMPTY, which
+ * would read as IOC_COMPLETION_STRAY): the header's names must match. */
+#define IOC_LINUX_FLAGS (IORING_CQE_F_BUFFER | IORING_CQE_F_MORE | \
+                         (0xFFFFu << IORING_CQE_BUFFER_SHIFT))
 typedef char ioc_completion_flags_match[(IOC_COMPLETION_BUFFER == IORING_CQE_F_BUFFER &&
                                          IOC_COMPLETION_MORE == IORING_CQE_F_MORE &&
                                          IOC_COMPLETION_BUFFER_SHIFT == IORING_CQE_BUFFER_SHIFT)
@@ -973,7 +977,7 @@ static int reap(ioc_core *c, ioc_completion *out, int max)
             }
             out[n].token = op->token;
             out[n].result = res;
-            out[n].flags = cqe->flags;
+            out[n].flags = cqe->flags & IOC_LINUX_FLAGS;
             n++;
             if (!(cqe->flags & IORING_CQE_F_MORE))
                 ioc_pool_give_back(&c->pool, op);

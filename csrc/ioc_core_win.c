@@ -8,9 +8,12 @@
  * cross-thread wakeups (PostQueuedCompletionStatus, no socket pair) and
  * KEY_SIGINT to end a wait when Python's SIGINT event is set.
  *
- * Completions are always queued to the port, also when an operation
- * succeeds at once (no FILE_SKIP_COMPLETION_PORT_ON_SUCCESS yet): one path
- * for every result keeps record lifetimes simple.
+ * Sockets whose provider allows it (XP1_IFS_HANDLES), pipes and the AFD
+ * device skip the port on success (FILE_SKIP_COMPLETION_PORT_ON_SUCCESS): an
+ * operation that finishes inside its submit call queues no packet, and the
+ * core hands its completion out itself, from the next ioc_wait, in the order
+ * a packet would have had (see ioc_wait).  Datagram sockets keep their
+ * packets (see wants_skip_mode).
  *
  * Keep this file portable between MSVC and MinGW: no GCC extensions, and
  * winsock2.h before windows.h.
@@ -55,13 +58,18 @@ typedef struct ioc_afd_poll_info {
 #define IOC_OP_BACKEND_FIELDS \
     OVERLAPPED ov;   /* must stay first: OVERLAPPED* == ioc_op* */ \
     DWORD msg_flags; /* WSARecv's in/out flags */ \
-    DWORD requested; /* TransmitFile: the byte count asked for */ \
+    uint64_t seq;    /* submission order, for the ready list (ioc_wait) */ \
     WSAMSG wsamsg;   /* WSARecvMsg / WSASendMsg: read at completion */ \
     WSABUF wsabufs[IOC_WIN_MSG_BUFS]; \
     INT fromlen;     /* WSARecvFrom's address length, written at completion */ \
     int uses_msg;    /* recvmsg went through WSARecvMsg */ \
     ioc_msg_result *result; \
-    int stray;       /* see make_stray */ \
+    int stray;       /* see make_stray: parked until its packet comes */ \
+    int stray_out;   /* its note (IOC_COMPLETION_STRAY) was handed out */ \
+    int stray_packet; /* its packet arrived */ \
+    int maybe_packet; /* completed by the core, yet a packet may come: see finish_submit */ \
+    struct ioc_op *ready_next; /* the core's ready list (see ioc_wait) */ \
+    int64_t done_result;       /* the result, once known */ \
     struct ioc_core *core;   /* wait registrations: the port to post to */ \
     HANDLE wait;             /* RegisterWaitForSingleObject's handle */ \
     volatile LONG wait_posted; /* 1 once a packet for the wait was posted */ \
@@ -83,11 +91,31 @@ typedef struct ioc_afd_poll_info {
 #ifndef STATUS_CANCELLED
 #define STATUS_CANCELLED ((LONG)0xC0000120L)
 #endif
+#ifndef STATUS_PENDING
+#define STATUS_PENDING ((LONG)0x00000103L)
+#endif
+#ifndef FILE_SKIP_COMPLETION_PORT_ON_SUCCESS
+#define FILE_SKIP_COMPLETION_PORT_ON_SUCCESS 0x1
+#endif
+#ifndef FILE_SKIP_SET_EVENT_ON_HANDLE
+#define FILE_SKIP_SET_EVENT_ON_HANDLE 0x2
+#endif
+#ifndef XP1_IFS_HANDLES
+#define XP1_IFS_HANDLES 0x00020000
+#endif
+
+/* NT_ERROR: the status is an error (not a success, note or warning). */
+#define IOC_NT_ERROR(status) ((((ULONG)(status)) >> 30) == 3)
+
+/* Handle values (multiples of 4) up to this many are tracked in the bitmap
+ * of handles that skip the port; a larger one just keeps its packets. */
+#define IOC_SKIP_MAX_INDEX (1u << 24)
 
 /* The Winsock extension functions of one provider (see ioc_win_provider). */
 typedef struct ioc_provider {
     GUID id;
     int mask;
+    int ifs;   /* XP1_IFS_HANDLES: its sockets are kernel file handles */
     LPFN_ACCEPTEX accept_ex;
     LPFN_CONNECTEX connect_ex;
     LPFN_GETACCEPTEXSOCKADDRS get_accept_ex_sockaddrs;
@@ -121,6 +149,23 @@ struct ioc_core {
 
     ioc_op *strays;        /* failed submits whose packet may still come */
     unsigned stray_count;
+    unsigned ghost_count;  /* on the same list: see park_ghost */
+    unsigned strays_held;  /* strays whose note the caller has not had yet */
+
+    /* Completions the core hands out itself, in order, before any packet
+     * dequeued later: operations that finished inside their submit call
+     * without a packet, and the notes of strays. */
+    ioc_op *ready_head, *ready_tail;
+    unsigned ready_count;
+    /* Operations that finished inside their submit call on a handle that
+     * skips the port, in submission order, not yet placed in the ready
+     * list (ioc_wait places them among the packets). */
+    ioc_op *now_head, *now_tail;
+    uint64_t next_seq;
+
+    uint32_t *skip_bits;   /* handles set to skip the port on success */
+    size_t skip_words;
+    int afd_skip;          /* the AFD device handle skips it too */
 
     ioc_op_pool pool;
     ioc_stats stats;
@@ -169,13 +214,6 @@ int ioc_core_open(ioc_core **out, unsigned int queue_depth, char *err, size_t er
 
 void ioc_core_forked(ioc_core *c) { c->forked = 1; }
 
-int ioc_associate(ioc_core *c, intptr_t handle)
-{
-    if (CreateIoCompletionPort((HANDLE)handle, c->port, KEY_IO, 0) == NULL)
-        return -(int)GetLastError();
-    return 0;
-}
-
 /* ---- Winsock extension functions, loaded once per provider ---- */
 
 static void *load_extension(SOCKET s, GUID guid)
@@ -188,8 +226,9 @@ static void *load_extension(SOCKET s, GUID guid)
     return fn;
 }
 
-/* The provider entry for sock (loading its functions on first sight), or NULL. */
-static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
+/* The provider entry for sock (loading its functions on first sight), or NULL;
+ * *sock_type (if not NULL) gets the socket's type (SOCK_STREAM, SOCK_DGRAM). */
+static ioc_provider *ioc_win_provider_of(ioc_core *c, SOCKET s, int *sock_type)
 {
     WSAPROTOCOL_INFOW info;
     int len = sizeof(info), i;
@@ -201,6 +240,8 @@ static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
 
     if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) != 0)
         return NULL;
+    if (sock_type != NULL)
+        *sock_type = info.iSocketType;
     for (i = 0; i < c->provider_count; i++)
         if (memcmp(&c->providers[i].id, &info.ProviderId, sizeof(GUID)) == 0)
             return &c->providers[i];
@@ -209,6 +250,7 @@ static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
     p = &c->providers[c->provider_count++];
     memset(p, 0, sizeof(*p));
     p->id = info.ProviderId;
+    p->ifs = (info.dwServiceFlags1 & XP1_IFS_HANDLES) != 0;
     p->accept_ex = (LPFN_ACCEPTEX)load_extension(s, g_accept);
     p->connect_ex = (LPFN_CONNECTEX)load_extension(s, g_connect);
     p->get_accept_ex_sockaddrs = (LPFN_GETACCEPTEXSOCKADDRS)load_extension(s, g_sockaddrs);
@@ -227,12 +269,100 @@ static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
     return p;
 }
 
+static ioc_provider *ioc_win_provider(ioc_core *c, SOCKET s)
+{
+    return ioc_win_provider_of(c, s, NULL);
+}
+
 int ioc_extensions(ioc_core *c, intptr_t sock)
 {
     ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
     if (p == NULL)
         return -WSAGetLastError();
     return p->mask;
+}
+
+/* ---- skipping the port on success ----
+ * A bitmap by handle value / 4 says which associated handles were set to
+ * FILE_SKIP_COMPLETION_PORT_ON_SUCCESS; each association sets or clears the
+ * handle's bit, so a handle value reused by a later handle is right again. */
+
+static int skip_index(intptr_t handle, size_t *index)
+{
+    uintptr_t u = (uintptr_t)handle;
+    if ((u & 3) != 0 || (u >> 2) >= IOC_SKIP_MAX_INDEX)
+        return 0;
+    *index = (size_t)(u >> 2);
+    return 1;
+}
+
+static int skips_port(ioc_core *c, intptr_t handle)
+{
+    size_t i;
+    if (!skip_index(handle, &i) || i / 32 >= c->skip_words)
+        return 0;
+    return (int)((c->skip_bits[i / 32] >> (i % 32)) & 1u);
+}
+
+/* Room in the bitmap for handle's bit; 0 if the handle cannot be tracked. */
+static int skip_room(ioc_core *c, intptr_t handle)
+{
+    size_t i, words;
+    uint32_t *bits;
+    if (!skip_index(handle, &i))
+        return 0;
+    if (i / 32 < c->skip_words)
+        return 1;
+    words = c->skip_words ? c->skip_words : 64;
+    while (words <= i / 32)
+        words *= 2;
+    bits = (uint32_t *)realloc(c->skip_bits, words * sizeof(uint32_t));
+    if (bits == NULL)
+        return 0;
+    memset(bits + c->skip_words, 0, (words - c->skip_words) * sizeof(uint32_t));
+    c->skip_bits = bits;
+    c->skip_words = words;
+    return 1;
+}
+
+static void skip_mark(ioc_core *c, intptr_t handle, int on)
+{
+    size_t i;
+    if (!skip_index(handle, &i) || i / 32 >= c->skip_words)
+        return;   /* never tracked: reads as "keeps its packets" */
+    if (on)
+        c->skip_bits[i / 32] |= (uint32_t)1u << (i % 32);
+    else
+        c->skip_bits[i / 32] &= ~((uint32_t)1u << (i % 32));
+}
+
+/* Whether handle should skip the port on success.  Sockets: only those of
+ * a provider whose sockets are kernel file handles (XP1_IFS_HANDLES, known
+ * once per provider), as libuv checks, and only stream sockets: on a
+ * datagram socket Windows' Winsock reports a datagram cut short by a
+ * synchronous STATUS_BUFFER_OVERFLOW as WSA_IO_PENDING, and with the mode no
+ * packet would ever come for it (the bug libuv works around with its own
+ * AFD receive).  A handle that is no socket (a pipe) always may. */
+static int wants_skip_mode(ioc_core *c, intptr_t handle)
+{
+    int sock_type = 0;
+    ioc_provider *p = ioc_win_provider_of(c, (SOCKET)handle, &sock_type);
+    if (p == NULL)
+        return WSAGetLastError() == WSAENOTSOCK;
+    return p->ifs && sock_type == SOCK_STREAM;
+}
+
+int ioc_associate(ioc_core *c, intptr_t handle)
+{
+    int on = 0;
+    if (CreateIoCompletionPort((HANDLE)handle, c->port, KEY_IO, 0) == NULL)
+        return -(int)GetLastError();
+    if (skip_room(c, handle) && wants_skip_mode(c, handle))
+        on = SetFileCompletionNotificationModes(
+                 (HANDLE)handle,
+                 FILE_SKIP_COMPLETION_PORT_ON_SUCCESS | FILE_SKIP_SET_EVENT_ON_HANDLE) != 0;
+    skip_mark(c, handle, on);
+    return 0;
 }
 
 /* ---- operations ---- */
@@ -247,30 +377,60 @@ static ioc_op *take_op(ioc_core *c, int kind, intptr_t handle, uint64_t token, i
         return NULL;
     }
     op = ioc_pool_take(&c->pool, token, handle, kind);
-    if (op == NULL)
+    if (op == NULL) {
         *err = -(int)ERROR_NOT_ENOUGH_MEMORY;
-    else
+    } else {
         op->ov.Internal = IOC_NOT_STARTED;
+        op->seq = ++c->next_seq;
+    }
     return op;
 }
 
-/* A record whose submit failed after the kernel touched its OVERLAPPED: off
- * the in-flight list (Python got the error), parked until a packet for it
- * arrives, if one ever does. */
+static void ready_append(ioc_core *c, ioc_op *op)
+{
+    op->ready_next = NULL;
+    if (c->ready_tail != NULL)
+        c->ready_tail->ready_next = op;
+    else
+        c->ready_head = op;
+    c->ready_tail = op;
+    c->ready_count++;
+}
+
+static ioc_op *ready_pop(ioc_core *c)
+{
+    ioc_op *op = c->ready_head;
+    c->ready_head = op->ready_next;
+    if (c->ready_head == NULL)
+        c->ready_tail = NULL;
+    c->ready_count--;
+    return op;
+}
+
+/* A record whose submit failed although the kernel completed it (its
+ * OVERLAPPED holds a final status, see finish_submit): off the in-flight
+ * list (the caller got the error) and parked with its token, because its
+ * packet follows and the record must not be reused before that.  The
+ * kernel is done with the operation's memory, so its note
+ * (IOC_COMPLETION_STRAY) is queued at once: the caller keeps that memory
+ * until the note reaches it. */
 static void make_stray(ioc_core *c, ioc_op *op)
 {
     op->prev->next = op->next;
     op->next->prev = op->prev;
     c->pool.count_in_flight--;
-    op->token = 0;
     op->stray = 1;
+    op->stray_out = op->stray_packet = 0;
     op->next = c->strays;
     op->prev = NULL;
     c->strays = op;
     c->stray_count++;
+    c->strays_held++;
+    ready_append(c, op);
 }
 
-/* The packet of a stray arrived: now the record may be reused. */
+/* The packet of a stray arrived and its note is out: now the record may be
+ * reused. */
 static void release_stray(ioc_core *c, ioc_op *op)
 {
     ioc_op **link = &c->strays;
@@ -278,28 +438,104 @@ static void release_stray(ioc_core *c, ioc_op *op)
         link = &(*link)->next;
     if (*link == op)
         *link = op->next;
-    c->stray_count--;
+    if (op->maybe_packet)
+        c->ghost_count--;
+    else
+        c->stray_count--;
     op->stray = 0;
+    op->token = 0;
     op->next = c->pool.free_list;
     c->pool.free_list = op;
 }
 
-/* error is 0 when the call succeeded at once, else WSAGetLastError().
- * Success and WSA_IO_PENDING both mean a packet will reach the port.  Any
- * other error normally means none will -- but a provider may have started
- * the operation before failing the call, and then a packet may still come
- * (Wine queues one for a WSASendTo refused with WSAEMSGSIZE).  take_op marks
- * OVERLAPPED.Internal with IOC_NOT_STARTED: if the kernel changed it, the
- * record becomes a stray (never reused until its packet shows up, which
- * ioc_wait then drops); otherwise it is recycled at once. */
-static int finish_submit(ioc_core *c, ioc_op *op, int error, ioc_op **op_out)
+/* op was handed out as completed (complete_now) although a packet may still
+ * come for it (maybe_packet): park the record on the strays' list, out of
+ * use, until that packet comes -- if it never does, it goes with the slabs
+ * at close (its status is final: the kernel writes nothing more into it). */
+static void park_ghost(ioc_core *c, ioc_op *op)
+{
+    op->prev->next = op->next;
+    op->next->prev = op->prev;
+    c->pool.count_in_flight--;
+    op->stray = 1;
+    op->stray_out = 1;
+    op->stray_packet = 0;
+    op->next = c->strays;
+    op->prev = NULL;
+    c->strays = op;
+    c->ghost_count++;
+}
+
+static void on_stray_packet(ioc_core *c, ioc_op *op)
+{
+    op->stray_packet = 1;
+    if (op->stray_out)
+        release_stray(c, op);
+    /* else its note is still queued: the record goes once the note is out */
+}
+
+static int64_t completed_result(ioc_op *op, DWORD bytes);
+
+/* op finished inside its submit call and no packet comes for it (its handle
+ * skips the port on success, or the kernel was not involved): the core
+ * hands its completion out itself, from the next ioc_wait.  Its status
+ * block is written already. */
+static void complete_now(ioc_core *c, ioc_op *op)
+{
+    op->done_result = completed_result(op, (DWORD)op->ov.InternalHigh);
+    op->ready_next = NULL;
+    if (c->now_tail != NULL)
+        c->now_tail->ready_next = op;
+    else
+        c->now_head = op;
+    c->now_tail = op;
+    c->stats.immediate++;
+}
+
+/* error is 0 when the operation finished inside the call (it succeeded, or
+ * completed with a warning such as a datagram cut short), WSA_IO_PENDING /
+ * ERROR_IO_PENDING when it waits, else the call's error.  skips: the
+ * handle skips the port on success (then an operation that finished in the
+ * call gets no packet, and the core completes it itself: complete_now).
+ * Otherwise success and WSA_IO_PENDING both mean a packet will come.  Any
+ * other error normally means none will: the kernel writes an operation's
+ * status block, and queues its packet, only once the operation ran, and a
+ * call that fails at once did not run it.  take_op marks OVERLAPPED.Internal
+ * with IOC_NOT_STARTED; Winsock may write STATUS_PENDING there itself before
+ * it asks the driver (Wine's ws2_32 does, and leaves it when the driver
+ * refuses: a send on a reset connection).  Either means not started: the
+ * record is recycled at once and *op_out stays NULL.  A final status there
+ * means the kernel completed the operation after all and its packet follows
+ * (Wine refuses a WSASendTo with WSAEMSGSIZE after completing it with
+ * STATUS_BUFFER_OVERFLOW): the record becomes a stray and *op_out is set. */
+static int finish_submit(ioc_core *c, ioc_op *op, int error, int skips, ioc_op **op_out)
 {
     if (error != 0 && error != WSA_IO_PENDING) {
-        if (op->ov.Internal != IOC_NOT_STARTED)
+        LONG status = (LONG)op->ov.Internal;
+        int completed = op->ov.Internal != IOC_NOT_STARTED && status != (LONG)STATUS_PENDING;
+        /* ... unless it completed without an error on a handle that skips
+         * the port: then no packet follows either. */
+        if (completed && !(skips && !IOC_NT_ERROR(status))) {
             make_stray(c, op);
-        else
+            *op_out = op;
+        } else {
             ioc_pool_give_back(&c->pool, op);
+        }
         return -error;
+    }
+    if (error == 0 && skips)
+        complete_now(c, op);   /* finished in the call: no packet comes */
+    if (error == WSA_IO_PENDING && skips && op->ov.Internal != IOC_NOT_STARTED &&
+        (LONG)op->ov.Internal != (LONG)STATUS_PENDING) {
+        /* The call said "pending", yet the status block is final already.
+         * Either the operation finished inside the call and the provider
+         * reported it as pending (Wine's DisconnectEx does) -- then, the
+         * handle skipping the port, no packet ever comes -- or it finished
+         * just after the call (the kernel writes the status block, then
+         * queues the packet).  The core completes it now, and keeps the
+         * record out of use until a packet for it comes, if one does. */
+        op->maybe_packet = 1;
+        complete_now(c, op);
     }
     c->stats.submitted++;
     *op_out = op;
@@ -321,7 +557,7 @@ static int submit_wsabufs(ioc_core *c, int kind, intptr_t sock, WSABUF *bufs, DW
         r = WSARecv((SOCKET)sock, bufs, nbufs, NULL, &op->msg_flags, &op->ov, NULL);
     else
         r = WSASend((SOCKET)sock, bufs, nbufs, NULL, op->msg_flags, &op->ov, NULL);
-    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), skips_port(c, sock), op_out);
 }
 
 int ioc_submit_recv(ioc_core *c, intptr_t sock, void *buf, uint32_t len, int flags,
@@ -403,7 +639,7 @@ int ioc_submit_accept(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, listen_sock), op_out);
 }
 
 int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, void *addrbuf,
@@ -434,13 +670,29 @@ int ioc_accept_finish(ioc_core *c, intptr_t listen_sock, intptr_t accept_sock, v
 int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen,
                        uint64_t token, ioc_op **op_out)
 {
-    ioc_provider *p = ioc_win_provider(c, (SOCKET)sock);
+    int sock_type = 0;
+    ioc_provider *p = ioc_win_provider_of(c, (SOCKET)sock, &sock_type);
     ioc_op *op;
     int err;
 
     *op_out = NULL;
     if (p == NULL)
         return -WSAGetLastError();
+    if (sock_type == SOCK_DGRAM) {
+        /* ConnectEx is documented for connection-oriented sockets only (a
+         * bare probe under Wine saw it stay pending on a UDP socket).  A
+         * datagram socket's connect() only names its default peer and never
+         * waits, as CPython's proactor (WSAConnect) and libuv do it; the
+         * operation then completes without the kernel. */
+        if (connect((SOCKET)sock, (const struct sockaddr *)addr, addrlen) != 0)
+            return -WSAGetLastError();
+        op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
+        if (op == NULL)
+            return err;
+        op->ov.Internal = 0;   /* done, and no packet comes: the core completes it */
+        op->ov.InternalHigh = 0;
+        return finish_submit(c, op, 0, 1, op_out);
+    }
     if (p->connect_ex == NULL)
         return -(int)WSAEOPNOTSUPP;
     op = take_op(c, IOC_OP_CONNECT, sock, token, &err);
@@ -451,12 +703,17 @@ int ioc_submit_connect(ioc_core *c, intptr_t sock, const void *addr, int addrlen
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 int ioc_connect_finish(ioc_core *c, intptr_t sock)
 {
+    int sock_type = 0, len = sizeof(sock_type);
     (void)c;
+    /* Only a ConnectEx connection needs its context updated. */
+    if (getsockopt((SOCKET)sock, SOL_SOCKET, SO_TYPE, (char *)&sock_type, &len) == 0 &&
+        sock_type == SOCK_DGRAM)
+        return 0;
     if (setsockopt((SOCKET)sock, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0) != 0)
         return -WSAGetLastError();
     return 0;
@@ -479,14 +736,13 @@ int ioc_submit_sendfile(ioc_core *c, intptr_t sock, intptr_t file, uint64_t offs
     op = take_op(c, IOC_OP_SENDFILE, sock, token, &err);
     if (op == NULL)
         return err;
-    op->requested = count;
     op->ov.Offset = (DWORD)(offset & 0xFFFFFFFFu);
     op->ov.OffsetHigh = (DWORD)(offset >> 32);
     if (p->transmit_file((SOCKET)sock, (HANDLE)file, count, 0, &op->ov, NULL, 0))
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 /* ---- readiness: AFD polling ---- */
@@ -562,7 +818,9 @@ static int open_afd(ioc_core *c)
                     CloseHandle(afd);
                     return -c->afd_error;
                 }
-                SetFileCompletionNotificationModes(afd, FILE_SKIP_SET_EVENT_ON_HANDLE);
+                c->afd_skip = SetFileCompletionNotificationModes(
+                                  afd, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                           FILE_SKIP_SET_EVENT_ON_HANDLE) != 0;
                 c->afd = afd;
                 return 0;
             }
@@ -642,10 +900,12 @@ int ioc_submit_poll(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
     op->afd.handles[0].status = 0;
     status = ioctl(c->afd, NULL, NULL, &op->ov, &op->ov.Internal, IOC_IOCTL_AFD_POLL,
                    &op->afd, sizeof(op->afd), &op->afd, sizeof(op->afd));
-    if (status < 0) {
+    if (IOC_NT_ERROR(status)) {   /* refused at once: nothing was queued */
         ioc_pool_give_back(&c->pool, op);
         return -nt_error(status);
     }
+    if (status != (LONG)STATUS_PENDING && c->afd_skip)
+        complete_now(c, op);   /* the socket was ready: no packet comes */
     c->stats.submitted++;
     *op_out = op;
     return 0;
@@ -669,9 +929,9 @@ static int submit_file_io(ioc_core *c, int kind, intptr_t handle, void *buf, uin
     else
         ok = WriteFile((HANDLE)handle, buf, len, NULL, &op->ov);
     err = ok ? 0 : (int)GetLastError();
-    if (err == ERROR_IO_PENDING)
-        err = 0;
-    return finish_submit(c, op, err, op_out);
+    if (err == ERROR_MORE_DATA)
+        err = 0;   /* a message longer than buf: completed, with a warning */
+    return finish_submit(c, op, err, skips_port(c, handle), op_out);
 }
 
 int ioc_submit_read(ioc_core *c, intptr_t handle, void *buf, uint32_t len, uint64_t token,
@@ -686,13 +946,15 @@ int ioc_submit_write(ioc_core *c, intptr_t handle, const void *buf, uint32_t len
     return submit_file_io(c, IOC_OP_WRITE, handle, (void *)buf, len, token, op_out);
 }
 
-/* Post a packet for op ourselves (the kernel queues none): status is the
- * NTSTATUS op_result will read. */
+/* Post a packet for op ourselves from another thread (a wait registration's
+ * callback): status is the NTSTATUS op_result will read. */
 static int post_own_packet(ioc_core *c, ioc_op *op, LONG status)
 {
     op->ov.Internal = (ULONG_PTR)status;
-    if (!PostQueuedCompletionStatus(c->port, 0, KEY_IO, &op->ov))
+    if (!PostQueuedCompletionStatus(c->port, 0, KEY_IO, &op->ov)) {
+        op->ov.Internal = IOC_NOT_STARTED;   /* no packet will come */
         return (int)GetLastError();
+    }
     return 0;
 }
 
@@ -706,15 +968,16 @@ int ioc_submit_connect_pipe(ioc_core *c, intptr_t pipe, uint64_t token, ioc_op *
     if (op == NULL)
         return err;
     if (ConnectNamedPipe((HANDLE)pipe, &op->ov))
-        err = 0;
-    else {
-        err = (int)GetLastError();
-        if (err == ERROR_IO_PENDING)
-            err = 0;
-        else if (err == ERROR_PIPE_CONNECTED)   /* a client came first: no packet queued */
-            err = post_own_packet(c, op, 0);
+        return finish_submit(c, op, 0, skips_port(c, pipe), op_out);
+    err = (int)GetLastError();
+    if (err == ERROR_PIPE_CONNECTED) {
+        /* A client came first: the call failed, so the kernel queues no
+         * packet, and the core completes the operation itself. */
+        op->ov.Internal = 0;
+        op->ov.InternalHigh = 0;
+        return finish_submit(c, op, 0, 1, op_out);
     }
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, pipe), op_out);
 }
 
 /* A wait registration: the thread pool runs this once the handle is
@@ -779,7 +1042,7 @@ int ioc_submit_disconnect(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **o
         err = 0;
     else
         err = WSAGetLastError();
-    return finish_submit(c, op, err, op_out);
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 int ioc_socket_dissolve(intptr_t sock)
@@ -829,11 +1092,11 @@ int ioc_submit_recvmsg(ioc_core *c, intptr_t sock, void *buf, uint32_t len,
     }
     err = r == 0 ? 0 : WSAGetLastError();
     /* A datagram larger than the buffer: the call reports WSAEMSGSIZE, but
-     * the operation completed (STATUS_BUFFER_OVERFLOW is a warning) and its
-     * packet still reaches the port, carrying the truncated datagram. */
+     * the operation completed (STATUS_BUFFER_OVERFLOW is a warning), and its
+     * packet reaches the port, carrying the truncated datagram. */
     if (err == WSAEMSGSIZE)
-        err = WSA_IO_PENDING;
-    return finish_submit(c, op, err, op_out);
+        err = 0;
+    return finish_submit(c, op, err, skips_port(c, sock), op_out);
 }
 
 /* A completed receive: copy what Winsock wrote back into the caller's result. */
@@ -899,7 +1162,7 @@ int ioc_submit_sendmsg(ioc_core *c, intptr_t sock, const ioc_iovec *bufs, int nb
         op->wsamsg.dwFlags = 0;
         r = p->wsa_send_msg((SOCKET)sock, &op->wsamsg, (DWORD)flags, NULL, &op->ov, NULL);
     }
-    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), op_out);
+    return finish_submit(c, op, r == 0 ? 0 : WSAGetLastError(), skips_port(c, sock), op_out);
 }
 
 /* ---- arrival interface (IP_PKTINFO / IPV6_PKTINFO) ---- */
@@ -1024,8 +1287,17 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
      * returns them (GetOverlappedResult's ERROR_MORE_DATA is not an error). */
     if (status == STATUS_BUFFER_OVERFLOW && op->kind == IOC_OP_RECVMSG)
         return (int64_t)bytes;
-    if (status == STATUS_CANCELLED)
+    if (status == STATUS_CANCELLED) {
+        /* A send cut short by its cancellation: what it reports did leave
+         * (Wine reports it in the packet, for TransmitFile too), so it is the
+         * result -- a short send -- and the caller's byte accounting stays
+         * exact. */
+        if (bytes > 0 && (op->kind == IOC_OP_SEND || op->kind == IOC_OP_SENDV ||
+                          op->kind == IOC_OP_SENDMSG || op->kind == IOC_OP_WRITE ||
+                          op->kind == IOC_OP_SENDFILE))
+            return (int64_t)bytes;
         return -(int64_t)ERROR_OPERATION_ABORTED;
+    }
     if (op->kind >= IOC_OP_READ || op->kind == IOC_OP_POLL) {
         /* Not a socket: the NTSTATUS becomes the Win32 error as
          * GetOverlappedResult would give it.  A message longer than the
@@ -1044,71 +1316,133 @@ static int64_t op_result(ioc_op *op, DWORD bytes)
     return -(int64_t)e;
 }
 
+/* The result of an operation whose completion has come (bytes is what its
+ * packet, or its OVERLAPPED, says was transferred). */
+static int64_t completed_result(ioc_op *op, DWORD bytes)
+{
+    int64_t result = op_result(op, bytes);
+    if (op->kind == IOC_OP_RECVMSG && result >= 0 && op->result != NULL)
+        finish_recvmsg(op);
+    if (op->kind == IOC_OP_POLL && result >= 0)
+        result = afd_result(op);
+    if (op->kind == IOC_OP_WAIT_HANDLE && op->wait != NULL) {
+        UnregisterWaitEx(op->wait, NULL);   /* it fired: release the registration */
+        op->wait = NULL;
+    }
+    return result;
+}
+
+/* Move the operations completed in their submit call that were submitted
+ * before sequence number `before` to the ready list. */
+static void place_done_now(ioc_core *c, uint64_t before)
+{
+    while (c->now_head != NULL && c->now_head->seq < before) {
+        ioc_op *op = c->now_head;
+        c->now_head = op->ready_next;
+        if (c->now_head == NULL)
+            c->now_tail = NULL;
+        ready_append(c, op);
+    }
+}
+
+/* The order of completions.  Packets come in the order the kernel completed
+ * their operations.  An operation that completed inside its submit call
+ * (complete_now) has no packet; it must come after every packet of an
+ * operation that completed before it -- on one socket, a receive whose
+ * packet waits in the port holds earlier bytes than a later receive that
+ * completed at once -- and before every packet of an operation that
+ * completed after it.  Neither is known directly, but an operation
+ * submitted after it (a higher sequence number) completed after it, and
+ * the packets are in completion order: so each one goes right before the
+ * first dequeued packet of a later submission.  Those not placed so go
+ * after the last packet once a dequeue found the port empty (fewer packets
+ * than asked for); after a full dequeue the port may hold more packets
+ * that completed earlier, so they wait for the next one.  The ready list
+ * keeps what is placed, for the caller to take in order. */
 int ioc_wait(ioc_core *c, int64_t timeout_ns, ioc_completion *out, int max, int *stored)
 {
     ULONG removed = 0, i;
     DWORD timeout_ms;
-    int n = 0;
+    int n = 0, notes = 0;
 
     if (max <= 0)
         return -(int)ERROR_INVALID_PARAMETER;
     if ((ULONG)max > c->entries_max)
         max = (int)c->entries_max;
     c->stats.waits++;
-    if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
-        timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
-    if (timeout_ns < 0)
-        timeout_ms = INFINITE;
-    else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
-        timeout_ms = INFINITE - 1;
-    else
-        timeout_ms = (DWORD)((timeout_ns + 999999) / 1000000);   /* never wake early */
-    c->stats.enters++;
-    if (!GetQueuedCompletionStatusEx(c->port, c->entries, (ULONG)max, &removed, timeout_ms, FALSE)) {
-        DWORD e = GetLastError();
-        removed = 0;
-        if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION) {
-            ioc_wake_after_sleep(&c->wake);
-            return -(int)e;
+    if (c->ready_count < (unsigned)max) {
+        ULONG room = (ULONG)max - c->ready_count;
+        if (c->ready_head != NULL || c->now_head != NULL)
+            timeout_ns = 0;   /* completions are waiting already: only look */
+        else if (timeout_ns != 0 && !ioc_wake_prepare_sleep(&c->wake))
+            timeout_ns = 0;   /* a wakeup raced in: poll, don't block */
+        if (timeout_ns < 0)
+            timeout_ms = INFINITE;
+        else if (timeout_ns / 1000000 >= (int64_t)INFINITE - 1)
+            timeout_ms = INFINITE - 1;
+        else
+            timeout_ms = (DWORD)((timeout_ns + 999999) / 1000000);   /* never wake early */
+        c->stats.enters++;
+        if (!GetQueuedCompletionStatusEx(c->port, c->entries, room, &removed, timeout_ms,
+                                         FALSE)) {
+            DWORD e = GetLastError();
+            removed = 0;
+            if (e != WAIT_TIMEOUT && e != WAIT_IO_COMPLETION && c->ready_head == NULL) {
+                ioc_wake_after_sleep(&c->wake);
+                return -(int)e;
+            }
         }
-    }
-    ioc_wake_after_sleep(&c->wake);
-    for (i = 0; i < removed; i++) {
-        OVERLAPPED_ENTRY *e = &c->entries[i];
-        if (e->lpCompletionKey == KEY_WAKEUP) {
-            ioc_wake_consumed(&c->wake);
-            continue;
-        }
-        if (e->lpCompletionKey == KEY_SIGINT) {
-            on_sigint_packet(c);
-            continue;
-        }
-        {
-            ioc_op *op = (ioc_op *)e->lpOverlapped;
-            if (op->stray) {
-                release_stray(c, op);   /* its submit already reported the error */
+        ioc_wake_after_sleep(&c->wake);
+        for (i = 0; i < removed; i++) {
+            OVERLAPPED_ENTRY *e = &c->entries[i];
+            ioc_op *op;
+            if (e->lpCompletionKey == KEY_WAKEUP) {
+                ioc_wake_consumed(&c->wake);
                 continue;
             }
-            out[n].token = op->token;
-            out[n].result = op_result(op, e->dwNumberOfBytesTransferred);
-            /* TransmitFile sends everything or fails; some providers (Wine)
-             * report 0 bytes for a successful transfer. */
-            if (op->kind == IOC_OP_SENDFILE && out[n].result == 0)
-                out[n].result = (int64_t)op->requested;
-            if (op->kind == IOC_OP_RECVMSG && out[n].result >= 0 && op->result != NULL)
-                finish_recvmsg(op);
-            if (op->kind == IOC_OP_POLL && out[n].result >= 0)
-                out[n].result = afd_result(op);
-            if (op->kind == IOC_OP_WAIT_HANDLE && op->wait != NULL) {
-                UnregisterWaitEx(op->wait, NULL);   /* it fired: release the registration */
-                op->wait = NULL;
+            if (e->lpCompletionKey == KEY_SIGINT) {
+                on_sigint_packet(c);
+                continue;
             }
-            out[n].flags = 0;
-            n++;
-            ioc_pool_give_back(&c->pool, op);
+            op = (ioc_op *)e->lpOverlapped;
+            if (op->stray) {
+                on_stray_packet(c, op);   /* reported already (an error, or a ghost) */
+                continue;
+            }
+            if (op->maybe_packet) {
+                op->stray_packet = 1;     /* completed by the core already */
+                continue;
+            }
+            op->done_result = completed_result(op, e->dwNumberOfBytesTransferred);
+            place_done_now(c, op->seq);
+            ready_append(c, op);
         }
+        if (removed < room)
+            place_done_now(c, UINT64_MAX);   /* the port is empty: the rest go now */
     }
-    c->stats.completed += (uint64_t)n;
+    while (n < max && c->ready_head != NULL) {
+        ioc_op *op = ready_pop(c);
+        out[n].token = op->token;
+        if (op->stray) {
+            /* Only its memory is let go now: no callback runs for it. */
+            out[n].result = 0;
+            out[n].flags = IOC_COMPLETION_STRAY;
+            op->stray_out = 1;
+            c->strays_held--;
+            notes++;
+            if (op->stray_packet)
+                release_stray(c, op);
+        } else {
+            out[n].result = op->done_result;
+            out[n].flags = 0;
+            if (op->maybe_packet && !op->stray_packet)
+                park_ghost(c, op);
+            else
+                ioc_pool_give_back(&c->pool, op);
+        }
+        n++;
+    }
+    c->stats.completed += (uint64_t)(n - notes);
     ioc_wake_end_of_wait(&c->wake);
     if (stored != NULL)
         *stored = n;
@@ -1242,6 +1576,7 @@ void ioc_get_stats(ioc_core *c, ioc_stats *out)
 {
     *out = c->stats;
     out->in_flight = c->pool.count_in_flight;
+    out->strays = c->strays_held;
     ioc_wake_stats(&c->wake, out);
 }
 
@@ -1258,7 +1593,12 @@ int ioc_core_close(ioc_core *c, int drain_ms)
     for (op = c->pool.in_flight.next; op != &c->pool.in_flight; op = op->next)
         if (!op->cancel_requested)
             request_cancel(c, op);
-    while (c->pool.count_in_flight > 0) {
+    /* The packets of strays are awaited too (until the same deadline), so
+     * that every record is accounted for.  A stray's status is final (the
+     * kernel writes nothing more into it), so one whose packet has not come
+     * by then goes with the slabs all the same: the packet only names the
+     * record, and goes with the port. */
+    while (c->pool.count_in_flight > 0 || c->stray_count > 0) {
         ULONGLONG now = GetTickCount64();
         if (now >= deadline)
             break;
@@ -1270,6 +1610,9 @@ int ioc_core_close(ioc_core *c, int drain_ms)
         CloseHandle(c->afd);
     CloseHandle(c->port);
     WSACleanup();
+    free(c->skip_bits);
+    c->skip_bits = NULL;
+    c->skip_words = 0;
     if (left == 0) {
         ioc_pool_free(&c->pool);
         free(c->entries);

@@ -15,7 +15,6 @@ Linux) and every `Operation` submitted through it.  Ownership rules:
 """
 from __future__ import annotations
 
-import collections
 import errno
 import itertools
 import os
@@ -54,6 +53,8 @@ _DRAIN_MS = 5000
 RECV_POOL_COUNT = 1024
 RECV_POOL_SIZE = 16 * 1024
 _MORE = lib.IOC_COMPLETION_MORE
+_STRAY = lib.IOC_COMPLETION_STRAY
+_NOT_FINAL = _MORE | _STRAY   # completions that end no operation of _ops
 _BUFFER = lib.IOC_COMPLETION_BUFFER
 _BUFFER_SHIFT = lib.IOC_COMPLETION_BUFFER_SHIFT
 
@@ -70,8 +71,6 @@ _EXTENSION_NAMES = {
 
 # Buffers of operations the kernel never finished before their port closed.
 _ABANDONED: list = []
-# Windows: memory of the latest submits that failed (see CompletionPort._track).
-_FAILED_SUBMITS: "collections.deque" = collections.deque(maxlen=4096)
 _LIVE_PORTS: "weakref.WeakSet[CompletionPort]" = weakref.WeakSet()
 
 
@@ -84,6 +83,11 @@ def os_error(code: int) -> OSError:
         return OSError(0, ctypes.FormatError(code).strip(), None, code)
     return OSError(code, os.strerror(code))
 
+
+#: What ioc_cancel returns when it cannot queue the cancellation yet (Linux:
+#: the submission ring is full and the kernel takes no more); the IOCP core
+#: never refuses one (CancelIoEx needs no queue slot).
+_CANCEL_BUSY = None if IS_WINDOWS else -errno.EBUSY
 
 #: Linux file descriptors are C ints: a larger number must not wrap to a real one.
 _FD_MAX = None if IS_WINDOWS else 0x7FFFFFFF
@@ -303,6 +307,13 @@ class CompletionPort:
             raise BackendUnavailableError(rc, ffi.string(err).decode(errors="replace"))
         self._core = core_out[0]
         self._ops: dict[int, Operation] = {}
+        # Windows: token -> memory of a submit that failed after the provider
+        # had started it (a stray, see _track): kept until the core reports
+        # that the kernel is done with it.
+        self._strays: dict[int, tuple] = {}
+        # Operations whose cancellation the core could not queue yet (Linux:
+        # a full submission ring, EBUSY): asked again before the next wait.
+        self._cancel_later: list[Operation] = []
         self._next_token = itertools.count(1).__next__
         self._record_out = ffi.new("ioc_op **")
         events = ffi.new("ioc_completion[]", _WAIT_BATCH)
@@ -310,9 +321,10 @@ class CompletionPort:
         # The wait and the dispatch of completions run in compiled code
         # (_scheduler.CompletionBatch), calling this module's core directly.
         self._batch = CompletionBatch(
-            self._ops, _address(self._core), _address(events), _address(batch_size),
-            _WAIT_BATCH, _address(ffi.addressof(lib, "ioc_wait")),
-            _address(ffi.addressof(lib, "ioc_wakeup")), _MORE, os_error, (events, batch_size))
+            self._ops, self._strays, self._cancel_later, self._retry_cancels,
+            _address(self._core), _address(events), _address(batch_size), _WAIT_BATCH,
+            _address(ffi.addressof(lib, "ioc_wait")), _address(ffi.addressof(lib, "ioc_wakeup")),
+            _MORE, _STRAY, os_error, (events, batch_size))
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._associated_handles: set[int] = set()
         self._forked = False
@@ -464,12 +476,12 @@ class CompletionPort:
     def _track(self, rc, token, kind, callback, buffer, keep) -> Operation:
         """Record a submitted operation; keep = cffi memory the kernel uses."""
         if rc < 0:
-            if IS_WINDOWS:
-                # A provider may start an operation and still fail the call
-                # (the core then parks the record until its packet comes:
-                # make_stray in ioc_core_win.c): its memory outlives that too.
-                _FAILED_SUBMITS.append((buffer, keep))
-            raise os_error(-rc)   # refused at once: no completion reaches Python
+            if IS_WINDOWS and self._record_out[0] != ffi.NULL:
+                # The provider had started the operation before it failed the
+                # call (make_stray in ioc_core_win.c): the kernel may still
+                # use its memory until the core reports it (IOC_COMPLETION_STRAY).
+                self._strays[token] = (buffer, keep)
+            raise os_error(-rc)   # refused at once: no callback will run
         op = Operation(token, kind, callback, buffer, self._record_out[0], keep)
         self._ops[token] = op
         return op
@@ -546,11 +558,13 @@ class CompletionPort:
 
     def connect(self, sock, address, callback) -> Operation:
         """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
-        socket bound to the wildcard address first if it is not bound yet.
-        Finish with `connected(sock)` once the callback reports success."""
+        socket bound to the wildcard address first if it is not bound yet; a
+        datagram socket is connected with connect() at once (its operation
+        completes without the kernel).  Finish with `connected(sock)` once
+        the callback reports success."""
         sockaddr, length = encode_address(_socket_attr(sock, "family"), address)
         core, fd = self._prepare(sock)
-        if IS_WINDOWS:
+        if IS_WINDOWS and sock.type != socket.SOCK_DGRAM:
             _bind_if_unbound(sock)
         token = self._next_token()
         rc = lib.ioc_submit_connect(core, fd, sockaddr, length, token, self._record_out)
@@ -773,8 +787,29 @@ class CompletionPort:
             return False
         rc = lib.ioc_cancel(self._core, op._record, op.token)
         if rc < 0:
+            if rc == _CANCEL_BUSY:
+                # No room to queue the cancellation now (it may be asked from
+                # a future's done-callback, which must not raise): ask again
+                # before the next wait, when completions have made room.
+                if op not in self._cancel_later:
+                    self._cancel_later.append(op)
+                return True
             raise os_error(-rc)
         return rc == 0
+
+    def _retry_cancels(self) -> None:
+        """Before a wait (the compiled batch calls it while any wait)."""
+        core = self._core
+        ops = list(self._cancel_later)
+        self._cancel_later.clear()   # the same list the compiled batch watches
+        for op in ops:
+            if op.done or self._ops.get(op.token) is not op:
+                continue
+            rc = lib.ioc_cancel(core, op._record, op.token)
+            if rc == _CANCEL_BUSY:
+                self._cancel_later.append(op)
+            elif rc < 0:
+                raise os_error(-rc)
 
     # -- waiting -------------------------------------------------------------
 
@@ -845,10 +880,16 @@ class CompletionPort:
         self._close_unread_accepts()
         left = lib.ioc_core_close(core, _DRAIN_MS)   # publishes: the guard still runs
         self._detach_guard()
+        # The compiled batch holds these tables: emptied, never replaced.
         ops = dict(self._ops)
-        self._ops.clear()   # the same table the compiled dispatch holds
+        self._ops.clear()
+        strays = dict(self._strays)
+        self._strays.clear()
+        self._cancel_later.clear()
         if left:
+            # Operations and strays the kernel may still write into.
             _ABANDONED.extend(ops.values())
+            _ABANDONED.extend(strays.values())
             warnings.warn(f"{left} kernel operations did not finish within {_DRAIN_MS} ms of "
                           "closing the event loop; their buffers are kept alive for good",
                           ResourceWarning, stacklevel=2)

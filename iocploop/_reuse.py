@@ -16,8 +16,8 @@ _LINUX_CLOSE_WAIT seconds (the peer's FIN, one round trip for the ACK);
 a connection still open then is closed as usual (dissolving it would
 reset it).
 
-Providers that refuse a recycled socket (Wine's AcceptEx says WSAEINVAL,
-its ConnectEx WSAEISCONN) are detected on first use: the refused socket is
+Providers that refuse a recycled socket (an AcceptEx may say WSAEINVAL;
+Wine's ConnectEx says WSAEISCONN) are detected on first use: the refused socket is
 closed, a fresh one takes its place (the connection is not lost), and reuse
 is switched off for that kind of socket on this loop.
 

@@ -507,10 +507,14 @@ cdef class CompletionBatch:
 
     `wait` calls the core's ioc_wait (through the cffi module's function
     pointer; the GIL is released while it may block) into the port's batch
-    array; `dispatch` hands each completion of the batch to its operation:
-    the Operation is taken from the port's table (a multishot operation's
-    chunk, flagged MORE, leaves it there), marked done with its result and
-    flags, and its callback runs; its cffi views are dropped after.  A
+    array, after asking again for the cancellations the core could not
+    queue before (cancel_later, retry_cancels: the port's); `dispatch` hands
+    each completion of the batch to its operation: the Operation is taken
+    from the port's table (a multishot operation's chunk, flagged MORE,
+    leaves it there), marked done with its result and flags, and its
+    callback runs; its cffi views are dropped after.  A completion flagged
+    STRAY (Windows: a submit that failed after the provider started it)
+    releases that submit's memory from `strays` and runs nothing.  A
     callback's exception goes to on_error(op, exc); SystemExit and
     KeyboardInterrupt propagate and the rest of the batch waits for the next
     wait, which returns it first, without blocking.
@@ -523,14 +527,24 @@ cdef class CompletionBatch:
     cdef ioc_wait_fn wait_fn
     cdef ioc_wakeup_fn wakeup_fn
     cdef uint32_t more_flag
+    cdef uint32_t stray_flag
     cdef dict ops
+    cdef dict strays
+    cdef list cancel_later
+    cdef object retry_cancels
     cdef object keep          # the cffi objects that own the memory above
     cdef object os_error      # errno -> OSError, as the port words it
     cdef str detached         # why the core may not be used (closed, forked)
 
-    def __init__(self, dict ops, uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
-                 uintptr_t wait_fn, uintptr_t wakeup_fn, uint32_t more_flag, os_error, keep):
+    def __init__(self, dict ops, dict strays, list cancel_later, retry_cancels,
+                 uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
+                 uintptr_t wait_fn, uintptr_t wakeup_fn, uint32_t more_flag,
+                 uint32_t stray_flag, os_error, keep):
         self.ops = ops
+        self.strays = strays
+        self.cancel_later = cancel_later
+        self.retry_cancels = retry_cancels
+        self.stray_flag = stray_flag
         self.core = <ioc_core *>core
         self.events = <ioc_completion *>events
         self.size = <int *>size
@@ -579,6 +593,8 @@ cdef class CompletionBatch:
             raise RuntimeError(self.detached)
         if self.pos < self.size[0]:
             return self.size[0] - self.pos   # the rest of a batch cut short
+        if self.cancel_later:
+            self.retry_cancels()
         self.pos = 0
         self.size[0] = 0
         if ns == 0:
@@ -605,12 +621,15 @@ cdef class CompletionBatch:
             self.pos += 1
             flags = ev.flags
             token = PyLong_FromUnsignedLongLong(ev.token)
-            if flags & self.more_flag:   # a multishot operation's chunk: it stays
-                op = ops[token]
-            else:
+            if not flags & (self.more_flag | self.stray_flag):
                 op = ops.pop(token)
                 op.done = True
                 op._record = None        # recycled by the core: never touched again
+            elif flags & self.more_flag:   # a multishot operation's chunk: it stays
+                op = ops[token]
+            else:   # a stray: the kernel is done with a failed submit's memory
+                self.strays.pop(token, None)
+                continue
             op.result = ev.result
             op.flags = flags
             try:

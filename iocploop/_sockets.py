@@ -420,6 +420,13 @@ class SocketMethods:
             resolved = await self._ensure_resolved(
                 address, family=sock.family, type=sock.type, proto=sock.proto, loop=self)
             _, _, _, _, address = resolved[0]
+        if sock.type == socket.SOCK_DGRAM:
+            # A datagram socket's connect() only names its default peer: it
+            # never waits.  asyncio's loops do it at once (the selector's
+            # connect(), the proactor's WSAConnect), and ConnectEx is for
+            # connection-oriented sockets only, so no operation is submitted.
+            sock.connect(address)
+            return None
         fut = self.create_future()
 
         def done(op, fut=fut):   # its own reference: the frame drops fut below

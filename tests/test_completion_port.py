@@ -15,6 +15,7 @@ import pytest
 import iocploop
 from iocploop._port import BACKEND, ERR_CANCELLED, CompletionPort, Operation
 from _helpers import IS_WINDOWS, TIMEOUT, poll_until, recv_all_nonblocking, socketpair
+from _tcp_helpers import tcp_pair
 
 
 @pytest.fixture
@@ -455,7 +456,8 @@ def test_extensions(port, pair):
         assert {"AcceptEx", "ConnectEx", "GetAcceptExSockaddrs", "TransmitFile",
                 "DisconnectEx", "WSARecvMsg", "WSASendMsg"} <= ext
         if _running_under_wine():
-            # Wine 8's provider has no TransmitPackets: a gap detected, not a crash.
+            # Wine's provider has no TransmitPackets (docs/windows-under-wine.md, W1):
+            # a gap detected, not a crash.
             assert "TransmitPackets" not in ext
         # Loaded once per provider: the second socket's answer is the cached one.
         assert port.extensions(b) == ext
@@ -681,3 +683,261 @@ def test_completed_operation_in_cyclic_garbage_is_collected_safely(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "survived" in proc.stdout
     assert "BufferError" not in proc.stderr
+
+
+@pytest.mark.parametrize("bound", [False, True], ids=["unbound", "bound"])
+def test_connect_of_a_datagram_socket_uses_connect_not_connectex(port, bound):
+    """A datagram socket is connected with connect() at once (Windows: no
+    ConnectEx, which is documented for connection-oriented sockets only, and
+    no binding to the wildcard address first); its operation completes with
+    0 and the socket sends to the named peer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        server.bind(("127.0.0.1", 0))
+        client.setblocking(False)
+        if bound:
+            client.bind(("127.0.0.1", 0))
+        done = []
+        op = port.connect(client, server.getsockname(), done.append)
+        if IS_WINDOWS:
+            # connect() ran inside the submit: the peer is named already.
+            assert client.getpeername() == server.getsockname()
+        assert poll_until(port, lambda: done)
+        assert done == [op] and op.result == 0
+        port.connected(client)
+        assert client.getpeername() == server.getsockname()
+        assert client.getsockname()[0] == "127.0.0.1"
+        client.send(b"datagram")
+        server.settimeout(TIMEOUT)
+        assert server.recvfrom(64) == (b"datagram", client.getsockname())
+        assert port.pending == 0
+
+
+# -- failed submits the provider had started (Windows "strays") ----------------------------
+
+class _Bufs(list):
+    """A list of buffers that a weak reference can watch."""
+
+
+def _failed_datagram_sends(port, count):
+    """`count` sendmsg calls of a datagram too large for UDP (WSAEMSGSIZE at
+    submission); returns weak references to each call's buffer list."""
+    big = bytes(70_000)
+    refs = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        b.setblocking(False)
+        for _ in range(count):
+            bufs = _Bufs([big])
+            with pytest.raises(OSError) as info:
+                port.sendmsg(b, bufs, a.getsockname(), lambda op: pytest.fail("a callback ran"))
+            assert info.value.winerror == 10040   # WSAEMSGSIZE
+            refs.append(weakref.ref(bufs))
+            del bufs
+    gc.collect()
+    return refs
+
+
+def _alive(refs) -> int:
+    gc.collect()
+    return sum(ref() is not None for ref in refs)
+
+
+@pytest.mark.skipif(not IS_WINDOWS, reason="strays are submits a Windows provider started "
+                    "and still failed; io_uring reports every failure as a completion")
+def test_memory_of_a_failed_submit_is_kept_exactly_until_the_kernel_is_done(port):
+    """A submit that fails after the provider started it (Wine refuses a
+    WSASendTo with WSAEMSGSIZE after writing the OVERLAPPED, and queues a
+    packet for it) keeps its memory until the core says the kernel is done
+    with it, however many there are (a capped history used to drop the
+    oldest); a plain refusal keeps nothing.  Then the memory goes, and no
+    callback runs."""
+    refs = _failed_datagram_sends(port, 4200)
+    strays = port.stats()["strays"]
+    assert _alive(refs) == strays, "kept memory does not match the strays in the core"
+    if _running_under_wine():
+        # Wine completes such a send and queues a packet for it after all
+        # (docs/windows-under-wine.md, W8).
+        assert strays == len(refs)
+    if strays == 0:
+        return   # a provider that leaves the OVERLAPPED alone (Windows' synchronous failure)
+    assert poll_until(port, lambda: port.stats()["strays"] == 0), (
+        f"the memory of {port.stats()['strays']} strays is still kept")
+    assert _alive(refs) == 0, "memory of a stray outlived its packet"
+    assert port.pending == 0 and port.stats()["in_flight"] == 0
+    # The records came back: a normal round trip on the port still works.
+    a, b = socketpair()
+    with a, b:
+        done = []
+        port.recv(a, bytearray(4), done.append)
+        b.send(b"ok")
+        assert poll_until(port, lambda: done) and done[0].result == 2
+
+
+@pytest.mark.skipif(not IS_WINDOWS, reason="strays are submits a Windows provider started "
+                    "and still failed; io_uring reports every failure as a completion")
+def test_close_waits_for_strays_then_lets_their_memory_go():
+    port = CompletionPort()
+    refs = _failed_datagram_sends(port, 50)
+    strays = port.stats()["strays"]
+    if _running_under_wine():
+        assert strays == len(refs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        port.close()   # drains the stray packets: nothing is abandoned
+    assert _alive(refs) == 0, f"{_alive(refs)} buffers of {strays} strays kept after close"
+
+
+def test_port_closes_at_once_after_submits_refused_on_a_reset_connection(pair):
+    """Sends to a closed peer: Wine refuses them at submission after writing
+    a final status into the OVERLAPPED, and queues no packet.  Such a stray
+    is done at once: its memory goes at the next wait, and closing the port
+    does not wait for a packet that never comes (it waited its whole drain
+    time, 5 s, and leaked the records)."""
+    a, b = pair
+    b.close()
+    port = CompletionPort()
+    refs = []
+    refused = 0
+    for _ in range(50):   # the first sends may still land in the buffer
+        done = []
+        data = _Bufs([b"x" * 1024])
+        refs.append(weakref.ref(data))
+        try:
+            port.sendv(a, data, done.append)
+        except OSError:
+            refused += 1
+            continue
+        finally:
+            del data
+        assert poll_until(port, lambda: done)
+        del done   # a completed operation still names its buffers
+    port.poll(0)
+    assert port.stats()["strays"] == 0
+    assert _alive(refs) == 0
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)
+        port.close()
+    assert time.monotonic() - started < 2.0, "close waited for packets that never come"
+
+
+# -- a cancellation the core cannot queue yet ----------------------------------------------
+
+class _BusyCancels:
+    """Stands in for the cffi lib: ioc_cancel answers EBUSY `times` times."""
+
+    def __init__(self, lib, times):
+        self._lib = lib
+        self.busy_left = times
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+    def ioc_cancel(self, core, record, token):
+        self.calls += 1
+        if self.busy_left:
+            self.busy_left -= 1
+            return -16   # -EBUSY
+        return self._lib.ioc_cancel(core, record, token)
+
+
+@pytest.mark.skipif(IS_WINDOWS, reason="the IOCP core never refuses a cancellation "
+                    "(CancelIoEx needs no queue slot); io_uring's can, with EBUSY")
+def test_cancel_refused_with_ebusy_is_asked_again_and_never_raises(monkeypatch, pair):
+    """io_uring refuses to queue a cancellation (EBUSY) while its rings are
+    full.  Cancelling a sock_recv task runs port.cancel from the future's
+    done-callback: it must not raise there (the loop's exception handler
+    would get it and the receive would stay posted); the cancellation is
+    asked again before the next wait."""
+    import iocploop._port as port_module
+
+    a, b = pair
+    loop = iocploop.new_event_loop()
+    errors = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx))
+    busy = _BusyCancels(port_module.lib, times=2)
+    try:
+        async def scenario():
+            task = asyncio.ensure_future(loop.sock_recv(a, 100))
+            await asyncio.sleep(0)
+            assert loop._port.pending == 1
+            monkeypatch.setattr(port_module, "lib", busy)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            for _ in range(200):
+                if loop._port.pending == 0:
+                    break
+                await asyncio.sleep(0.005)
+            return loop._port.pending
+
+        pending = loop.run_until_complete(asyncio.wait_for(scenario(), TIMEOUT))
+        assert errors == [], errors
+        assert busy.calls >= 3 and busy.busy_left == 0
+        assert pending == 0, "the receive was never cancelled"
+        # Nothing was lost: the next sock_recv gets the next bytes.
+        b.send(b"after")
+        assert loop.run_until_complete(asyncio.wait_for(loop.sock_recv(a, 100), TIMEOUT)) == (
+            b"after")
+    finally:
+        monkeypatch.undo()
+        loop.close()
+
+
+# -- a send cut short by its cancellation ----------------------------------------------------
+
+def _read_until_quiet(sock, quiet: float = 0.3) -> bytes:
+    """Everything that arrives on a non-blocking socket until it stays quiet."""
+    received = bytearray()
+    last = time.monotonic()
+    while time.monotonic() - last < quiet:
+        try:
+            chunk = sock.recv(1 << 20)
+        except BlockingIOError:
+            time.sleep(0.01)
+            continue
+        if not chunk:
+            break
+        received += chunk
+        last = time.monotonic()
+    return bytes(received)
+
+
+@pytest.mark.parametrize("kind", [
+    "send", "sendv",
+    pytest.param("sendfile", marks=pytest.mark.skipif(
+        not IS_WINDOWS, reason="the core's sendfile is TransmitFile (Windows)"))])
+def test_cancelled_send_accounts_for_every_byte_that_left(port, kind, tmp_path):
+    """A send too large for the socket buffers is cancelled while part of it
+    has left: its result says how much left (a short send), never only
+    "cancelled" -- the Windows core reported ERROR_OPERATION_ABORTED and
+    dropped the count its packet carried (found by test_fuzz under Wine)."""
+    a, b = tcp_pair(sndbuf=8192, rcvbuf=8192)
+    with a, b:
+        data = bytes(range(256)) * 1024   # 256 KiB
+        done = []
+        if kind == "send":
+            op = port.send(a, data, done.append)
+        elif kind == "sendv":
+            op = port.sendv(a, [data[:1000], data[1000:]], done.append)
+        else:
+            path = tmp_path / "data.bin"
+            path.write_bytes(data)
+            f = open(path, "rb")
+            op = port.sendfile(a, f, 0, len(data), done.append)
+        poll_until(port, lambda: done, timeout=0.3)   # let the buffers fill
+        port.cancel(op)
+        assert poll_until(port, lambda: done)
+        received = _read_until_quiet(b)
+        if kind == "sendfile":
+            f.close()
+        if op.cancelled:
+            assert received == b"", f"cancelled, yet {len(received)} bytes arrived"
+        else:
+            assert 0 < op.result < len(data)
+            assert received == data[:op.result], (
+                f"the send reports {op.result} bytes, {len(received)} arrived")

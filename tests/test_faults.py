@@ -251,9 +251,10 @@ async def test_storm_of_cancelled_connects_leaks_nothing():
 
 
 @only_iocploop
-@pytest.mark.skipif(IS_WINDOWS, reason="TransmitFile does not tell how much of a cancelled "
-                    "transfer went out, so the file position after a cancellation is not "
-                    "exact there (docs/scalability.md); the storm resumes from that position")
+@pytest.mark.skipif(IS_WINDOWS, reason="iocploop's Windows sendfile stops waiting when it is "
+                    "cancelled, before the cancelled TransmitFile reports how much went out "
+                    "(it does: docs/windows-under-wine.md, W19), so the file position after a "
+                    "cancellation is not exact there yet; the storm resumes from that position")
 async def test_storm_of_cancelled_sendfiles_sends_each_byte_once(tmp_path):
     """Each sender sends one file by repeated sock_sendfile calls from the
     file position, cancelling most of them mid-file: the receiver gets the

@@ -841,7 +841,7 @@ async def test_pieces_split_at_the_piece_limit(pair, tmp_path, monkeypatch, offs
 
 @pytest.mark.asyncio(loop_factories=["iocploop"])
 @pytest.mark.skipif(not IS_LINUX, reason="a 2 GiB transfer is for Linux only (Wine's loopback "
-                    "is slow)")
+                    "is slow: docs/windows-under-wine.md, W16)")
 async def test_sock_sendfile_of_more_than_2_gib(pair, tmp_path, monkeypatch):
     loop = asyncio.get_running_loop()
     a, b = pair

@@ -968,3 +968,49 @@ async def test_recv_right_after_cancelling_a_pending_recv_gets_the_data():
         b.send(b"1")   # the kernel hands it to the pending receive
         pending.cancel()
         assert await asyncio.wait_for(loop.sock_recv(a, 1), 5) == b"1"
+
+
+SELECTOR_TAKES_FIRST = (
+    "asyncio's selector loop tries a new sock_recv at once, before the reader callback of "
+    "the receive that waited since earlier: the later call takes the first bytes (and the "
+    "earlier one waits for more); no reference for kernel order on Linux")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("second", ["sock_recv", "sock_recv_into"])
+async def test_receives_on_one_socket_complete_in_the_order_they_were_made(second):
+    """A receive waits on a socket; its data comes while the loop is busy, with
+    more behind it; a second receive is made then (Windows: it finishes inside
+    its submit call, the socket skipping the completion port on success).
+    On both Windows loops the first gets the first bytes.  iocploop also
+    completes them in that order (the core places what finished at once
+    after the packets of earlier operations: handing it out first would
+    resolve the second first); asyncio's proactor resolves an overlapped
+    operation that finished at once inside its call, so its second receive
+    resolves first (not asserted for it)."""
+    loop = asyncio.get_running_loop()
+    if not IS_WINDOWS and not is_iocploop_loop(loop):
+        pytest.skip(SELECTOR_TAKES_FIRST)
+    a, b = _tcp_pair()
+    with a, b:
+        order = []
+
+        async def receive(name, call):
+            data = await call
+            order.append(name)
+            return data
+
+        buf = bytearray(100)
+        first = asyncio.ensure_future(receive("first", loop.sock_recv(a, 5)))
+        for _ in range(3):
+            await asyncio.sleep(0)   # the first receive is posted and waits
+        b.send(b"12345abcdef")
+        time.sleep(0.3)   # the loop is busy: the first receive completes meanwhile
+        call = loop.sock_recv(a, 100) if second == "sock_recv" else loop.sock_recv_into(a, buf)
+        later = asyncio.ensure_future(receive("second", call))
+        got_first, got_second = await asyncio.wait_for(asyncio.gather(first, later), TIMEOUT)
+        if second == "sock_recv_into":
+            got_second = bytes(buf[:got_second])
+        assert (got_first, got_second) == (b"12345", b"abcdef")
+        if is_iocploop_loop(loop):
+            assert order == ["first", "second"]

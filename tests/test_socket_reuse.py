@@ -737,8 +737,9 @@ def _refusal_loop(mode):
     if IS_WINDOWS and mode == "at_completion":
         pytest.skip("the completion-time refusal is emulated with io_uring (Linux)")
     if IS_WINDOWS and not windows_server_reuse_verdict():
-        pytest.skip("this provider does not serve AcceptEx into a recycled socket (Wine): "
-                    "server-side reuse is off, there is no spare to refuse")
+        pytest.skip("this provider does not serve AcceptEx into a recycled socket (Wine: "
+                    "docs/windows-under-wine.md, W3): server-side reuse is off, there is no "
+                    "spare to refuse")
     loop = iocploop.Loop(accept_pool_size=4)
     if IS_LINUX:
         FakeProvider(loop)
@@ -934,7 +935,7 @@ async def test_windows_real_disconnectex_many_short_connections():
                         and loop._recycler.can_reuse(probe, "client"))
         finally:
             probe.close()
-    if UNDER_WINE:
+    if UNDER_WINE:   # Wine refuses recycled sockets (docs/windows-under-wine.md, W3)
         assert stats["refused"] >= 1, stats
 
 

@@ -664,7 +664,8 @@ def test_peer_reset_while_reading_gives_connection_reset(factory):
         outcome = run(loop, _peer_resets_while_we_read())
     finally:
         loop.close()
-    # Under Wine both loops see an orderly end instead (Wine's behaviour).
+    # Under Wine a reset reads as an orderly end for a receive posted after
+    # it came (docs/windows-under-wine.md, W18).
     assert outcome in ((ConnectionResetError, type(None)) if UNDER_WINE
                        else (ConnectionResetError,))
 

@@ -661,7 +661,7 @@ async def test_reset_peer_gets_connection_reset(pki):
     writer.transport.abort()
     got = read_outcome(await outcome(sreader.read(), TIMEOUT))
     expected = [("raised", ConnectionResetError)]
-    if UNDER_WINE:
+    if UNDER_WINE:   # a reset after the receive was posted reads as an end (W18)
         expected.append(("ok", "eof"))
     assert got in expected, got
     swriter.close()
@@ -722,7 +722,8 @@ def test_abrupt_endings_same_outcome_as_asyncio(pki, name):
         # for one posted after it (the proactor's, at times): both are a
         # clean end; test_reset_peer_gets_connection_reset checks each loop.
         pytest.skip("a peer's reset reads as EOF or ConnectionResetError under Wine, "
-                    "depending on whether a receive was already waiting")
+                    "depending on whether a receive was already waiting "
+                    "(docs/windows-under-wine.md, W18)")
     outcomes = {}
     for loop_name, factory in (("iocploop", iocploop.new_event_loop),
                                ("asyncio", asyncio.new_event_loop)):

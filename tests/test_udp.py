@@ -87,24 +87,28 @@ PROACTOR_STOPS_READING = (
     "asyncio's ProactorEventLoop datagram transport stops reading after a receive error "
     "such as an ICMP port unreachable (python/cpython#127057)")
 WINE_RECEIVE_AFTER_ICMP = (
-    "Wine 8: after an ICMP error on a connected UDP socket, an overlapped receive posted "
-    "on it never completes (a blocking recv on the same socket does receive); iocploop "
-    "re-posts its receives, the error reached error_received: untested on real Windows")
+    "Wine (docs/windows-under-wine.md, W12): after an ICMP error on a connected UDP socket, "
+    "an overlapped receive posted on it never completes, not even for the next datagram; "
+    "iocploop re-posts its receives and the error reached error_received: untested on real "
+    "Windows")
 PROACTOR_EMPTY_DATAGRAM = (
-    "asyncio 3.13's ProactorEventLoop sends empty datagrams, but under Wine 8 they do not "
-    "arrive at its own endpoint: no reference behaviour on Windows")
+    "asyncio 3.13's ProactorEventLoop sends empty datagrams, but under Wine they never "
+    "arrive (docs/windows-under-wine.md, W13): no reference behaviour on Windows")
 PROACTOR_FAILED_SEND_COUNTED = (
     "asyncio 3.13's ProactorEventLoop keeps a failed datagram in its write buffer size "
     "after reporting the error: no reference behaviour on Windows")
 PROACTOR_IPV6_ECHO = (
-    "asyncio's ProactorEventLoop: the IPv6 datagram echo between two endpoints does not "
-    "complete under Wine 8 (iocploop's does): no reference behaviour on Windows")
+    "asyncio's ProactorEventLoop under Wine: a datagram sent to the short (host, port) form "
+    "of an IPv6 address never arrives (docs/windows-under-wine.md, W14; iocploop's does): "
+    "no reference behaviour on Windows")
 PROACTOR_CONNECTED_SOCK = (
     "asyncio's ProactorEventLoop datagram transport on a connected sock= passes None to "
     "WSASendTo (TypeError, a fatal write error): no reference behaviour on Windows")
 PROACTOR_SLOW_BURST = (
-    "asyncio's ProactorEventLoop datagram transport under Wine 8 does not deliver these "
-    "datagrams within the test's bound: no reference behaviour on Windows")
+    "asyncio's ProactorEventLoop datagram transport does not drain this burst within the "
+    "test's bound under Wine, although a bare burst drains in the probe "
+    "(docs/windows-under-wine.md, W15: the proactor's, not a Winsock fact): no reference "
+    "behaviour on Windows")
 PROACTOR_UNBOUND_RECEIVE = (
     "asyncio's ProactorEventLoop posts a receive on the unbound socket, which Winsock "
     "refuses (WSAEINVAL, python/cpython#119711): no reference behaviour on Windows")
@@ -305,6 +309,77 @@ async def test_remote_addr_makes_a_connected_endpoint():
         with pytest.raises(ValueError, match="Invalid address"):
             client.sendto(b"elsewhere", ("127.0.0.2", address[1]))
         assert cproto.errors == []
+    finally:
+        await _close((client, cproto), (server, sproto))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bound", [False, True], ids=["unbound", "bound"])
+async def test_sock_connect_of_a_datagram_socket_completes_at_once(bound):
+    """A datagram socket's connect() only names its default peer: asyncio's
+    loops do it at once (the selector's connect(), the proactor's WSAConnect),
+    so sock_connect returns without waiting for the loop.  iocploop used to
+    hand the socket to ConnectEx (documented for connection-oriented sockets
+    only) or to an io_uring connect, and waited for its completion."""
+    loop = asyncio.get_running_loop()
+    with _udp_socket() as server, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setblocking(False)
+        if bound:
+            client.bind((HOST, 0))
+        coro = loop.sock_connect(client, server.getsockname())
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            assert done.value is None
+        else:
+            coro.close()
+            pytest.fail("sock_connect of a datagram socket waited for the loop")
+        assert client.getpeername() == server.getsockname()
+        # connect() bound an unbound socket itself: to the route's address.
+        assert client.getsockname()[0] == HOST
+        client.send(b"to the named peer")
+        _wait_readable(server)
+        assert server.recvfrom(100) == (b"to the named peer", client.getsockname())
+    await _assert_no_pending_ops(loop)
+
+
+@pytest.mark.asyncio
+async def test_sock_connect_of_a_datagram_socket_raises_at_once():
+    """connect() refusing the address (an IPv6 address on an IPv4 socket is
+    refused by both systems' connect) surfaces from sock_connect itself."""
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.setblocking(False)
+        with pytest.raises(OSError) as mine:
+            await bounded(loop.sock_connect(client, ("255.255.255.255", 9)))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as plain:
+            with pytest.raises(OSError) as reference:
+                plain.connect(("255.255.255.255", 9))
+        assert (mine.value.errno, getattr(mine.value, "winerror", None)) == (
+            reference.value.errno, getattr(reference.value, "winerror", None))
+    await _assert_no_pending_ops(loop)
+
+
+@IOCP_ONLY
+async def test_datagram_endpoint_with_remote_addr_submits_no_connect():
+    """create_datagram_endpoint(remote_addr=) connects through sock_connect:
+    no connect operation reaches the port (and so never ConnectEx)."""
+    loop = asyncio.get_running_loop()
+    server, sproto, address = await _echo_server()
+    port = loop._port
+    submitted = []
+    real_connect = port.connect
+    port.connect = lambda *args: submitted.append(args) or real_connect(*args)
+    try:
+        client, cproto = await _endpoint(remote_addr=address)
+    finally:
+        del port.connect
+    try:
+        assert submitted == []
+        assert client.get_extra_info("peername") == address
+        client.sendto(b"ping")
+        await cproto.wait_datagrams(1)
+        assert cproto.payloads() == [b"ping"]
     finally:
         await _close((client, cproto), (server, sproto))
 
@@ -746,7 +821,7 @@ async def test_sendto_on_an_unconnected_endpoint_after_connection_lost_is_ignore
 @pytest.mark.asyncio
 async def test_sendto_argument_errors():
     if _is_proactor_reference(asyncio.get_running_loop()):
-        pytest.skip(PROACTOR_SLOW_BURST)
+        pytest.skip(PROACTOR_CLOSE_DROPS)
     server, sproto, address = await _echo_server()
     client, cproto = await _endpoint(local_addr=(HOST, 0))
     try:

@@ -936,6 +936,24 @@ def cmd_bench(pythons: list[str]) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- probe
+
+def cmd_probe(pythons: list[str]) -> int:
+    """tools/wine_probe.py on the first Python: what Wine's Winsock does
+    (docs/windows-under-wine.md lists the facts by the numbers it prints)."""
+    minor = pythons[0]
+    out = BUILD / "probe"
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"==> probe: {tag_of(minor)}, plain Windows CPython (no iocploop)")
+    with WineSession() as wine:
+        res = wine.run([str(python_exe(minor)), winpath(ROOT / "tools" / "wine_probe.py")],
+                       timeout=300, log=out / "probe.log", echo="probe| ")
+    TIMINGS.append((f"probe {tag_of(minor)}", res.seconds))
+    if res.rc != 0:
+        raise Failure(f"a probe failed (exit {res.rc}); see {out / 'probe.log'}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -943,7 +961,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         prog="tools/wine.py", description="Build and test iocploop's Windows module under Wine.",
         epilog="Arguments not known here are passed to pytest (test, all).",
         allow_abbrev=False)  # never swallow a pytest option that starts like ours
-    parser.add_argument("command", choices=["setup", "build", "test", "all", "bench"])
+    parser.add_argument("command", choices=["setup", "build", "test", "all", "bench", "probe"])
     parser.add_argument("--pythons", default=os.environ.get("IOCPLOOP_WINE_PYTHONS", DEFAULT_PYTHONS),
                         help="comma-separated versions (default: $IOCPLOOP_WINE_PYTHONS or %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TEST_TIMEOUT,
@@ -972,6 +990,8 @@ def main(argv: list[str] | None = None) -> int:
                 rc = cmd_test(pythons, pytest_args, args.timeout)
             if args.command == "bench":
                 rc = cmd_bench(pythons)
+            if args.command == "probe":
+                rc = cmd_probe(pythons)
     except Failure as e:
         say(f"\nERROR: {e}")
         rc = 2
