@@ -1,6 +1,7 @@
 """Socket reuse: connections that ended cleanly give their socket back.
 
-Windows (the seed chapter's DisconnectEx): when a transport ends gracefully,
+Windows (DisconnectEx, from "Scalable Winsock Applications", the Winsock 2
+chapter iocploop started from): when a transport ends gracefully,
 its socket is disconnected with DisconnectEx(TF_REUSE_SOCKET) instead of
 closed; once the kernel reports the disconnect done, the socket waits in a
 spare pool and serves the next AcceptEx of its listener (server side) or the

@@ -4,7 +4,6 @@
     python peer/cpython_suite.py --target iocploop|asyncio [--platform linux|wine]
                                  [--out build/peer] [--jobs 2] [--test-timeout S]
                                  [--timeout S] [--reruns 1] [--modules a,b]
-    python peer/cpython_suite.py --compare [--platform linux|wine] [--out build/peer]
 
 Run from the repository root with the project's Python (.venv/bin/python;
 `source tools/venv.sh` sets $PY).  Writes, per run,
@@ -12,8 +11,9 @@ Run from the repository root with the project's Python (.venv/bin/python;
   build/peer/cpython-<platform>-py<X.Y>-<target>-deselected.json  {module: count}
   build/peer/cpython-<platform>-py<X.Y>-<target>-summary.json     counts, times, flaky tests
   build/peer/logs/cpython-<platform>-<target>/<module>.*           worker output and events
---compare reads the two XML files of a platform and lists every test that
-fails on iocploop but passes on stock asyncio (exit status 1 if any).
+peer/report.py compares the two runs test by test (each <testcase> says
+which loop it ran on, and an iocploop class's tests name their stock
+reference).
 
 Where the tests come from (never from this repository):
   linux  the interpreter's own Lib/test (pyenv 3.11.7 for .venv);
@@ -96,6 +96,8 @@ class Record:
     name: str = ""
     flaky: str = ""              # first failure's message when a rerun passed
     note: str = ""               # e.g. timeout
+    loop: str = ""               # iocploop / stock / none (peer/loop_probe.py); "" unknown
+    reference: list = field(default_factory=list)  # stock test ids an iocploop class compares to
 
 
 @dataclass
@@ -379,7 +381,8 @@ class Runner:
                     res.records[ev["id"]] = Record(
                         id=ev["id"], outcome=ev["outcome"], message=ev.get("message", ""),
                         details=ev.get("details", ""), duration=ev.get("duration", 0.0),
-                        classname=cls, name=name)
+                        classname=cls, name=name, loop=ev.get("loop", ""),
+                        reference=ev.get("reference", []))
                     done_ids.add(ev["id"])
                     if last_start == ev["id"]:
                         last_start = None
@@ -409,7 +412,8 @@ class Runner:
                 cls, name = split_id(last_start)
                 res.records[last_start] = Record(
                     id=last_start, outcome="error", message=why, details=tail,
-                    classname=cls, name=name, note="timeout" if timeout_ev else "died")
+                    classname=cls, name=name, note="timeout" if timeout_ev else "died",
+                    loop=(timeout_ev or {}).get("loop", ""))
                 done_ids.add(last_start)
                 stuck = 0
             else:
@@ -498,6 +502,15 @@ def write_junit(path: Path, name: str, results: list[ModuleResult]) -> None:
         for rec in recs:
             case = ET.SubElement(suite, "testcase", classname=rec.classname, name=rec.name,
                                  time=f"{rec.duration:.3f}")
+            # What peer/report.py compares by: the loop the test ran on, and
+            # the stock tests that are the reference of an iocploop class's.
+            if rec.loop or rec.reference:
+                case_props = ET.SubElement(case, "properties")
+                if rec.loop:
+                    ET.SubElement(case_props, "property", name="loop", value=rec.loop)
+                if rec.reference:
+                    ET.SubElement(case_props, "property", name="reference",
+                                  value=",".join(rec.reference))
             n["tests"] += 1
             if rec.outcome == "failed":
                 n["failures"] += 1
@@ -785,75 +798,6 @@ def run(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- compare
-
-def read_xml(path: Path) -> dict[str, tuple[str, str, str]]:
-    """id -> (outcome, message, details)."""
-    out = {}
-    for case in ET.parse(path).getroot().iter("testcase"):
-        tid = f"{case.get('classname')}.{case.get('name')}"
-        outcome, message, details = "passed", "", ""
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome, message, details = child.tag, child.get("message", ""), child.text or ""
-            elif child.tag == "skipped" and outcome == "passed":
-                outcome, message = "skipped", child.get("message", "")
-        out[tid] = (outcome, message, details)
-    return out
-
-
-def compare(args) -> int:
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = ROOT / out
-    sys.path.insert(0, str(SHIM))
-    import extras  # noqa: E402 - host-side table only
-    version = args.python_version if args.platform == "wine" else f"{sys.version_info[0]}.{sys.version_info[1]}"
-    base = f"cpython-{args.platform}-py{version}"
-    ours_p, stock_p = out / f"{base}-iocploop.xml", out / f"{base}-asyncio.xml"
-    for p in (ours_p, stock_p):
-        if not p.is_file():
-            raise SystemExit(f"missing {p}")
-    ours, stock = read_xml(ours_p), read_xml(stock_p)
-    refs = extras.all_references(args.platform)
-    regressions, also_stock, only_skipped = [], [], []
-    for tid, (outcome, message, details) in sorted(ours.items()):
-        cls, name = split_id(tid)
-        if cls in refs:
-            candidates = [f"{r}.{name}" for r in refs[cls]]
-        else:
-            candidates = [tid]
-        seen = [(c, stock[c]) for c in candidates if c in stock]
-        if outcome in ("failure", "error"):
-            if any(s[0] == "passed" for _, s in seen):
-                ref = next(c for c, s in seen if s[0] == "passed")
-                regressions.append({"id": tid, "reference": ref, "kind": outcome,
-                                    "message": message, "details": details})
-            else:
-                also_stock.append({"id": tid, "stock": [(c, s[0]) for c, s in seen]})
-        elif outcome == "skipped" and any(s[0] == "passed" for _, s in seen):
-            only_skipped.append({"id": tid, "message": message})
-    report = {"regressions": regressions, "failing_on_both_or_no_reference": also_stock,
-              "skipped_on_iocploop_only": only_skipped}
-    (out / f"{base}-regressions.json").write_text(json.dumps(report, indent=1) + "\n")
-    say(f"{base}: {len(regressions)} test(s) fail on iocploop and pass on asyncio")
-    for r in regressions:
-        say(f"\n--- {r['id']}  [{r['kind']}]  (asyncio: {r['reference']} passed)")
-        say("    " + r["message"][:300])
-        excerpt = r["details"].strip().splitlines()[-12:]
-        for line in excerpt:
-            say("      " + line[:200])
-    if also_stock:
-        say(f"\n{len(also_stock)} failing on iocploop without a passing asyncio twin:")
-        for r in also_stock:
-            say(f"  {r['id']}  stock: {r['stock']}")
-    if only_skipped:
-        say(f"\n{len(only_skipped)} skipped on iocploop, passed on asyncio:")
-        for r in only_skipped:
-            say(f"  {r['id']}: {r['message'][:120]}")
-    return 1 if regressions else 0
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", choices=["iocploop", "asyncio"])
@@ -870,11 +814,7 @@ def main(argv=None) -> int:
     ap.add_argument("--python", help="Linux: interpreter to test (default: this one)")
     ap.add_argument("--python-version", default="3.11", help="Wine: Windows CPython minor (default 3.11)")
     ap.add_argument("--no-build", action="store_true", help="Wine: do not restage iocploop")
-    ap.add_argument("--compare", action="store_true",
-                    help="list tests failing on iocploop and passing on asyncio (reads the XML)")
     args = ap.parse_args(argv)
-    if args.compare:
-        return compare(args)
     if not args.target:
         ap.error("--target is required")
     if args.test_timeout is None:

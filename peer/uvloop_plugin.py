@@ -5,8 +5,12 @@ Loaded with `-p peer.uvloop_plugin` by peer/uvloop_suite.py.  It
 * deselects the tests in peer/uvloop_shim/deselect.py (the same list for
   every target and platform) and writes how many per module to the JSON file
   named by --peer-deselected-json;
-* writes the node id of the running test to $IOCPLOOP_PEER_PROGRESS, so that
-  the runner can name the test when a process dies or times out;
+* records which loop each test ran on (peer/loop_probe.py) as the JUnit
+  property "loop" of its <testcase> ("iocploop", "stock" or "none"), so that
+  peer/report.py counts only the tests that ran on iocploop;
+* writes the node id of the running test to $IOCPLOOP_PEER_PROGRESS, and on
+  a second line the loop it built, so that the runner can name the test (and
+  its loop) when a process dies or times out;
 * arms a hard per-test watchdog ($IOCPLOOP_PEER_HARD_TIMEOUT seconds,
   faulthandler: dumps every thread's stack, then ends the process).
   pytest-timeout's signal method (Linux) raises its Failed once, and a test
@@ -32,6 +36,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from peer import loop_probe
 
 _DESELECT_FILE = Path(__file__).resolve().parent / "uvloop_shim" / "deselect.py"
 _state = {"exitstatus": None}
@@ -69,6 +75,7 @@ def _stand_in_for_pyopenssl() -> None:
 
 def pytest_configure(config):
     _stand_in_for_pyopenssl()
+    loop_probe.install(on_loop=_on_loop)
 
 
 def pytest_addoption(parser):
@@ -97,11 +104,20 @@ def pytest_collection_modifyitems(session, config, items):
         Path(out).write_text(json.dumps(counts, indent=1, sort_keys=True) + "\n")
 
 
+_running = {"nodeid": ""}
+
+
 def _progress(text: str) -> None:
     path = os.environ.get("IOCPLOOP_PEER_PROGRESS")
     if path:
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
+
+
+def _on_loop(kind: str) -> None:
+    # The first iocploop loop (or the first loop) of a test: tell the runner.
+    if _running["nodeid"]:
+        _progress(f"{_running['nodeid']}\n{loop_probe.verdict()}")
 
 
 def _hard_timeout() -> float:
@@ -115,6 +131,8 @@ def _hard_timeout() -> float:
 def pytest_runtest_protocol(item, nextitem):
     # Around the whole test (setup, call, teardown), once per test: unlike
     # pytest_runtest_logstart/logfinish, not repeated for each subtest.
+    loop_probe.start()
+    _running["nodeid"] = item.nodeid
     _progress(item.nodeid)
     hard = _hard_timeout()
     if hard > 0:
@@ -125,7 +143,15 @@ def pytest_runtest_protocol(item, nextitem):
     finally:
         if hard > 0:
             faulthandler.cancel_dump_traceback_later()
+        _running["nodeid"] = ""
         _progress("")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # junitxml writes the teardown report's user_properties into <testcase>.
+    if call.when == "teardown":
+        item.user_properties.append(("loop", loop_probe.verdict()))
 
 
 def pytest_sessionfinish(session, exitstatus):

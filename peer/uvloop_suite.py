@@ -192,11 +192,16 @@ def read_cases(xml_file: Path) -> list[ET.Element]:
     return list(tree.getroot().iter("testcase"))
 
 
-def synthetic_case(nodeid: str, message: str, detail: str) -> ET.Element:
+def synthetic_case(nodeid: str, message: str, detail: str, loop: str = "") -> ET.Element:
+    """The <testcase> of a test whose process died: an error, with the loop it
+    had built by then (the plugin's progress file), if it said."""
     path, _, rest = nodeid.partition("::")
     parts = rest.split("::")
     classname = ".".join([path.removesuffix(".py").replace("/", ".")] + parts[:-1])
     case = ET.Element("testcase", classname=classname, name=parts[-1], time="0")
+    if loop:
+        props = ET.SubElement(case, "properties")
+        ET.SubElement(props, "property", name="loop", value=loop)
     err = ET.SubElement(case, "error", message=message)
     err.text = detail
     return case
@@ -206,15 +211,34 @@ def case_key(case: ET.Element) -> tuple[str, str]:
     return case.get("classname", ""), case.get("name", "")
 
 
+def loop_of_case(case: ET.Element) -> str:
+    """The "loop" property the plugin recorded ("" if none)."""
+    for prop in case.iter("property"):
+        if prop.get("name") == "loop":
+            return prop.get("value", "")
+    return ""
+
+
 def merge_cases(cases: list[ET.Element]) -> list[ET.Element]:
     """One entry per test: pytest 9 reports subtests as extra <testcase>s with
-    the same name; the worst status wins."""
+    the same name; the worst status wins, and keeps the test's "loop"
+    property (only the test's own teardown report carries it)."""
     rank = {"failed": 3, "error": 2, "passed": 1, "skipped": 0}
     best: dict[tuple[str, str], ET.Element] = {}
+    loops: dict[tuple[str, str], str] = {}
     for case in cases:
         key = case_key(case)
+        if loop_of_case(case):
+            loops.setdefault(key, loop_of_case(case))
         if key not in best or rank[case_status(case)] > rank[case_status(best[key])]:
             best[key] = case
+    for key, case in best.items():
+        if key in loops and not loop_of_case(case):
+            props = case.find("properties")
+            if props is None:
+                props = ET.Element("properties")
+                case.insert(0, props)
+            ET.SubElement(props, "property", name="loop", value=loops[key])
     return list(best.values())
 
 
@@ -478,7 +502,11 @@ def run_module(plat: Platform, test_file: Path, env: dict[str, str], logs: Path,
             say(f"    {mod:<24} {took:6.1f}s  exit {rc}"
                 + (f" (after {attempt} restart(s))" if attempt else ""))
             return crashed + cases, counts, notes
-        running = progress.read_text(encoding="utf-8").strip() if progress.is_file() else ""
+        # The plugin's progress file: the running test's node id, then (once
+        # it built one) the kind of loop it ran on.
+        lines = progress.read_text(encoding="utf-8").split("\n") if progress.is_file() else []
+        running = lines[0].strip() if lines else ""
+        loop = lines[1].strip() if len(lines) > 1 else ""
         text = log.read_text(errors="replace")
         tail = "\n".join(text.splitlines()[-80:])
         why = ("timeout (overall)" if rc is None
@@ -489,7 +517,7 @@ def run_module(plat: Platform, test_file: Path, env: dict[str, str], logs: Path,
         if not running:
             crashed.append(synthetic_case(f"tests/{test_file.name}::<module>", why, tail))
             return crashed, {}, notes
-        crashed.append(synthetic_case(running, why, tail))
+        crashed.append(synthetic_case(running, why, tail, loop))
         excluded.append(running)
         if rc is None:
             return crashed, {}, notes

@@ -12,8 +12,13 @@ from _helpers import bounded, until
 iocploop_only = pytest.mark.asyncio(loop_factories=["iocploop"])
 
 
-def _close_served(writers) -> None:
-    # From 3.12 Server.wait_closed() waits for the server's connections.
+async def _close_served(writers, expected: int = 1) -> None:
+    """Close the server's side of its connections: from 3.12
+    Server.wait_closed() waits for them.  The client's connect can finish
+    before the server's callback recorded its writer (the accept completes
+    later, as under Wine's ProactorEventLoop), so wait for it first: a writer
+    missed here would hold wait_closed() until its timeout."""
+    await until(lambda: len(writers) >= expected)
     for writer in writers:
         writer.close()
 
@@ -41,7 +46,7 @@ async def test_stats_follow_a_server_and_a_connection():
     assert set(during["sockets"]) >= {"created", "reused", "pooled", "enabled"}
 
     writer.close()
-    _close_served(served)
+    await _close_served(served)
     server.close()
     await bounded(server.wait_closed())
     assert loop.stats()["accept_pools"]["listeners"] == 0
@@ -88,7 +93,7 @@ async def test_reprs_say_what_asyncio_s_say():
     writer.close()
     assert re.search(r" (closing|closed) ", repr(writer.transport)), repr(writer.transport)
     assert "sockets=(" in repr(server)
-    _close_served(served)
+    await _close_served(served)
     server.close()
     await bounded(server.wait_closed())
     if isinstance(loop, iocploop.Loop):

@@ -8,6 +8,7 @@ Usage (from anywhere; paths are relative to the repository root):
     python tools/wine.py test  [--pythons ...] [--timeout SECONDS] [pytest args...]
     python tools/wine.py all   [--pythons ...] [--timeout SECONDS] [pytest args...]
     python tools/wine.py bench [--pythons ...]
+    python tools/wine.py run   [--pythons ...] [--] SCRIPT|-m MODULE|-c CODE [args...]
 
 The default version list is 3.11,3.12,3.13; the environment variable
 IOCPLOOP_WINE_PYTHONS (same syntax) overrides it.  Needs on the host: Debian's
@@ -45,6 +46,10 @@ test    Install each version's wheel into its Windows Python under Wine (pip,
         redis-server, one runs on the host for the command (the Windows
         Python cannot start a Linux program) and IOCPLOOP_TEST_REDIS tells
         the tests where.
+run     Run the first Windows Python of --pythons on the arguments given (a
+        script, -m module, -c code), from the repository root, with the staged
+        build/wine/cpXYZ/ first on PYTHONPATH; its output is printed as it
+        comes and its exit status is the command's.
 bench   `python -m benchmarks` with the first Windows Python: the loop
         micro-benchmarks on iocploop and the ProactorEventLoop, a correctness
         smoke only (Wine timings say nothing about Windows); results in
@@ -641,6 +646,38 @@ def host_python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
+# Looked up, not imported: setuptools puts its vendored copy of wheel on
+# sys.path once imported, and `python -m wheel pack` needs the real one.
+_BUILD_TOOLS_CHECK = """\
+import importlib.metadata, importlib.util, sys
+try:
+    major = int(importlib.metadata.version("setuptools").split(".")[0])
+except importlib.metadata.PackageNotFoundError:
+    major = 0
+sys.exit(0 if major >= 77 and importlib.util.find_spec("wheel")
+         and importlib.util.find_spec("Cython") else 1)
+"""
+
+
+def ensure_build_tools() -> None:
+    """setuptools >= 77 (it reads pyproject's `license = "MIT"`), wheel and
+    Cython (the scheduler's C source) in the Python the wheels are made with.  A venv starts with neither
+    (Python 3.11's venv brings setuptools 65, 3.12's none): the project's
+    .venv gets the versions tests/requirements.txt pins."""
+    python = host_python()
+    check = subprocess.run([python, "-c", _BUILD_TOOLS_CHECK], cwd=ROOT, stdin=subprocess.DEVNULL,
+                           capture_output=True)
+    if check.returncode == 0:
+        return
+    if Path(python) != ROOT / ".venv" / "bin" / "python":
+        raise Failure(f"{python} lacks setuptools >= 77, wheel or Cython, which build the Windows wheels: "
+                      "run `bash tools/setup.sh` (it makes .venv with them)")
+    say("    installing setuptools, wheel and Cython (pinned in tests/requirements.txt) into .venv")
+    run_host([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "tests" / "requirements.txt"),
+              "setuptools", "wheel", "cython"], LOGS / "build-tools.log",
+             "pip install setuptools wheel cython")
+
+
 def project_dist_info() -> Path:
     """iocploop-VERSION.dist-info (METADATA, entry points, licence) as
     setuptools makes it for every wheel of the project (PEP 517)."""
@@ -696,6 +733,7 @@ def cmd_build(pythons: list[str]) -> None:
         c_file = generate_c(build_core)
         libraries = list(build_core.LIBRARIES["windows"])
     with timed("build: generate C with Cython"):
+        ensure_build_tools()
         scheduler_c = generate_scheduler_c()
     with timed("build: wheel metadata"):
         dist_info = project_dist_info()
@@ -952,6 +990,43 @@ def cmd_probe(pythons: list[str]) -> int:
     if res.rc != 0:
         raise Failure(f"a probe failed (exit {res.rc}); see {out / 'probe.log'}")
     return 0
+# --------------------------------------------------------------------------- run
+
+def stale_stage(minor: str) -> list[str]:
+    """The package sources edited since build staged them (names)."""
+    pyds = list((stage_dir(minor) / "iocploop").glob("_ioc*.pyd"))
+    if not pyds:
+        return []
+    built = min(p.stat().st_mtime for p in pyds)
+    sources = [*(ROOT / "iocploop").glob("*.py"), *(ROOT / "iocploop").glob("*.pyx"),
+               *(ROOT / "csrc").glob("*.[ch]"),
+               *(ROOT / "_cffi_build").glob("*.py")]
+    return [str(p.relative_to(ROOT)) for p in sources if p.stat().st_mtime > built]
+
+
+def cmd_run(pythons: list[str], args: list[str], timeout: float) -> int:
+    """Run the first Windows Python on args, with the staged iocploop."""
+    minor = pythons[0]
+    if not args:
+        raise Failure("run needs what to run: a script (and its arguments), -m MODULE or -c CODE")
+    check_tools(WINE, WINESERVER)
+    if not python_exe(minor).is_file():
+        raise Failure(f"{tag_of(minor)}: no Windows Python in {py_dir(minor)}; run `setup` first")
+    if not (stage_dir(minor) / "iocploop").is_dir():
+        raise Failure(f"{tag_of(minor)}: nothing staged in {stage_dir(minor)}; run `build` first")
+    edited = stale_stage(minor)
+    if edited:
+        say(f"warning: edited since the last build (run `build` to stage them): {', '.join(edited[:5])}"
+            + (" ..." if len(edited) > 5 else ""))
+    # The staged package first; safe-path mode (wine_env) keeps the
+    # repository root, whose iocploop/ has no .pyd, off sys.path.
+    env = {"PYTHONPATH": winpath(stage_dir(minor))}
+    with WineSession() as wine:
+        res = wine.run([str(python_exe(minor)), *args], timeout=timeout,
+                       log=stage_dir(minor) / "run.log", echo="", env=env)
+    if res.rc is None:
+        raise Failure(f"timed out after {timeout:.0f} s (--timeout)")
+    return res.rc
 
 
 # --------------------------------------------------------------------------- main
@@ -959,17 +1034,19 @@ def cmd_probe(pythons: list[str]) -> int:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(
         prog="tools/wine.py", description="Build and test iocploop's Windows module under Wine.",
-        epilog="Arguments not known here are passed to pytest (test, all).",
+        epilog="Arguments not known here are passed to pytest (test, all) or are what "
+               "to run (run); put -- before them when they could be taken for ours.",
         allow_abbrev=False)  # never swallow a pytest option that starts like ours
-    parser.add_argument("command", choices=["setup", "build", "test", "all", "bench", "probe"])
+    parser.add_argument("command", choices=["setup", "build", "test", "all", "bench", "probe", "run"])
     parser.add_argument("--pythons", default=os.environ.get("IOCPLOOP_WINE_PYTHONS", DEFAULT_PYTHONS),
                         help="comma-separated versions (default: $IOCPLOOP_WINE_PYTHONS or %(default)s)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TEST_TIMEOUT,
-                        help="pytest time limit per Python version, in seconds (default %(default)s)")
+                        help="pytest time limit per Python version (run: the command's), in "
+                             "seconds (default %(default)s)")
     args, rest = parser.parse_known_args(argv)
     if rest and rest[0] == "--":
         rest = rest[1:]
-    if rest and args.command not in ("test", "all"):
+    if rest and args.command not in ("test", "all", "run"):
         parser.error(f"unexpected arguments for {args.command}: {' '.join(rest)}")
     return args, rest
 
@@ -992,6 +1069,8 @@ def main(argv: list[str] | None = None) -> int:
                 rc = cmd_bench(pythons)
             if args.command == "probe":
                 rc = cmd_probe(pythons)
+            if args.command == "run":
+                rc = cmd_run(pythons, pytest_args, args.timeout)
     except Failure as e:
         say(f"\nERROR: {e}")
         rc = 2

@@ -11,7 +11,9 @@ that module (test.test_asyncio.test_events.IocploopEventLoopTests.test_...).
 The stock classes stay (they run on asyncio's own loops on both targets).
 
 REFERENCES maps each generated class to the stock classes whose results on the
-asyncio target are the oracle for the same test method (first that ran wins).
+asyncio target are the oracle for the same test method: the worker writes them
+into each result ("reference"), and peer/report.py fails the run when one of
+them passed there and the iocploop test did not.
 """
 from __future__ import annotations
 
@@ -127,31 +129,3 @@ def add_iocploop_classes(module) -> list[str]:
     before = set(REFERENCES)
     adder(module)
     return sorted(k.rpartition(".")[2] for k in set(REFERENCES) - before)
-
-
-def all_references(platform: str) -> dict[str, list[str]]:
-    """REFERENCES for a platform ('linux' or 'wine'), computed without
-    importing the test modules (the runner uses it on the host)."""
-    win = platform == "wine"
-    both = lambda lin, w: [w] if win else [lin]  # noqa: E731
-    sel = ["ProactorEventLoopTests", "SelectEventLoopTests"] if win else ["EPollEventLoopTests"]
-    table = {
-        "test_events.IocploopEventLoopTests": sel,
-        "test_sendfile.IocploopEventLoopTests": sel,
-        "test_sock_lowlevel.IocploopEventLoopTests": sel,
-        "test_server.IocploopStartServerTests": both("SelectorStartServerTests",
-                                                     "ProactorStartServerTests"),
-        "test_buffered_proto.IocploopBufferedProtocolTests": both("BufferedProtocolSelectorTests",
-                                                                  "BufferedProtocolProactorTests"),
-        "test_sslproto.IocploopStartTLSTests": both("SelectorStartTLSTests", "ProactorStartTLSTests"),
-        "test_subprocess.IocploopSubprocessTests": (["SubprocessProactorTests"] if win else
-                                                    ["SubprocessPidfdWatcherTests",
-                                                     "SubprocessThreadedWatcherTests"]),
-        "test_unix_events.IocploopUnixSocketTests": ["SelectorEventLoopUnixSocketTests"],
-        "test_windows_events.IocploopProactorTests": ["ProactorTests"],
-    }
-    out = {}
-    for key, refs in table.items():
-        mod = PKG + key.partition(".")[0]
-        out[PKG + key] = [f"{mod}.{r}" for r in refs]
-    return out

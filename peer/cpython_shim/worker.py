@@ -9,6 +9,11 @@ Runs in the interpreter under test (Linux CPython, or Windows CPython under
 Wine), with peer/cpython_shim/site first on PYTHONPATH (the sitecustomize hook
 that makes iocploop the default loop when IOCPLOOP_PEER_TARGET=iocploop).
 
+Each "result" event says which loop the test ran on ("loop": iocploop,
+stock or none; peer/loop_probe.py) and, for the iocploop classes that
+peer/cpython_shim/extras.py adds, which stock tests are its reference
+("reference": their ids), so that peer/report.py compares test by test.
+
 A watchdog thread ends the process (os._exit) when one test -- or the gap
 between two tests, where class and module fixtures run -- takes longer than
 --test-timeout: it writes a "timeout" event and dumps every thread's stack to
@@ -33,6 +38,13 @@ import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PKG = "test.test_asyncio."
+
+# deselect, extras (PYTHONSAFEPATH may have left this folder out) and
+# peer/loop_probe.py.
+sys.path[:0] = [HERE, os.path.dirname(HERE)]
+import deselect  # noqa: E402
+import extras  # noqa: E402
+import loop_probe  # noqa: E402
 
 
 class Events:
@@ -66,7 +78,8 @@ class Watchdog(threading.Thread):
             time.sleep(0.25)
             if time.monotonic() - self.since > self.limit:
                 phase = self.phase
-                self.events.emit(ev="timeout", id=phase, limit=self.limit)
+                self.events.emit(ev="timeout", id=phase, limit=self.limit,
+                                 loop=loop_probe.verdict())
                 sys.stderr.write(f"\n*** peer worker: {phase} ran past {self.limit:.0f} s; "
                                  "stacks of all threads:\n")
                 sys.stderr.flush()
@@ -97,6 +110,7 @@ class Result(unittest.TestResult):
     # -- per test
     def startTest(self, test):
         super().startTest(test)
+        loop_probe.start()
         tid = test.id()
         self.cur = {"id": tid, "outcome": None, "message": "", "details": [],
                     "start": time.perf_counter()}
@@ -174,9 +188,12 @@ class Result(unittest.TestResult):
         if cur is None:
             return
         outcome = cur["outcome"] or ("failed" if cur["details"] else "passed")
+        classname, _, name = cur["id"].rpartition(".")
+        reference = [f"{ref}.{name}" for ref in extras.REFERENCES.get(classname, [])]
         self.events.emit(ev="result", id=cur["id"], outcome=outcome, message=cur["message"],
                          details="\n".join(cur["details"]),
-                         duration=round(time.perf_counter() - cur["start"], 4))
+                         duration=round(time.perf_counter() - cur["start"], 4),
+                         loop=loop_probe.verdict(), reference=reference)
         self.watchdog.mark(f"(fixtures/teardown after {cur['id']})")
 
 
@@ -218,10 +235,7 @@ def main() -> int:
                     help="collect and report the ids, run nothing")
     args = ap.parse_args()
 
-    sys.path.insert(0, HERE)  # deselect, extras (PYTHONSAFEPATH may have left it out)
-    import deselect
-    import extras
-
+    loop_probe.install()
     events = Events(args.events)
     faulthandler.enable(file=sys.stderr, all_threads=True)
     watchdog = Watchdog(events, args.test_timeout * 2)  # import + collection may be slow

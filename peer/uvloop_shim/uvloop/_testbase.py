@@ -3,10 +3,18 @@
 or $IOCPLOOP_PEER_TESTBASE names it), executed unmodified in this module's
 namespace.
 
-One platform adjustment follows it, outside the fetched code: on Windows,
-AIOTestCase's setUp/tearDown install asyncio.SafeChildWatcher on Python < 3.12,
-which Windows does not have (child watchers are a Unix notion); there the AIO
-flavour uses BaseTestCase's setUp/tearDown, which is all the rest of them do.
+Two platform adjustments follow it, outside the fetched code, for Windows:
+
+* AIOTestCase's setUp/tearDown install asyncio.SafeChildWatcher on Python
+  < 3.12, which Windows does not have (child watchers are a Unix notion);
+  there the AIO flavour uses BaseTestCase's setUp/tearDown, which is all the
+  rest of them do.
+* BaseTestCase.tcp_server picks its default address by comparing the family
+  with socket.AF_UNIX, which Windows CPython does not define: every TCP test
+  that starts a threaded server died on that AttributeError before it touched
+  a loop.  Without AF_UNIX, tcp_server gets the address its own non-Unix
+  branch would choose, ('127.0.0.1', 0), so those tests run.  Tests that make
+  AF_UNIX sockets themselves still fail there, as they should.
 """
 import os as _os
 import sys as _sys
@@ -27,3 +35,13 @@ del _f, _source
 if _sys.platform == "win32" and not hasattr(asyncio, "SafeChildWatcher"):  # noqa: F821
     AIOTestCase.setUp = BaseTestCase.setUp  # noqa: F821
     AIOTestCase.tearDown = BaseTestCase.tearDown  # noqa: F821
+
+if not hasattr(socket, "AF_UNIX"):  # noqa: F821 - from the fetched file
+    _fetched_tcp_server = BaseTestCase.tcp_server  # noqa: F821
+
+    def _tcp_server(self, server_prog, *, addr=None, **kwargs):
+        if addr is None:
+            addr = ("127.0.0.1", 0)
+        return _fetched_tcp_server(self, server_prog, addr=addr, **kwargs)
+
+    BaseTestCase.tcp_server = _tcp_server  # noqa: F821
