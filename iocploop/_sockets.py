@@ -388,12 +388,14 @@ class SocketMethods:
         self._check_sock(sock)
         view = memoryview(data).cast("B")
         sent = 0
-        if not IS_WINDOWS and view:
-            # Linux: send at once what the socket buffer takes, as asyncio
-            # does: the bytes leave before sock_sendall's first await (a
-            # queued io_uring send would reach the kernel only at the next
-            # wait, after code that closes the socket meanwhile), and a send
-            # that fits needs no completion at all.
+        if view:
+            # Send at once what the socket buffer takes, as asyncio does: the
+            # bytes leave before sock_sendall's first await (a queued
+            # io_uring send would reach the kernel only at the next wait,
+            # after code that closes the socket meanwhile), and a send that
+            # fits needs no completion at all, so the caller resumes in the
+            # same turn on both systems (uvloop's test_sock_send_before_cancel
+            # cancels a receive in that turn).
             try:
                 sent = sock.send(view)
             except (BlockingIOError, InterruptedError):
