@@ -43,6 +43,18 @@ def loop(request):
 
 
 @pytest.fixture
+def port():
+    """A bare completion port (tests of the port itself); closed at teardown."""
+    from iocploop._port import CompletionPort
+
+    p = CompletionPort()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+@pytest.fixture
 def iocp_loop():
     """A fresh iocploop loop only (tests of iocploop's own parts)."""
     ev_loop = iocploop.new_event_loop()

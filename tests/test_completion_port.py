@@ -19,15 +19,6 @@ from _tcp_helpers import tcp_pair
 
 
 @pytest.fixture
-def port():
-    p = CompletionPort()
-    try:
-        yield p
-    finally:
-        p.close()
-
-
-@pytest.fixture
 def pair():
     a, b = socketpair()
     try:

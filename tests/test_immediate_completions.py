@@ -28,20 +28,11 @@ import time
 import pytest
 
 from iocploop._port import CompletionPort
-from _helpers import IS_WINDOWS, TIMEOUT, poll_until, socketpair
+from _helpers import IS_WINDOWS, TIMEOUT, poll_until
 from _tcp_helpers import UNDER_WINE, tcp_pair
 
 POLLIN, POLLOUT = 0x1, 0x4
 AT_ONCE, WAITS = "at once", "waits"
-
-
-@pytest.fixture
-def port():
-    p = CompletionPort()
-    try:
-        yield p
-    finally:
-        p.close()
 
 
 @pytest.fixture
