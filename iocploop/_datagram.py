@@ -88,7 +88,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         self._send_budget = _SEND_AT_ONCE_MAX   # Linux: sends done at once this pass
         # Protocol callbacks run in the context the endpoint was made in, as
         # asyncio's (its reader callback keeps the context of its creation).
-        context = contextvars.copy_context()
+        context = self._context = contextvars.copy_context()
         self._on_recv_in_context = functools.partial(context.run, self._on_recv)
         self._on_sent_in_context = functools.partial(context.run, self._on_sent)
         if IS_WINDOWS:
@@ -392,7 +392,9 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         if not self._aborting and (self._queue or self._send_ops):
             return   # close(): the queued datagrams go out first
         self._sock_closed = True
-        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+        # In the transport's context, as its other protocol callbacks, from
+        # whichever context close() was called.
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc, context=self._context)
 
     def _call_connection_lost(self, exc):
         try:

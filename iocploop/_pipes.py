@@ -158,7 +158,7 @@ class _PipeBase(TransportBase):
             self._port.cancel(op)
         self._lost_scheduled = True
         self._close_handle()
-        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc, context=self._context)
 
     def _close_handle(self):
         if not self._handle_closed:
