@@ -55,6 +55,20 @@ def port():
 
 
 @pytest.fixture
+def pair():
+    """A connected, non-blocking TCP pair over 127.0.0.1 (modules that want
+    another kind of pair define their own)."""
+    from _tcp_helpers import tcp_pair
+
+    a, b = tcp_pair()
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.fixture
 def iocp_loop():
     """A fresh iocploop loop only (tests of iocploop's own parts)."""
     ev_loop = iocploop.new_event_loop()

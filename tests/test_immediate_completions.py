@@ -35,16 +35,6 @@ POLLIN, POLLOUT = 0x1, 0x4
 AT_ONCE, WAITS = "at once", "waits"
 
 
-@pytest.fixture
-def pair():
-    a, b = tcp_pair()
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
 def _wait_readable(sock) -> None:
     assert select.select([sock], [], [], TIMEOUT)[0], "no data reached the socket"
 

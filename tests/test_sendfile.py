@@ -78,16 +78,6 @@ async def _bounded(aw, timeout: float = TIMEOUT):
 
 
 @pytest.fixture
-def pair():
-    a, b = tcp_pair()
-    try:
-        yield a, b
-    finally:
-        a.close()
-        b.close()
-
-
-@pytest.fixture
 def small_pair():
     """A pair whose socket buffers hold little: an unread transfer blocks soon."""
     a, b = tcp_pair(sndbuf=SMALL_BUF, rcvbuf=SMALL_BUF)
