@@ -2,8 +2,9 @@
 
 Loaded with `-p peer.uvloop_plugin` by peer/uvloop_suite.py.  It
 
-* deselects the tests in peer/uvloop_shim/deselect.py (the same list for
-  every target and platform) and writes how many per module to the JSON file
+* deselects the tests in peer/uvloop_shim/deselect.py (DESELECT for every
+  target and platform; on Windows also STOCK_PROACTOR_HANGS, where the stock
+  Proactor runs them) and writes how many per module to the JSON file
   named by --peer-deselected-json;
 * records which loop each test ran on (peer/loop_probe.py) as the JUnit
   property "loop" of its <testcase> ("iocploop", "stock" or "none"), so that
@@ -44,7 +45,21 @@ _state = {"exitstatus": None}
 
 
 def load_deselect() -> dict[str, str]:
-    return dict(runpy.run_path(str(_DESELECT_FILE))["DESELECT"])
+    """The patterns that apply to this run: DESELECT always; on Windows
+    STOCK_PROACTOR_HANGS too, for the tests that run on the stock loop
+    (see that list; "AIO" classes run on asyncio's loop in every target)."""
+    lists = runpy.run_path(str(_DESELECT_FILE))
+    patterns = dict(lists["DESELECT"])
+    if sys.platform == "win32":
+        on_stock = os.environ.get("IOCPLOOP_PEER_TARGET") == "asyncio"
+        for pattern, why in lists["STOCK_PROACTOR_HANGS"].items():
+            if on_stock:
+                patterns[pattern] = why
+            else:
+                module, _, rest = pattern.partition("::*::")
+                for cls in ("Test_AIO_*", "TestAIO*"):
+                    patterns[f"{module}::{cls}::{rest}"] = why
+    return patterns
 
 
 def module_of(nodeid: str) -> str:
