@@ -4,7 +4,8 @@
 `tools/wine.py` calls `make_ffibuilder("windows")` to emit the C source of the
 Windows module and cross-compiles it with MinGW.
 
-The declarations below mirror ``csrc/ioc_core.h``: keep the two in step.
+The declarations below mirror ``csrc/ioc_core.h``; tests/test_cdef_in_step.py
+keeps the two (and _scheduler.pyx's function-pointer types) in step.
 """
 from __future__ import annotations
 
