@@ -134,14 +134,8 @@ int ioc_watch_sigint(ioc_core *core, intptr_t event);
 intptr_t ioc_py_sigint_event(void);
 int ioc_extensions(ioc_core *core, intptr_t sock);
 void ioc_get_stats(ioc_core *core, ioc_stats *out);
-#define IOC_COMPLETION_BUFFER ...
 #define IOC_COMPLETION_MORE ...
-#define IOC_COMPLETION_BUFFER_SHIFT ...
 #define IOC_COMPLETION_STRAY ...
-int ioc_recv_pool_open(ioc_core *core, unsigned int count, unsigned int size);
-int ioc_submit_recv_multishot(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
-void *ioc_recv_pool_buffer(ioc_core *core, unsigned int id);
-void ioc_recv_pool_give_back(ioc_core *core, unsigned int id);
 const char *ioc_backend_name(void);
 int ioc_err_cancelled(void);
 """

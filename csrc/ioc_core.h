@@ -320,34 +320,12 @@ int ioc_extensions(ioc_core *core, intptr_t sock);
 
 void ioc_get_stats(ioc_core *core, ioc_stats *out);
 
-/* Receive pool and multishot receive (Linux; Windows returns -WSAEOPNOTSUPP).
- *
- * ioc_recv_pool_open: give the core `count` (a power of two, at most 32768)
- *   receive buffers of `size` bytes that the kernel picks from (an io_uring
- *   provided-buffer ring).  Once per core; 0 or a negated error (-EINVAL,
- *   say, from a kernel older than 5.19).
- * ioc_submit_recv_multishot: one receive on a stream socket that stays
- *   posted.  Every chunk that arrives completes with IOC_COMPLETION_MORE in
- *   flags (the operation is still in flight), IOC_COMPLETION_BUFFER set and
- *   the pool buffer's id in flags >> IOC_COMPLETION_BUFFER_SHIFT.  The last
- *   completion comes without IOC_COMPLETION_MORE: end of file (0), an error,
- *   -ENOBUFS when the pool ran dry (the data waits in the socket: post
- *   again), or the cancellation.
- * ioc_recv_pool_buffer: the address of buffer `id`.
- * ioc_recv_pool_give_back: hand buffer `id` back to the kernel once its
- *   bytes were copied out; every completion with IOC_COMPLETION_BUFFER must
- *   be given back exactly once.
- * The pool lives as long as the core (leaked with it if operations are left). */
-#define IOC_COMPLETION_BUFFER 0x1
+/* Completion flags.  IOC_COMPLETION_MORE: the operation stays in flight
+ * (a multishot poll's wakeup).  IOC_COMPLETION_STRAY (Windows): the
+ * completion of a stray (see the conventions above).  Flags hold only these
+ * bits. */
 #define IOC_COMPLETION_MORE 0x2
-#define IOC_COMPLETION_BUFFER_SHIFT 16
-/* Windows: the completion of a stray (see the conventions above).  Flags hold
- * only these bits (and the buffer id above IOC_COMPLETION_BUFFER_SHIFT). */
 #define IOC_COMPLETION_STRAY 0x4
-int ioc_recv_pool_open(ioc_core *core, unsigned int count, unsigned int size);
-int ioc_submit_recv_multishot(ioc_core *core, intptr_t sock, uint64_t token, ioc_op **op_out);
-void *ioc_recv_pool_buffer(ioc_core *core, unsigned int id);
-void ioc_recv_pool_give_back(ioc_core *core, unsigned int id);
 
 /* Static facts about the backend. */
 const char *ioc_backend_name(void);   /* "iocp" or "io_uring" */

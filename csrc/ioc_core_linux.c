@@ -60,8 +60,6 @@
 #define IORING_SQ_TASKRUN (1U << 2)
 #endif
 
-#define IOC_POOL_GROUP 0           /* buffer group id of the receive pool */
-
 /* user_data values that are not operation records. */
 #define UD_WAKEUP ((uint64_t)1)
 #define UD_CANCEL ((uint64_t)2)
@@ -98,14 +96,6 @@ struct ioc_core {
     void (*before_publish)(void *);
     void *hook_arg;
     int *hook_armed;
-
-    /* The receive pool (ioc_recv_pool_open): a provided-buffer ring the
-     * kernel takes buffers from for multishot receives. */
-    struct io_uring_buf_ring *pool_ring;
-    size_t pool_ring_size;
-    char *pool_bufs;
-    unsigned pool_count, pool_size;
-    uint16_t pool_tail;
 };
 
 static int sys_io_uring_setup(unsigned entries, struct io_uring_params *p)
@@ -770,114 +760,11 @@ int ioc_pktinfo_build(void *control, uint32_t cap, const ioc_addr *local, uint32
     return -EAFNOSUPPORT;
 }
 
-/* ---- receive pool and multishot receive ---- */
-
-/* ioc_completion.flags are the CQE's flags, limited to the ones the header
+/* ioc_completion.flags are the CQE's flags, limited to the one the header
  * names (the kernel adds others, such as IORING_CQE_F_SOCK_NONEMPTY, which
- * would read as IOC_COMPLETION_STRAY): the header's names must match. */
-#define IOC_LINUX_FLAGS (IORING_CQE_F_BUFFER | IORING_CQE_F_MORE | \
-                         (0xFFFFu << IORING_CQE_BUFFER_SHIFT))
-typedef char ioc_completion_flags_match[(IOC_COMPLETION_BUFFER == IORING_CQE_F_BUFFER &&
-                                         IOC_COMPLETION_MORE == IORING_CQE_F_MORE &&
-                                         IOC_COMPLETION_BUFFER_SHIFT == IORING_CQE_BUFFER_SHIFT)
-                                            ? 1 : -1];
-
-static void pool_put(ioc_core *c, unsigned id)
-{
-    /* Only addr/len/bid: the ring's tail shares slot 0's reserved field. */
-    struct io_uring_buf *b = &c->pool_ring->bufs[c->pool_tail & (c->pool_count - 1)];
-    b->addr = (uint64_t)(uintptr_t)(c->pool_bufs + (size_t)id * c->pool_size);
-    b->len = c->pool_size;
-    b->bid = (uint16_t)id;
-    c->pool_tail++;
-}
-
-static void pool_publish(ioc_core *c)
-{
-    __atomic_store_n(&c->pool_ring->tail, c->pool_tail, __ATOMIC_RELEASE);
-}
-
-int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
-{
-    struct io_uring_buf_reg reg;
-    void *ring;
-    char *bufs;
-    size_t ring_size;
-    unsigned id;
-
-    if (c->forked)
-        return -EBADF;
-    if (c->pool_ring != NULL)
-        return -EEXIST;
-    if (count == 0 || count > 32768 || (count & (count - 1)) != 0 || size == 0 ||
-        size > (1U << 30))
-        return -EINVAL;
-    ring_size = (size_t)count * sizeof(struct io_uring_buf);
-    ring = mmap(NULL, ring_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (ring == MAP_FAILED)
-        return -errno;
-    /* mmap: pages the kernel never writes (the tail of a buffer that only
-     * ever gets small messages) never become resident. */
-    bufs = (char *)mmap(NULL, (size_t)count * size, PROT_READ | PROT_WRITE,
-                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (bufs == (char *)MAP_FAILED) {
-        munmap(ring, ring_size);
-        return -ENOMEM;
-    }
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (uint64_t)(uintptr_t)ring;
-    reg.ring_entries = count;
-    reg.bgid = IOC_POOL_GROUP;
-    if (syscall(__NR_io_uring_register, c->ring_fd, IORING_REGISTER_PBUF_RING, &reg, 1) < 0) {
-        int e = errno;
-        munmap(bufs, (size_t)count * size);
-        munmap(ring, ring_size);
-        return -e;
-    }
-    c->pool_ring = (struct io_uring_buf_ring *)ring;
-    c->pool_ring_size = ring_size;
-    c->pool_bufs = bufs;
-    c->pool_count = count;
-    c->pool_size = size;
-    c->pool_tail = 0;
-    for (id = 0; id < count; id++)
-        pool_put(c, id);
-    pool_publish(c);
-    return 0;
-}
-
-int ioc_submit_recv_multishot(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
-{
-    int err;
-    struct io_uring_sqe *sqe;
-
-    if (c->pool_ring == NULL) {
-        *op_out = NULL;
-        return -EOPNOTSUPP;
-    }
-    sqe = prep_op(c, IORING_OP_RECV, IOC_OP_RECV, sock, token, op_out, &err);
-    if (sqe == NULL)
-        return err;
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = IOC_POOL_GROUP;
-    sqe->ioprio = IORING_RECV_MULTISHOT;
-    return 0;
-}
-
-void *ioc_recv_pool_buffer(ioc_core *c, unsigned int id)
-{
-    if (c->pool_ring == NULL || id >= c->pool_count)
-        return NULL;
-    return c->pool_bufs + (size_t)id * c->pool_size;
-}
-
-void ioc_recv_pool_give_back(ioc_core *c, unsigned int id)
-{
-    if (c->pool_ring == NULL || id >= c->pool_count || c->forked)
-        return;
-    pool_put(c, id);
-    pool_publish(c);
-}
+ * would read as IOC_COMPLETION_STRAY): the header's name must match. */
+#define IOC_LINUX_FLAGS IORING_CQE_F_MORE
+typedef char ioc_completion_flags_match[IOC_COMPLETION_MORE == IORING_CQE_F_MORE ? 1 : -1];
 
 static int submit_cancel(ioc_core *c, ioc_op *op)
 {
@@ -1133,10 +1020,6 @@ int ioc_core_close(ioc_core *c, int drain_ms)
     close(c->ring_fd);
     close(c->event_fd);
     if (left == 0) {
-        if (c->pool_ring != NULL) {
-            munmap(c->pool_ring, c->pool_ring_size);
-            munmap(c->pool_bufs, (size_t)c->pool_count * c->pool_size);
-        }
         ioc_pool_free(&c->pool);
         free(c);
     }

@@ -1529,16 +1529,7 @@ int ioc_watch_sigint(ioc_core *c, intptr_t event)
     return arm_sigint_wait(c);
 }
 
-/* No provided-buffer receives on Windows: a transport keeps one WSARecv
- * posted into its own buffer instead. */
-int ioc_recv_pool_open(ioc_core *c, unsigned int count, unsigned int size)
-{
-    (void)c;
-    (void)count;
-    (void)size;
-    return -WSAEOPNOTSUPP;
-}
-
+/* No multishot poll on Windows: a transport keeps one WSARecv posted. */
 int ioc_submit_poll_multishot(ioc_core *c, intptr_t sock, uint32_t events, uint64_t token,
                               ioc_op **op_out)
 {
@@ -1548,28 +1539,6 @@ int ioc_submit_poll_multishot(ioc_core *c, intptr_t sock, uint32_t events, uint6
     (void)token;
     *op_out = NULL;
     return -WSAEOPNOTSUPP;
-}
-
-int ioc_submit_recv_multishot(ioc_core *c, intptr_t sock, uint64_t token, ioc_op **op_out)
-{
-    (void)c;
-    (void)sock;
-    (void)token;
-    *op_out = NULL;
-    return -WSAEOPNOTSUPP;
-}
-
-void *ioc_recv_pool_buffer(ioc_core *c, unsigned int id)
-{
-    (void)c;
-    (void)id;
-    return NULL;
-}
-
-void ioc_recv_pool_give_back(ioc_core *c, unsigned int id)
-{
-    (void)c;
-    (void)id;
 }
 
 void ioc_get_stats(ioc_core *c, ioc_stats *out)

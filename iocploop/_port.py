@@ -45,18 +45,9 @@ WINDOWS_PORT_UNREACHABLE = (10054, 1234)
 _WAIT_BATCH = 256
 _DRAIN_MS = 5000
 
-#: The receive pool of multishot receives (Linux): buffers shared by every
-#: connection of the loop, so an idle connection holds no receive buffer.
-#: 1,024 buffers serve 1,000 busy connections in one wait (when more have
-#: data at once, a connection that finds the pool dry twice reads directly:
-#: TCPTransport._read_now); pages the kernel never writes stay out of memory.
-RECV_POOL_COUNT = 1024
-RECV_POOL_SIZE = 16 * 1024
 _MORE = lib.IOC_COMPLETION_MORE
 _STRAY = lib.IOC_COMPLETION_STRAY
 _NOT_FINAL = _MORE | _STRAY   # completions that end no operation of _ops
-_BUFFER = lib.IOC_COMPLETION_BUFFER
-_BUFFER_SHIFT = lib.IOC_COMPLETION_BUFFER_SHIFT
 
 _EXTENSION_NAMES = {
     lib.IOC_EXT_ACCEPTEX: "AcceptEx",
@@ -239,7 +230,7 @@ class Operation:
     ``callback(op)`` runs once, in the loop thread, after the kernel reported
     the operation done.  Then ``op.result`` is the byte count, or a negated
     system error (``op.error`` builds the OSError; ``op.cancelled`` tells a
-    cancellation apart).  A multishot receive's callback runs once per chunk
+    cancellation apart).  A multishot poll's callback runs once per wakeup
     with ``op.done`` still False, and a last time with it True.
     """
 
@@ -328,7 +319,6 @@ class CompletionPort:
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._associated_handles: set[int] = set()
         self._forked = False
-        self._recv_pool = None   # buffer addresses by id; False: no pool here
         self._guard = None   # Linux: see _socket_guard.py
         if not IS_WINDOWS:
             self._guard = SocketGuard(self._core)
@@ -414,45 +404,6 @@ class CompletionPort:
         token = self._next_token()
         rc = lib.ioc_submit_recv(core, _fileno(fd), cbuf, len(cbuf), 0, token, self._record_out)
         return self._track(rc, token, "recv", callback, buffer, cbuf)
-
-    def has_recv_pool(self) -> bool:
-        """Whether multishot receives work here: the receive pool is opened on
-        first use, and never on Windows or on kernels without provided-buffer
-        rings (Linux 5.19)."""
-        if self._recv_pool is None:
-            core = self._checked_core()
-            if lib.ioc_recv_pool_open(core, RECV_POOL_COUNT, RECV_POOL_SIZE) == 0:
-                self._recv_pool = [ffi.cast("char *", lib.ioc_recv_pool_buffer(core, i))
-                                   for i in range(RECV_POOL_COUNT)]
-            else:
-                self._recv_pool = False
-        return self._recv_pool is not False
-
-    def disable_recv_pool(self) -> None:
-        """The kernel refused a multishot receive (older than 6.0): receive one
-        operation at a time from now on."""
-        self._recv_pool = False
-
-    def recv_multishot(self, fd: int, callback) -> Operation:
-        """A receive that stays posted on stream socket fd (after has_recv_pool):
-        callback(op) runs for every chunk; `received(op)` takes its bytes."""
-        core = self._core
-        if core is None or self._forked:
-            core = self._checked_core()
-        token = self._next_token()
-        rc = lib.ioc_submit_recv_multishot(core, fd, token, self._record_out)
-        return self._track(rc, token, "recv_multishot", callback, None, None)
-
-    def received(self, op: Operation) -> bytes:
-        """The bytes a multishot receive's completion brought (b"" for none),
-        copied out of their pool buffer, which goes back to the kernel."""
-        if not op.flags & _BUFFER:
-            return b""
-        bid = op.flags >> _BUFFER_SHIFT
-        data = ffi.unpack(self._recv_pool[bid], op.result) if op.result > 0 else b""
-        if self._core is not None:
-            lib.ioc_recv_pool_give_back(self._core, bid)
-        return data
 
     def send(self, sock, data, callback, flags: int = 0) -> Operation:
         """Send from a bytes-like object; at most MAX_TRANSFER bytes per call."""

@@ -510,7 +510,7 @@ cdef class CompletionBatch:
     array, after asking again for the cancellations the core could not
     queue before (cancel_later, retry_cancels: the port's); `dispatch` hands
     each completion of the batch to its operation: the Operation is taken
-    from the port's table (a multishot operation's chunk, flagged MORE,
+    from the port's table (a multishot operation's wakeup, flagged MORE,
     leaves it there), marked done with its result and flags, and its
     callback runs; its cffi views are dropped after.  A completion flagged
     STRAY (Windows: a submit that failed after the provider started it)
@@ -625,7 +625,7 @@ cdef class CompletionBatch:
                 op = ops.pop(token)
                 op.done = True
                 op._record = None        # recycled by the core: never touched again
-            elif flags & self.more_flag:   # a multishot operation's chunk: it stays
+            elif flags & self.more_flag:   # a multishot operation's wakeup: it stays
                 op = ops[token]
             else:   # a stray: the kernel is done with a failed submit's memory
                 self.strays.pop(token, None)

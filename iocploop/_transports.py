@@ -14,8 +14,7 @@ States (each independent):
             buffer; on pause_reading the posted receive is left in place
             (cancelling a WSARecv could lose bytes already on their way,
             CPython bpo-33694): if it completes while paused, its data is held
-            and delivered on resume_reading.  (A multishot receive from a
-            loop-wide buffer pool exists for Linux, off: USE_RECV_POOL.)
+            and delivered on resume_reading.
   writing:  idle (nothing in flight) -> sending (one send in flight, later
             writes queue up) -> idle; when the send completes, everything
             queued goes out in one gathered send (WSASend with several
@@ -37,7 +36,7 @@ import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
-from ._port import RECV_POOL_SIZE, ffi
+from ._port import ffi
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -49,20 +48,6 @@ __all__ = ["TCPTransport"]
 _RECV_SIZE_MIN = 16 * 1024
 _RECV_SIZE_MAX = 256 * 1024
 _MAX_GATHER = 64                 # buffers per gathered send
-# The multishot receive from the loop's pool (Linux) is off: with io_uring's
-# cooperative task work the kernel keeps filling pool buffers at the exit of
-# any system call the loop thread makes, so one connection can take in up to
-# the whole pool (16 MiB) before its protocol has read a byte.  TCP's window
-# then no longer tells the peer what was read: a peer whose data we drop at
-# close sees a clean end where asyncio's gives it a reset (CPython's
-# test_sendfile_close_peer_in_the_middle_of_receiving and
-# test_sendfile_prevents_bare_write catch it).  Receives stay one at a time
-# into the connection's buffer, which bounds that to the buffer, as on every
-# completion loop.  Turning it on needs IORING_SETUP_DEFER_TASKRUN (task work
-# only while the loop waits), which ties the ring to one thread.
-USE_RECV_POOL = False
-_POOL_DRY_LIMIT = 2              # receives finding the pool dry before a direct read
-_POOL_DRY_READ = 64 * 1024       # ... of at most this much
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
 # Linux reads on readiness (see the module's docstring); Windows has no
 # multishot poll, and its receive posted in advance is the IOCP way.
@@ -82,7 +67,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
     # connections are a server's ordinary day).
     __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
                  "_conn_lost", "_eof_written", "_want_eof", "_paused", "_recv_op",
-                 "_recv_buf", "_recv_for", "_room_wait", "_held", "_backlog", "_bulk", "_pool_dry", "_send_op",
+                 "_recv_buf", "_recv_for", "_room_wait", "_held", "_send_op",
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
                  "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_read_size",
@@ -107,11 +92,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._recv_buf = None           # reused receive buffer (plain Protocol)
         self._recv_for = None           # the BufferedProtocol the posted receive fills
         self._held = None               # a completed receive held while paused
-        # Multishot chunks held while paused (b"": EOF); made when first
-        # needed (a deque costs half a KiB, idle connections should not).
-        self._backlog = None
-        self._bulk = False              # receives one at a time into a growing buffer
-        self._pool_dry = 0              # receives in a row that found the pool dry
         self._send_op = None
         self._room_wait = False
         self._in_flight_chunks = None   # what the send in flight carries
@@ -189,7 +169,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             return
         self._paused = True
         if self._recv_op is not None and self._recv_op.kind != "recv":
-            self._port.cancel(self._recv_op)   # a multishot one would go on delivering
+            self._port.cancel(self._recv_op)   # the readiness poll: watch no more
         if self._loop.get_debug():
             base_events.logger.debug("%r pauses reading", self)
 
@@ -197,9 +177,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._closing or not self._paused:
             return
         self._paused = False
-        if self._backlog:
-            self._loop.call_soon(self._deliver_backlog)
-        elif self._held is not None:
+        if self._held is not None:
             self._loop.call_soon(self._deliver_held)
         elif self._recv_op is None:
             self._loop.call_soon(self._start_reading)
@@ -212,14 +190,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         held, self._held = self._held, None
         self._deliver(*held)
 
-    def _deliver_backlog(self):
-        while self._backlog and not (self._paused or self._closing):
-            data = self._backlog.popleft()
-            self._deliver_chunk(data)
-            if not data:
-                return   # end of file: nothing more to receive
-        self._start_reading()
-
     def _on_first_data(self, data):
         if self._closing:
             return
@@ -229,11 +199,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._deliver(data, len(data), None)
 
     def _start_reading(self):
-        if (self._closing or self._paused or self._recv_op is not None or self._held
-                or self._backlog):
-            return
-        if USE_RECV_POOL and not (self._buffered or self._bulk) and self._port.has_recv_pool():
-            self._start_multishot()
+        if self._closing or self._paused or self._recv_op is not None or self._held:
             return
         if _READ_ON_READY:
             self._watch_readable()
@@ -400,91 +366,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._on_eof()
-
-    def _start_multishot(self):
-        fd = self._sock.fileno()
-        try:
-            if fd < 0:
-                raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
-            self._recv_op = self._port.recv_multishot(
-                fd, functools.partial(self._context.run, self._on_chunk))
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        self._ops_in_flight += 1
-
-    def _on_chunk(self, op):
-        """A multishot receive's completion: a chunk while it stays posted;
-        its end (end of file, error, cancellation, pool ran dry) when done."""
-        data = self._port.received(op)   # its pool buffer goes back at once
-        if data:
-            self._pool_dry = 0
-        if op.done:
-            if self._read_op_ended():
-                return
-            if op.result < 0:
-                if op.result == -errno.EINVAL:
-                    # A kernel older than 6.0 refuses multishot receives (a
-                    # real EINVAL comes again from the one-shot receive).
-                    self._port.disable_recv_pool()
-                elif op.result == -errno.ENOBUFS:
-                    self._pool_dry += 1
-                    if self._pool_dry >= _POOL_DRY_LIMIT and not (self._paused or self._backlog):
-                        self._read_now()
-                        return
-                elif not op.cancelled:
-                    self._fatal_error(op.error, "Fatal read error on socket transport")
-                    return
-                # Paused, gone bulk, or the pool ran dry: the data waits in
-                # the socket for the next receive.
-                self._start_reading()
-                return
-        elif self._closing:
-            return
-        elif len(data) == RECV_POOL_SIZE and not self._bulk:
-            self._bulk = True   # a bulk transfer: on to the growing buffer
-            self._port.cancel(op)
-        if self._paused or self._backlog:
-            if self._backlog is None:
-                self._backlog = collections.deque()
-            self._backlog.append(data)
-            return
-        self._deliver_chunk(data)
-        if op.done and data:
-            self._start_reading()   # the kernel ended it with a last chunk
-
-    def _read_now(self):
-        """The pool was dry for this connection twice in a row (more
-        connections keep having data at once than it has buffers): read what
-        waits with a non-blocking recv, so that no connection starves while
-        others take the pool's buffers, then post the multishot receive again."""
-        self._pool_dry = 0
-        try:
-            data = self._sock.recv(_POOL_DRY_READ)
-        except (BlockingIOError, InterruptedError):
-            data = None
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if data is not None:
-            self._deliver_chunk(data)
-            if not data:
-                return   # end of file
-        self._start_reading()
-
-    def _deliver_chunk(self, data):
-        if not data:
-            self._on_eof()
-            return
-        try:
-            if self._buffered:   # set_protocol() since the receive was posted
-                protocols._feed_data_to_buffered_proto(self._protocol, data)
-            else:
-                self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
 
     def _on_recv(self, op):
         if self._read_op_ended():
@@ -715,14 +596,12 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._held = None
-        self._backlog = None
         self._maybe_finish_close()
 
     def _forget_writes(self):
         self._queued_size = 0
         self._in_flight_size = 0   # dropped now, as asyncio reports
         self._held = None
-        self._backlog = None
 
     def _kernel_ops(self):
         return [op for op in (self._recv_op, self._send_op) if op is not None]

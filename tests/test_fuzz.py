@@ -989,11 +989,6 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
             Bad("directory fd", lambda r: r.dir_fd, FAIL)]),
         Slot("data", lambda r: b"data", _READABLE_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
-    "recv_multishot": (lambda r: r.port.recv_multishot, [   # no receive pool opened
-        Slot("fd", lambda r: r.a.fileno(), [
-            Bad("valid fd, but no pool", lambda r: r.a.fileno()),
-            Bad("None", lambda r: None), Bad("-1", lambda r: -1)]),
-        Slot("callback", _valid_cb, [])]),
     "recvmsg_now": (lambda r: r.port.recvmsg_now, [
         Slot("sock", lambda r: r.a, [b for b in _ANY_SOCKET + _NOT_SOCKETS]),
         Slot("buffer", lambda r: bytearray(8), _WRITABLE_BADS)]),
@@ -1124,15 +1119,14 @@ def test_bad_arguments_cover_every_public_port_method():
     reason here why wrong arguments cannot reach the core through it)."""
     covered = {name.partition("_inet")[0].partition("_unix")[0] for name in SPECS}
     # associate / associate_handle / forget_handle / adopt / watch_sigint: no-ops on
-    # Linux; wakeup / flush / close / stats / has_recv_pool / disable_recv_pool /
-    # extensions: no argument (Linux); connect_pipe / wait_handle / disconnect:
+    # Linux; wakeup / flush / close / stats / extensions: no argument (Linux); connect_pipe / wait_handle / disconnect:
     # EOPNOTSUPP on Linux; recv_prepared: test_recv_prepared_...; the
     # completion readers (accepted, connected, message_of, first_data_of,
     # received, run_completed) read the port's own operations.
     not_here = {"associate", "associate_handle", "forget_handle", "adopt", "watch_sigint",
-                "wakeup", "flush", "close", "stats", "has_recv_pool", "disable_recv_pool",
+                "wakeup", "flush", "close", "stats",
                 "extensions", "recv_prepared", "accepted", "connected", "message_of",
-                "first_data_of", "received", "run_completed",
+                "first_data_of", "run_completed",
                 "connect_pipe", "wait_handle", "disconnect"}
     public = {name for name in vars(CompletionPort) if not name.startswith("_")
               and callable(getattr(CompletionPort, name))}
@@ -1143,8 +1137,7 @@ def test_bad_arguments_cover_every_public_port_method():
 @_settings(30)
 @given(which=st.sampled_from(["recv", "send", "sendv", "recvmsg", "sendmsg", "accept",
                               "connect", "poll_ready", "poll_multishot", "read", "write",
-                              "recv_multishot", "recv_prepared", "select", "poll", "flush",
-                              "stats", "has_recv_pool"]),
+                              "recv_prepared", "select", "poll", "flush", "stats"]),
        pending=st.integers(0, 3))
 def test_calls_on_a_closed_port_raise_runtime_error(which, pending):
     fds_before = _fd_count()
@@ -1167,13 +1160,11 @@ def test_calls_on_a_closed_port_raise_runtime_error(which, pending):
             "poll_multishot": lambda: port.poll_multishot(r.r, POLLIN, cb),
             "read": lambda: port.read(r.r, bytearray(4), cb),
             "write": lambda: port.write(r.w, b"x", cb),
-            "recv_multishot": lambda: port.recv_multishot(r.a.fileno(), cb),
             "recv_prepared": lambda: port.recv_prepared(r.a.fileno(), bytearray(4), None, cb),
             "select": lambda: port.select(0),
             "poll": lambda: port.poll(0),
             "flush": port.flush,
             "stats": port.stats,
-            "has_recv_pool": port.has_recv_pool,
         }
         with pytest.raises(RuntimeError, match="closed"):
             calls[which]()

@@ -1,11 +1,11 @@
-"""Receiving through the loop's receive pool (Linux multishot receives).
+"""Reading on a TCP transport, on both loops.
 
-On Linux a plain Protocol's transport keeps one multishot receive posted
-that takes its buffers from a pool shared by the loop.  What must hold, on
-both loops: pausing stops delivery at once and loses nothing, a bulk
-transfer arrives whole and in order, and more connections with data at once
-than the pool has buffers (the kernel then ends some receives with ENOBUFS)
-still deliver every byte.  iocploop-only checks look at the mechanism.
+Linux reads on readiness (one multishot poll stays posted, each wakeup reads
+with recv); Windows keeps one receive posted into the transport's buffer.
+What must hold either way: pausing stops delivery at once and loses nothing,
+a bulk transfer arrives whole and in order, and many connections with data
+at once all deliver every byte.  One iocploop-only check looks at the
+mechanism: an idle Linux connection holds no receive buffer.
 """
 from __future__ import annotations
 
@@ -16,17 +16,8 @@ import time
 
 import pytest
 
-from iocploop import _port, _transports
-
 from _helpers import IS_LINUX, until
 from _tcp_helpers import digest, is_iocploop, payload
-
-
-@pytest.fixture(autouse=True)
-def recv_pool_on(monkeypatch):
-    """The receive pool is off by default (_transports.USE_RECV_POOL says why):
-    these tests turn it on, and run on asyncio alike as the reference."""
-    monkeypatch.setattr(_transports, "USE_RECV_POOL", True)
 
 
 class Collector(asyncio.Protocol):
@@ -83,9 +74,9 @@ async def connected():
         await server.wait_closed()
 
 
-def _uses_pool(transport) -> bool:
+def _reads_on_readiness(transport) -> bool:
     op = transport._recv_op
-    return op is not None and op.kind == "recv_multishot"
+    return op is not None and op.kind == "poll_multishot"
 
 
 @pytest.mark.asyncio
@@ -130,19 +121,12 @@ async def test_a_bulk_transfer_arrives_whole_and_then_eof():
         await asyncio.wait_for(proto.eof, 10)
         assert digest(proto.data) == digest(data)
         if is_iocploop() and IS_LINUX:
-            # It filled pool buffers: the connection moved to the growing buffer.
-            assert proto.transport._bulk
-
-
-@pytest.fixture
-def small_pool(monkeypatch):
-    """A 16-buffer receive pool (the pool opens with the first connection)."""
-    monkeypatch.setattr(_port, "RECV_POOL_COUNT", 16)
-    return 16
+            # Reads filled their buffer: the read size grew to asyncio's 256 KiB.
+            assert proto.transport._read_size == 256 * 1024
 
 
 @pytest.mark.asyncio
-async def test_more_connections_with_data_at_once_than_the_pool_has_buffers(small_pool):
+async def test_many_connections_with_data_at_once_each_deliver_every_byte():
     loop = asyncio.get_running_loop()
     protos = []
 
@@ -151,7 +135,7 @@ async def test_more_connections_with_data_at_once_than_the_pool_has_buffers(smal
         protos.append(proto)
         return proto
 
-    count = small_pool + 64
+    count = 80
     server = await loop.create_server(factory, "127.0.0.1", 0, backlog=count)
     clients = []
     try:
@@ -177,17 +161,17 @@ async def test_more_connections_with_data_at_once_than_the_pool_has_buffers(smal
         await server.wait_closed()
 
 
-@pytest.mark.skipif(not IS_LINUX, reason="the receive pool is io_uring's (Windows posts a WSARecv per read)")
+@pytest.mark.skipif(not IS_LINUX, reason="Windows posts a receive into the transport's buffer")
 @pytest.mark.asyncio(loop_factories=["iocploop"])
 async def test_an_idle_linux_connection_holds_no_receive_buffer_of_its_own():
     async with connected() as (proto, client):
         client.sendall(b"x" * 5000)
         await until(lambda: len(proto.data) == 5000)
-        assert _uses_pool(proto.transport)
+        assert _reads_on_readiness(proto.transport)
         assert proto.transport._recv_buf is None
         port = asyncio.get_running_loop()._port
         stats_before = port.stats()
         client.sendall(b"y" * 10)
         await until(lambda: len(proto.data) == 5010)
-        # The chunk came on the posted receive: nothing was submitted for it.
+        # The chunk woke the poll that stays posted: nothing was submitted for it.
         assert port.stats()["submitted"] == stats_before["submitted"]
