@@ -315,7 +315,9 @@ class Linux(Platform):
         if ver != self.minor:
             raise Failure(f".venv is Python {ver}, not {self.minor}")
         say("==> installing peer/requirements.txt into .venv")
-        run_host([self.py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
+        # Under tools/venv.sh's lock: .ci/run's other lane may be installing too.
+        run_host(["flock", str(ROOT / ".venv" / ".pip.lock"),
+                  self.py, "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)],
                  CACHE / "logs" / "pip-install-linux.log", "pip install -r peer/requirements.txt")
         if self.target == "iocploop" and not list((ROOT / "iocploop").glob("_ioc.*.so")):
             say("==> building iocploop._ioc in place")

@@ -7,16 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tools/venv.sh
-"$PY" -m pip install -q -r benchmarks/requirements.txt
-if [ ! -f /usr/include/openssl/ssl.h ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libssl-dev >/dev/null
-    else
-        echo "OpenSSL headers are needed for the TLS load generator: sudo apt-get install libssl-dev" >&2
-        exit 1
-    fi
-fi
+pip_install -r benchmarks/requirements.txt
+# OpenSSL's headers, for the TLS load generator.
+[ -f /usr/include/openssl/ssl.h ] || bash tools/apt-install.sh libssl-dev
 "$PY" _cffi_build/build_core.py >/tmp/iocploop-build.log 2>&1 \
     || { cat /tmp/iocploop-build.log; exit 1; }
 PYTHONPATH=. exec "$PY" -m benchmarks "$@"

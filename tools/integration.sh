@@ -19,20 +19,14 @@ case "${1:-}" in
     --wine) what=wine; shift ;;
 esac
 source tools/venv.sh
-"$PY" -m pip install -q -r tests/integration/requirements.txt
+pip_install -r tests/integration/requirements.txt
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || command -v postgres >/dev/null \
     || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
-    if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-    else
-        echo "needed for the Redis and PostgreSQL tests: sudo apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
+    bash tools/apt-install.sh "${missing[@]}"
 fi
 status=0
 

@@ -23,10 +23,7 @@ fi
 missing=0
 for v in $versions; do [ -x "$root/usr/bin/python$v" ] || missing=1; done
 if [ "$missing" = 1 ]; then
-    command -v debootstrap >/dev/null || {
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-    }
+    command -v debootstrap >/dev/null || bash tools/apt-install.sh debootstrap
     # The same Debian mirror the host's apt uses.
     mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null \
              || true)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command (README): the suite natively on Linux, then the same suite
-# on Windows CPython 3.11, 3.12 and 3.13 under Wine.
+# The test command (README): the suite natively on Linux and the same suite
+# on Windows CPython 3.11, 3.12 and 3.13 under Wine, side by side (the Wine
+# half spends most of its time waiting on Wine); lines marked [linux]/[wine].
 #   bash tools/test.sh            both
 #   bash tools/test.sh --linux    Linux only
 #   bash tools/test.sh --wine     Windows under Wine only
@@ -14,6 +15,17 @@ case "${1:-}" in
 esac
 source tools/venv.sh
 status=0
+
+if [ "$what" = all ]; then
+    bash tools/test.sh --wine "$@" > >(sed -u 's/^/[wine] /') 2>&1 &
+    wine_half=$!
+    bash tools/test.sh --linux "$@" > >(sed -u 's/^/[linux] /') 2>&1 || status=$?
+    wait "$wine_half" || status=$?
+    sleep 0.2   # the last prefixed lines
+    [ "$status" = 0 ] && echo "=== tests: Linux and Wine passed ===" \
+        || echo "=== tests: FAILED (exit $status): see the [linux] and [wine] lines above ==="
+    exit $status
+fi
 
 if [ "$what" != wine ]; then
     echo "=== Linux: build the io_uring core and the scheduler in place, run the tests ==="

@@ -4,5 +4,10 @@ PY=.venv/bin/python
 if [ ! -x "$PY" ]; then
     "${PYTHON:-python3}" -m venv .venv
 fi
-"$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q -r tests/requirements.txt
+# pip_install ARGS: pip install into .venv under a lock (.ci/run runs two
+# lanes of these scripts side by side, and two pips must not meet in one venv).
+pip_install() {
+    flock .venv/.pip.lock "$PY" -m pip install -q "$@"
+}
+pip_install --upgrade pip
+pip_install -r tests/requirements.txt

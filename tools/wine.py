@@ -673,7 +673,8 @@ def ensure_build_tools() -> None:
         raise Failure(f"{python} lacks setuptools >= 77, wheel or Cython, which build the Windows wheels: "
                       "run `bash tools/setup.sh` (it makes .venv with them)")
     say("    installing setuptools, wheel and Cython (pinned in tests/requirements.txt) into .venv")
-    run_host([python, "-m", "pip", "install", "-q", "-c", str(ROOT / "tests" / "requirements.txt"),
+    run_host(["flock", str(ROOT / ".venv" / ".pip.lock"),   # tools/venv.sh's lock
+              python, "-m", "pip", "install", "-q", "-c", str(ROOT / "tests" / "requirements.txt"),
               "setuptools", "wheel", "cython"], LOGS / "build-tools.log",
              "pip install setuptools wheel cython")
 
