@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from .http_server import loop_arguments, run_on_loop
+from ._loops import loop_arguments, run_on
 
 
 def _check(response: bytes) -> int:
@@ -92,8 +92,9 @@ def main(argv=None) -> None:
     parser.add_argument("warmup", type=float)
     parser.add_argument("duration", type=float)
     args = parser.parse_args(argv)
-    result = run_on_loop(args, churn(args.host, args.port, args.connections, args.path,
-                                     args.warmup, args.duration))
+    result = run_on(args.loop, churn(args.host, args.port, args.connections, args.path,
+                                     args.warmup, args.duration),
+                    socket_reuse=not args.no_socket_reuse)
     print(json.dumps(result), flush=True)
 
 if __name__ == "__main__":

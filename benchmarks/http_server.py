@@ -2,7 +2,7 @@
 
     python -m benchmarks.http_server LOOP MODE DIR [--no-socket-reuse]
 
-LOOP: asyncio | uvloop | iocploop.  MODE: how a file's body goes out:
+LOOP: asyncio | uvloop | rloop | iocploop.  MODE: how a file's body goes out:
 sendfile (transport.write(head), then loop.sendfile) or readwrite (f.readinto
 a reused buffer, transport.write, drain).  Serves GET /NAME from DIR,
 keep-alive (one request at a time per connection) unless the request says
@@ -10,7 +10,7 @@ keep-alive (one request at a time per connection) unless the request says
 the loop has it, and how many bodies went out through loop.sendfile
 (sendfile_native) and how many through the readwrite code because the loop
 has no sendfile (sendfile_fallback: uvloop, its issue #228).
---no-socket-reuse: iocploop.Loop(socket_reuse=False).  Prints the port it
+--no-socket-reuse: iocploop's socket_reuse=False.  Prints the port it
 listens on, then serves until killed.
 
 The same code runs on every loop: an asyncio.Protocol parses requests, and
@@ -24,21 +24,10 @@ import json
 import os
 import socket
 
+from ._loops import loop_arguments, serve, until_killed
+
 CHUNK = 256 * 1024   # readwrite: bytes per readinto / write
 MAX_HEAD = 16 * 1024
-
-
-def make_loop(name: str, socket_reuse: bool = True):
-    """A new event loop of the named kind (socket_reuse applies to iocploop)."""
-    if name == "uvloop":
-        import uvloop
-
-        return uvloop.new_event_loop()
-    if name == "iocploop":
-        import iocploop
-
-        return iocploop.Loop(socket_reuse=socket_reuse)
-    return asyncio.new_event_loop()
 
 
 class Site:
@@ -204,26 +193,12 @@ class HTTPProtocol(asyncio.Protocol):
             buffers.append(buffer)
 
 
-async def serve(root: str, mode: str) -> None:
+async def run(root: str, mode: str) -> None:
     loop = asyncio.get_running_loop()
     site = Site(loop, root, mode)
     server = await loop.create_server(lambda: HTTPProtocol(site), "127.0.0.1", 0, backlog=1024)
     print(server.sockets[0].getsockname()[1], flush=True)
-    await server.serve_forever()
-
-
-def loop_arguments(parser: argparse.ArgumentParser) -> None:
-    """LOOP and --no-socket-reuse, for run_on_loop."""
-    parser.add_argument("loop", choices=("asyncio", "uvloop", "iocploop"))
-    parser.add_argument("--no-socket-reuse", action="store_true",
-                        help="iocploop.Loop(socket_reuse=False)")
-
-
-def run_on_loop(args, coro):
-    """Run coro to completion on a new loop as loop_arguments chose it."""
-    loop = make_loop(args.loop, socket_reuse=not args.no_socket_reuse)
-    with asyncio.Runner(loop_factory=lambda: loop) as runner:
-        return runner.run(coro)
+    await until_killed()
 
 
 def main(argv=None) -> None:
@@ -232,7 +207,7 @@ def main(argv=None) -> None:
     parser.add_argument("mode", choices=("sendfile", "readwrite"))
     parser.add_argument("dir")
     args = parser.parse_args(argv)
-    run_on_loop(args, serve(args.dir, args.mode))
+    serve(args.loop, run(args.dir, args.mode), socket_reuse=not args.no_socket_reuse)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import sys
 import time
 
 from ._loops import loop_factory
-from .echo import ROOT, available, base_parser, run_interleaved, write_json
+from ._harness import ROOT, available, base_parser, run_interleaved, write_json
 
 MESSAGE = b"m" * 1024
 

@@ -1,7 +1,7 @@
 """IPC benchmark: subprocess pipes, spawning, Unix sockets, add_reader (Linux).
 
     python -m benchmarks.ipc [--runs 3] [--duration 3] [--warmup 0.5]
-        [--loops asyncio,uvloop,iocploop] [--workloads pipe,spawn,unix,reader]
+        [--loops asyncio,uvloop,rloop,iocploop] [--workloads pipe,spawn,unix,reader]
         [--cpu 0] [--json out.json]
 
 Each measurement is one workload on one loop in a fresh interpreter
@@ -26,10 +26,13 @@ so drift on a shared machine hits every loop alike.  Each workload runs
           callback on each reading 64 bytes and sending them back; round
           trips/s.
 
-The table shows the median of --runs for every (workload, loop) and its
-ratio to uvloop's and to asyncio's.  A child that raises, hangs or reads back
-the wrong byte count fails its cell (FAILED, traceback below the table)
-instead of the whole run.
+The table shows the median of --runs for every (workload, loop), the CPU of
+the loop's process per unit over the same window (microseconds per MB, spawn
+or round trip; a spawned process's own CPU is not counted), and the ratios to
+uvloop's and rloop's.  A child that raises, hangs or reads back the wrong
+byte count fails its cell (FAILED, traceback below the table) instead of the
+whole run; a loop that lacks the API a workload needs (NotImplementedError:
+rloop 0.5.0 has no Unix sockets) gets "not supported" in the note.
 """
 from __future__ import annotations
 
@@ -49,11 +52,13 @@ import tempfile
 import time
 import traceback
 
-from ._loops import loop_factory
-from .echo import ROOT, available, base_parser, medians_of, taskset, write_json
+from ._harness import (ROOT, available, base_parser, medians_of, number,
+                       ratio_cells, ratio_header, ratios, taskset, write_json)
+from ._loops import missing_api, run_on
 
 WORKLOADS = ("pipe", "spawn", "unix", "reader")
 UNITS = {"pipe": "MB/s", "spawn": "spawns/s", "unix": "rt/s", "reader": "rt/s"}
+PER = {"pipe": "MB", "spawn": "spawn", "unix": "rt", "reader": "rt"}   # what cpu us is per
 CHUNK = 256 * 1024      # pipe: bytes per write and per read
 UNIX_CLIENTS = 16
 UNIX_MESSAGE = 1024
@@ -78,15 +83,19 @@ class Window:
 
     def _start(self):
         self.measuring = True
-        self.c0, self.t0 = self.counter(), time.perf_counter()
+        self.c0, self.t0, self.cpu0 = self.counter(), time.perf_counter(), time.process_time()
 
     def _stop(self):
         self.measuring, self.stopping = False, True
-        self.c1, self.t1 = self.counter(), time.perf_counter()
+        self.c1, self.t1, self.cpu1 = self.counter(), time.perf_counter(), time.process_time()
         self.stopped.set_result(None)
 
     def rate(self) -> float:
         return (self.c1 - self.c0) / (self.t1 - self.t0)
+
+    def cpu_share(self) -> float:
+        """This process's CPU (every thread) over the window, as a share of the wall time."""
+        return (self.cpu1 - self.cpu0) / (self.t1 - self.t0)
 
 
 async def bench_pipe(warmup: float, duration: float) -> dict:
@@ -116,7 +125,8 @@ async def bench_pipe(warmup: float, duration: float) -> dict:
         raise RuntimeError(f"pipe: wrote {written} bytes into cat, read {read} back")
     if returncode != 0:
         raise RuntimeError(f"pipe: cat exited with {returncode}")
-    return {"value": window.rate() / 1e6, "mib_written": written / 2**20}
+    return {"value": window.rate() / 1e6, "cpu": window.cpu_share(),
+            "mib_written": written / 2**20}
 
 
 async def bench_spawn(warmup: float, duration: float) -> dict:
@@ -129,7 +139,7 @@ async def bench_spawn(warmup: float, duration: float) -> dict:
         if returncode != 0:
             raise RuntimeError(f"spawn: {true} exited with {returncode}")
         spawned += 1
-    return {"value": window.rate(), "spawned": spawned}
+    return {"value": window.rate(), "cpu": window.cpu_share(), "spawned": spawned}
 
 
 class EchoServer(asyncio.Protocol):
@@ -201,7 +211,7 @@ async def bench_unix(warmup: float, duration: float) -> dict:
         await server.wait_closed()
     window = holder[0]
     lat = sorted(stats["latencies"])
-    return {"value": window.rate(),
+    return {"value": window.rate(), "cpu": window.cpu_share(),
             "p50_us": lat[len(lat) // 2] * 1e6 if lat else 0.0,
             "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6 if lat else 0.0}
 
@@ -255,7 +265,7 @@ async def bench_reader(warmup: float, duration: float) -> dict:
         loop.remove_reader(b.fileno())
         a.close()
         b.close()
-    return {"value": window.rate()}
+    return {"value": window.rate(), "cpu": window.cpu_share()}
 
 
 async def guarded(workload: str, warmup: float, duration: float) -> dict:
@@ -275,8 +285,10 @@ async def guarded(workload: str, warmup: float, duration: float) -> dict:
 def child(workload: str, loop_name: str, warmup: float, duration: float) -> None:
     # Last resort: a loop stuck outside Python code (or in closing) dumps every stack.
     faulthandler.dump_traceback_later(warmup + duration + HANG_GRACE + 10, exit=True)
-    with asyncio.Runner(loop_factory=loop_factory(loop_name)) as runner:
-        result = runner.run(guarded(workload, warmup, duration))
+    try:
+        result = run_on(loop_name, guarded(workload, warmup, duration))
+    except NotImplementedError as exc:
+        result = {"unsupported": f"{loop_name} {missing_api(exc)}"}
     faulthandler.cancel_dump_traceback_later()
     print(json.dumps(result), flush=True)
 
@@ -311,6 +323,8 @@ def run_child(job, args) -> dict:
 
 
 def shown(workload: str, result: dict) -> str:
+    if "unsupported" in result:
+        return "not supported: " + result["unsupported"]
     if "error" in result:
         return "FAILED: " + result["error"].strip().splitlines()[-1][:100]
     text = f"{result['value']:.1f} {UNITS[workload]}"
@@ -320,12 +334,16 @@ def shown(workload: str, result: dict) -> str:
 
 
 def run_all(jobs: list, args) -> dict:
-    """Every job, --runs rounds in the given order (as echo.run_interleaved),
-    one progress line per measurement on stderr; {job: [results]}."""
+    """Every job, --runs rounds in the given order (as _harness.run_interleaved),
+    one progress line per measurement on stderr; {job: [results]}.  An
+    unsupported job runs once."""
     samples = {job: [] for job in jobs}
     total, done, started = args.runs * len(jobs), 0, time.monotonic()
     for run in range(1, args.runs + 1):
         for job in jobs:
+            if any("unsupported" in r for r in samples[job]):
+                done += 1
+                continue
             result = run_child(job, args)
             samples[job].append(result)
             done += 1
@@ -335,12 +353,8 @@ def run_all(jobs: list, args) -> dict:
     return samples
 
 
-def ratio_text(value, base) -> str:
-    return f"{value / base:>9.2f}x" if value and base else f"{'-':>10}"
-
-
 def main(argv=None):
-    parser = base_parser(__doc__, "asyncio,uvloop,iocploop")
+    parser = base_parser(__doc__, "asyncio,uvloop,rloop,iocploop")
     parser.set_defaults(duration=3.0, warmup=0.5)
     parser.add_argument("--workloads", default=",".join(WORKLOADS))
     parser.add_argument("--cpu", type=int, default=0, help="pin each child (taskset) to this CPU")
@@ -363,42 +377,48 @@ def main(argv=None):
     jobs = [(workload, loop) for workload in workloads for loop in loops]
     samples = run_all(jobs, args)
 
-    print(f"{'workload':<9}{'loop':<10}{'median':>10}  {'unit':<10}{'vs uvloop':>11}"
-          f"{'vs asyncio':>12}{'p50 us':>8}{'p99 us':>8}  note")
+    print(f"{'workload':<9}{'loop':<10}{'median':>10}  {'unit':<10}{'cpu us':>8} {'per':<6}"
+          f"{ratio_header()}{'p50 us':>8}{'p99 us':>8}  note")
     table, failures = [], []
     for workload in workloads:
         medians = {}
         for loop in loops:
-            good = [r for r in samples[(workload, loop)] if "error" not in r]
-            keys = ["value"] + (["p50_us", "p99_us"] if workload == "unix" else [])
+            runs = samples[(workload, loop)]
+            good = [r for r in runs if "error" not in r]
+            keys = ["value", "cpu_us"] + (["p50_us", "p99_us"] if workload == "unix" else [])
+            for r in good:
+                if "value" in r:
+                    r["cpu_us"] = r["cpu"] * 1e6 / r["value"] if r["value"] else None
             medians[loop] = medians_of(good, keys) if good else None
         for loop in loops:
             runs = samples[(workload, loop)]
             errors = [r["error"] for r in runs if "error" in r]
             m = medians[loop]
             value = m["value"] if m else None
-            ref = {name: (medians.get(name) or {}).get("value") for name in ("uvloop", "asyncio")}
-            note = f"{len(errors)}/{len(runs)} runs FAILED" if errors else ""
+            row = {"workload": workload, "loop": loop, "unit": UNITS[workload],
+                   **(m or {"value": None, "cpu_us": None}), **ratios(value, medians, "value"),
+                   "failed_runs": len(errors)}
+            notes = [f"{len(errors)}/{len(runs)} runs FAILED"] if errors else []
+            if any("unsupported" in r for r in runs):
+                notes.append("not supported: " + runs[0]["unsupported"])
             if any("stderr" in r for r in runs):
-                note = (note + ", " if note else "") + "wrote to stderr (see --json)"
+                notes.append("wrote to stderr (see --json)")
             if workload == "pipe" and m:
-                note = (note + ", " if note else "") + \
-                    f"{statistics.median(r['mib_written'] for r in runs if 'error' not in r):.0f} MiB written"
-            shown = f"{value:>10.1f}" if value is not None else f"{'FAILED':>10}"
+                written = statistics.median(r["mib_written"] for r in runs if "error" not in r)
+                notes.append(f"{written:.0f} MiB written")
+            shown_value = (f"{value:>10.1f}" if value is not None else
+                           f"{'-' if m is None and not errors else 'FAILED':>10}")
             lat = (f"{m['p50_us']:>8.0f}{m['p99_us']:>8.0f}" if m and "p50_us" in m
                    else f"{'':>16}")
-            print(f"{workload:<9}{loop:<10}{shown}  {UNITS[workload]:<10}"
-                  f"{ratio_text(value, ref['uvloop']):>11}{ratio_text(value, ref['asyncio']):>12}"
-                  f"{lat}  {note}".rstrip())
-            table.append({"workload": workload, "loop": loop, "unit": UNITS[workload],
-                          **(m or {"value": None}),
-                          "ratio_to_uvloop": value / ref["uvloop"] if value and ref["uvloop"] else None,
-                          "ratio_to_asyncio": value / ref["asyncio"] if value and ref["asyncio"] else None,
-                          "failed_runs": len(errors)})
+            print(f"{workload:<9}{loop:<10}{shown_value}  {UNITS[workload]:<10}"
+                  f"{number(m and m['cpu_us'], '.1f', 8)} {PER[workload]:<6}{ratio_cells(row)}"
+                  f"{lat}  {', '.join(notes)}".rstrip())
+            table.append({**row, "note": ", ".join(notes)})
             if errors:
                 failures.append((workload, loop, len(errors), len(runs), errors[0]))
     print(f"(median of {args.runs} interleaved runs of {args.duration:g}s after {args.warmup:g}s "
-          f"warm-up, a fresh process each, pinned to CPU {args.cpu} with its children; "
+          f"warm-up, a fresh process each, pinned to CPU {args.cpu} with its children; cpu us: "
+          f"microseconds of the loop process's CPU per unit; "
           f"python {sys.version.split()[0]})")
     for workload, loop, failed, runs, error in failures:
         print(f"\n{workload}/{loop}: {failed}/{runs} runs failed; the first:\n{error.rstrip()}")

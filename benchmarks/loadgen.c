@@ -1,15 +1,19 @@
 /*
  * loadgen.c -- ping-pong echo load generator for benchmarks/echo.py (Linux).
  *
- *   loadgen HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S
+ *   loadgen HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S [LINES]
  *
- * Each connection sends one message, waits until the same number of bytes
+ * Each connection sends a request of LINES messages (default 1) of
+ * MESSAGE_BYTES each, every message ending in a newline (vmbench's framing,
+ * which its readline servers need), waits until the same number of bytes
  * came back, and repeats (as uvloop's vmbench client does).  One thread,
- * epoll, non-blocking sockets, TCP_NODELAY, the next message sent as soon as
+ * epoll, non-blocking sockets, TCP_NODELAY, the next request sent as soon as
  * the echo is in (one send and one recv per request, no epoll_ctl), so it
  * spends little CPU per request; it reports its own CPU time so a reader can
- * tell it was not the bottleneck.  Prints one JSON line: requests, seconds, latency percentiles
- * (microseconds), and the generator's user+system CPU seconds.
+ * tell it was not the bottleneck.  A request counts when its echo completes
+ * inside the measured window.  Prints one JSON line: requests, seconds,
+ * latency percentiles (microseconds), and the generator's user+system CPU
+ * seconds.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -55,18 +59,24 @@ int main(int argc, char **argv)
     double t_start, t_end, cpu_start = 0, measure_from;
     conn *conns;
     char *out, *in;
-    uint64_t *hist, requests = 0, measured = 0;
+    uint64_t *hist, measured = 0;
+    int lines;
     struct epoll_event ev, events[1024];
 
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S\n",
-                argv[0]);
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: %s HOST PORT CONNECTIONS MESSAGE_BYTES WARMUP_S DURATION_S "
+                        "[LINES]\n", argv[0]);
         return 2;
     }
     parse_target(argv, &target);
     raise_fd_limit();
     nconn = target.nconn;
-    size = target.size;
+    lines = argc == 8 ? atoi(argv[7]) : 1;
+    if (lines < 1 || target.size < 1) {
+        fprintf(stderr, "loadgen: LINES and MESSAGE_BYTES must be at least 1\n");
+        return 2;
+    }
+    size = target.size * (size_t)lines;
     conns = calloc((size_t)nconn, sizeof(conn));
     out = malloc(size);
     in = malloc(size > 65536 ? size : 65536);
@@ -74,6 +84,8 @@ int main(int argc, char **argv)
     if (!conns || !out || !in || !hist)
         die("malloc");
     memset(out, 'x', size);
+    for (i = 1; i <= lines; i++)
+        out[i * target.size - 1] = '\n';
     ep = epoll_create1(0);
 
     for (i = 0; i < nconn; i++) {
@@ -99,10 +111,8 @@ int main(int argc, char **argv)
         int n, k;
         if (t >= t_end)
             break;
-        if (cpu_start == 0 && t >= measure_from) {
+        if (cpu_start == 0 && t >= measure_from)
             cpu_start = cpu_seconds();
-            measured = 0;
-        }
         n = epoll_wait(ep, events, 1024, 100);
         for (k = 0; k < n; k++) {
             uint32_t id = events[k].data.u32;
@@ -131,8 +141,7 @@ int main(int argc, char **argv)
             if (c->received == size && c->sent == size) {
                 double done = now();
                 double us = (done - c->started) * 1e6;
-                requests++;
-                if (done >= measure_from) {
+                if (done >= measure_from && done < t_end) {
                     hist_add(hist, us);
                     measured++;
                 }

@@ -54,8 +54,8 @@ import threading
 import time
 
 from ._loops import loop_factory
-from .echo import (ROOT, available, base_parser, build_loadgen, run_interleaved, taskset,
-                   write_json)
+from ._harness import ROOT, available, base_parser, run_interleaved, taskset, write_json
+from .echo import build_loadgen
 from .echo_server import EchoProtocol
 from .idle import _raise_fd_limit
 

@@ -4,10 +4,13 @@
         [--runs 3] [--duration 3] [--warmup 1] [--out build/bench/report]
 
 Linux: each suite (benchmarks/<suite>.py, also runnable on its own) measures
-iocploop, stock asyncio and uvloop side by side, each configuration in a fresh
-server process, runs interleaved loop after loop, medians printed with p50/p99
-latency, the load generator's CPU and ratios to uvloop; `echo` also runs
-benchmarks/uring_echo.c, the C io_uring reference.  `many` is the echo with
+iocploop, stock asyncio, uvloop and rloop side by side (where rloop lacks an
+API, its rows say so), each configuration in a fresh server process, runs
+interleaved loop after loop, medians printed with p50/p99 latency, the
+server's CPU per request, the load generator's CPU and ratios to uvloop and
+rloop; `echo` also runs benchmarks/uring_echo.c, the C io_uring reference,
+and both parameterisations of its sockets and streams servers (vmbench's and
+ours, benchmarks/echo_server.py).  `many` is the echo with
 1,000 connections, `idle` the memory of 10,000 idle ones.  Writes
 OUT/<suite>.json, OUT/results.json (all of them, with the command and the
 machine) and OUT/chart.png (matplotlib, from benchmarks/requirements.txt).
@@ -39,11 +42,12 @@ def suite_argv(suite: str, args) -> list[str]:
     timing = ["--runs", str(args.runs), "--duration", str(args.duration),
               "--warmup", str(args.warmup)]
     if suite == "echo":
-        return ["--styles", "sockets,streams,protocol,buffered",
+        return ["--styles", "sockets,streams,protocol,buffered", "--params", "vmbench,ours",
                 "--sizes", "1" if args.quick else "1,10,100", "--concurrency", "16", *timing]
     if suite == "many":
         return ["--styles", "protocol", "--sizes", "1", "--concurrency",
-                "200" if args.quick else "1000", "--loops", "asyncio,uvloop,iocploop", *timing]
+                "200" if args.quick else "1000", "--loops", "asyncio,uvloop,rloop,iocploop",
+                *timing]
     if suite == "http":
         return ["--sizes", "16", "--modes", "readwrite"] * args.quick + timing
     if suite == "udp":
@@ -66,7 +70,7 @@ def run_suite(suite: str, argv: list[str], json_path: str) -> dict:
 
 # ---- chart -------------------------------------------------------------------
 
-_LABEL_KEYS = ("style", "test", "mode", "kib", "bytes", "connections", "clients")
+_LABEL_KEYS = ("style", "params", "test", "mode", "kib", "bytes", "connections", "clients")
 
 
 def _bars(suite: str, data: dict) -> list[tuple[str, str, float]]:
@@ -79,13 +83,13 @@ def _bars(suite: str, data: dict) -> list[tuple[str, str, float]]:
                 rows.append((bench, loop, ref / ns if ref and ns else 0.0))
         return rows
     for row in data["medians"]:
-        ratio = next((v for k, v in row.items() if k.startswith("ratio_to_")), None)
+        ratio = row.get("ratio_to_uvloop")
         if ratio is None:
             continue
         if suite == "idle":
             ratio = 1 / ratio if ratio else 0.0   # memory: fewer KiB is better
         label = " ".join(f"{row[k]}{'KiB' if k == 'kib' else ''}" for k in _LABEL_KEYS
-                         if k in row and k not in ("connections", "clients"))
+                         if row.get(k, "-") != "-" and k not in ("connections", "clients"))
         conns = row.get("connections", row.get("clients"))
         rows.append((f"{label} x{conns}" if conns else label, row["loop"], ratio))
     return rows

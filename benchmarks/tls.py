@@ -19,9 +19,11 @@ connection sends close_notify.  Configurations run interleaved, loop after
 loop.  The table shows the median requests/s, p50/p99 latency, the CPU share
 of the server and of the load generator over the measured window (it
 encrypts and decrypts as much as the server: near 100% means it was the
-limit) and each loop's ratio to uvloop; the note column counts wrong echoes
-and stalled connections (a last echo not back 1 s after the measured window)
-over all runs.
+limit), the server's CPU per request and each loop's ratios to uvloop and
+rloop (rloop 0.5.0 has no TLS: asked for, its rows say so); the note column
+counts wrong echoes and stalled connections (a last echo not back 1 s after
+the measured window) over all runs.  The streams server reads as echo's
+"ours" parameterisation does (read, write, drain): tlsgen sends no lines.
 """
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ import subprocess
 import sys
 import tempfile
 
-from .echo import available, build_c_tool, echo_parser, measure, run_echo_suite
+from ._harness import available, build_c_tool
+from .echo import echo_parser, measure, run_echo_suite
 
 # Not sockets (no TLS there), nor buffered: over asyncio's SSLProtocol (asyncio's
 # loop and iocploop, which reuses it) a BufferedProtocol whose get_buffer()
@@ -61,7 +64,10 @@ def note(runs: list) -> str:
 
 
 def main(argv=None):
-    args = echo_parser(__doc__, "protocol,streams", "1,100").parse_args(argv)
+    # rloop 0.5.0 has no TLS (create_server(ssl=) raises NotImplementedError):
+    # asked for, its rows say so.
+    args = echo_parser(__doc__, "protocol,streams", "1,100",
+                       "asyncio,uvloop,iocploop").parse_args(argv)
     if not sys.platform.startswith("linux"):
         sys.exit("benchmarks.tls runs on Linux (never read performance from Wine)")
     for style in args.styles.split(","):
@@ -73,11 +79,14 @@ def main(argv=None):
         cert, key = make_certificate(directory)
         samples = run_echo_suite(
             args, loops,
-            lambda job: measure(job[3], job[0], job[1], job[2], args.warmup, args.duration,
-                                server_args=[cert, key], gen=tlsgen, gen_args=[cert]),
-            note=note, footer="TLS handshakes before the clock; ")
+            # Streams as in "ours" (read, write, drain): tlsgen's messages have no lines.
+            lambda job: measure(job[4], job[0], job[1], job[2], args.warmup, args.duration,
+                                params="ours", server_args=["--tls", cert, key], gen=tlsgen,
+                                gen_args=[cert]),
+            note=note, footer="TLS handshakes before the clock; streams read(256 KiB); ",
+            params=("ours",))
     negotiated = sorted({f"{r['protocol']} {r['cipher']}" for runs in samples.values()
-                         for r in runs})
+                         for r in runs if "protocol" in r})
     print(f"(negotiated: {', '.join(negotiated)}; EC P-256 certificate)")
 
 

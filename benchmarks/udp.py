@@ -1,7 +1,7 @@
-"""UDP echo benchmark: datagrams/s, iocploop vs asyncio vs uvloop (Linux).
+"""UDP echo benchmark: datagrams/s, iocploop vs asyncio, uvloop and rloop (Linux).
 
     python -m benchmarks.udp [--runs 3] [--duration 5] [--warmup 1]
-        [--loops asyncio,uvloop,iocploop] [--sizes 64,1024] [--concurrency 1,16]
+        [--loops asyncio,uvloop,rloop,iocploop] [--sizes 64,1024] [--concurrency 1,16]
         [--timeout-ms 250] [--json out.json]
 
 Each measurement starts a fresh benchmarks/udp_server.py (an
@@ -12,8 +12,9 @@ one datagram of --sizes bytes at a time and checking every echo; a datagram
 with no echo after --timeout-ms counts as lost and the client sends the next.
 Configurations run interleaved, loop after loop.  The table shows the median
 packets/s (echoes received per second), p50/p99 round-trip latency, the CPU
-share of the server and of the load generator over the measured window, and
-the ratio to uvloop; the note column sums over all runs the datagrams lost
+share of the server, its CPU per echo (microseconds), the CPU share of the
+load generator over the measured window, and the ratios to uvloop and rloop;
+the note column sums over all runs the datagrams lost
 (and how many of those came back late), wrong echoes, and losses during the
 warm-up.  Where datagrams were lost it also shows how many the kernel dropped
 for a full receive buffer meanwhile (Udp RcvbufErrors, counted system-wide
@@ -26,10 +27,11 @@ from __future__ import annotations
 import itertools
 import sys
 
-from .echo import (available, base_parser, build_c_tool, drive, medians_of, run_interleaved,
-                   taskset, write_json)
+from ._harness import (available, base_parser, build_c_tool, drive, medians_of, number,
+                       ratio_cells, ratio_header, ratios, run_interleaved, taskset, unsupported,
+                       write_json)
 
-KEYS = ("rps", "p50_us", "p99_us", "server_cpu", "loadgen_cpu")
+KEYS = ("rps", "p50_us", "p99_us", "server_cpu", "server_us_per_req", "loadgen_cpu")
 
 
 def rcvbuf_errors() -> int:
@@ -55,6 +57,9 @@ def measure(job, args) -> dict:
 
 
 def note(runs: list) -> str:
+    reason = unsupported(runs)
+    if reason:
+        return f"not supported: {reason}"
     total = {key: sum(r[key] for r in runs)
              for key in ("lost", "late", "errors", "lost_warmup", "rcvbuf_drops")}
     notes = []
@@ -70,7 +75,7 @@ def note(runs: list) -> str:
 
 
 def main(argv=None):
-    parser = base_parser(__doc__, "asyncio,uvloop,iocploop")
+    parser = base_parser(__doc__, "asyncio,uvloop,rloop,iocploop")
     parser.add_argument("--sizes", default="64,1024", help="datagram sizes in bytes (8..65507)")
     parser.add_argument("--concurrency", default="1,16",
                         help="client sockets, each with one datagram outstanding")
@@ -89,29 +94,26 @@ def main(argv=None):
     jobs = [(*config, loop) for config in configs for loop in loops]
     samples = run_interleaved(args.runs, jobs, lambda job: measure(job, args))
 
-    reference = "uvloop" if "uvloop" in loops else "asyncio"
     print(f"{'bytes':>6}{'clients':>8}  {'loop':<9}{'pkt/s':>9}{'p50 us':>8}{'p99 us':>8}"
-          f"{'srv cpu':>9}{'gen cpu':>9}{'vs ' + reference:>11}  note")
+          f"{'srv cpu':>8}{'us/pkt':>7}{'gen cpu':>8}{ratio_header()}  note")
     table = []
     for size, clients in configs:
         medians = {loop: medians_of(samples[(size, clients, loop)], KEYS) for loop in loops}
-        base = medians.get(reference, {}).get("rps")
         for loop, m in medians.items():
-            ratio = m["rps"] / base if base else None
-            shown = f"{ratio:>10.2f}x" if ratio is not None else f"{'-':>11}"
-            text = note(samples[(size, clients, loop)])
-            print(f"{size:>6}{clients:>8}  {loop:<9}{m['rps']:>9.0f}{m['p50_us']:>8.0f}"
-                  f"{m['p99_us']:>8.0f}{m['server_cpu']:>9.0%}{m['loadgen_cpu']:>9.0%}"
-                  f"{shown}  {text}".rstrip())
-            table.append({"bytes": size, "clients": clients, "loop": loop, **m, "note": text,
-                          "ratio_to_" + reference: ratio})
+            m = m or dict.fromkeys(KEYS)
+            row = {"bytes": size, "clients": clients, "loop": loop, **m,
+                   **ratios(m["rps"], medians), "note": note(samples[(size, clients, loop)])}
+            print(f"{size:>6}{clients:>8}  {loop:<9}{number(m['rps'], '.0f', 9)}"
+                  f"{number(m['p50_us'], '.0f', 8)}{number(m['p99_us'], '.0f', 8)}"
+                  f"{number(m['server_cpu'], '.0%', 8)}{number(m['server_us_per_req'], '.1f', 7)}"
+                  f"{number(m['loadgen_cpu'], '.0%', 8)}{ratio_cells(row)}  {row['note']}".rstrip())
+            table.append(row)
     print(f"(median of {args.runs} interleaved runs of {args.duration:g}s after {args.warmup:g}s "
-          f"warm-up; server on CPU 0, load generator on CPU 1; one datagram outstanding per "
-          f"client, lost after {args.timeout_ms:g} ms; python {sys.version.split()[0]})")
-    if reference != "uvloop":
-        print("(no uvloop in this run: ratios are to asyncio)")
+          f"warm-up; server on CPU 0, load generator on CPU 1; us/pkt: microseconds of server "
+          f"CPU per echo; one datagram outstanding per client, lost after {args.timeout_ms:g} ms; "
+          f"python {sys.version.split()[0]})")
     if args.json:
-        write_json(args.json, table, samples, reference=reference, timeout_ms=args.timeout_ms)
+        write_json(args.json, table, samples, timeout_ms=args.timeout_ms)
 
 
 if __name__ == "__main__":

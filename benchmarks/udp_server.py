@@ -2,7 +2,7 @@
 
     python -m benchmarks.udp_server LOOP
 
-LOOP: asyncio | uvloop | iocploop.  An asyncio.DatagramProtocol bound to
+LOOP: asyncio | uvloop | rloop | iocploop.  An asyncio.DatagramProtocol bound to
 127.0.0.1 (a free port, printed on stdout) sends every datagram back to its
 sender with transport.sendto(data, addr); serves until killed.  The first
 few error_received calls are reported on stderr.
@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import sys
 
-from .http_server import loop_arguments, run_on_loop
+from ._loops import loop_arguments, serve, until_killed
 
 ERRORS_SHOWN = 5
 
@@ -34,17 +34,18 @@ class UDPEcho(asyncio.DatagramProtocol):
             print(f"udp_server: error_received {exc!r}", file=sys.stderr, flush=True)
 
 
-async def serve() -> None:
+async def run() -> None:
     loop = asyncio.get_running_loop()
     transport, _ = await loop.create_datagram_endpoint(UDPEcho, local_addr=("127.0.0.1", 0))
     print(transport.get_extra_info("sockname")[1], flush=True)
-    await loop.create_future()   # until killed
+    await until_killed()
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     loop_arguments(parser)
-    run_on_loop(parser.parse_args(argv), serve())
+    args = parser.parse_args(argv)
+    serve(args.loop, run(), socket_reuse=not args.no_socket_reuse)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The benchmark tool (docs/performance.md): install what it needs (uvloop and
-# matplotlib from benchmarks/requirements.txt, OpenSSL's headers for the TLS
-# load generator), build the core in place, run `python -m benchmarks`.
+# The benchmark tool (docs/performance.md): install what it needs (uvloop,
+# rloop, httptools and matplotlib from benchmarks/requirements.txt, OpenSSL's
+# headers for the TLS load generator), build the core in place, run
+# `python -m benchmarks`.
 #   bash tools/bench.sh [--quick] [--suites ...] [--runs N] ...   (Linux)
 # Results: build/bench/report/ (a table per suite, results.json, chart.png).
 set -euo pipefail
