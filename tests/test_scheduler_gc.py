@@ -31,6 +31,15 @@ class Owner:
         self.ran = True
 
 
+def _owner_of(schedule):
+    """(a weak reference to an Owner, its handle): owner.handle =
+    schedule(owner.callback), the only strong reference to the owner being
+    the cycle through its handle."""
+    owner = Owner()
+    owner.handle = schedule(owner.callback)
+    return weakref.ref(owner), owner.handle
+
+
 def _collected(ref) -> bool:
     gc.collect()
     return ref() is None
@@ -38,11 +47,7 @@ def _collected(ref) -> bool:
 
 @pytest.mark.asyncio
 async def test_a_cycle_through_a_handle_that_ran_is_collected():
-    loop = asyncio.get_running_loop()
-    owner = Owner()
-    owner.handle = loop.call_soon(owner.callback)
-    ref = weakref.ref(owner)
-    del owner
+    ref = _owner_of(asyncio.get_running_loop().call_soon)[0]
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert _collected(ref)
@@ -51,11 +56,9 @@ async def test_a_cycle_through_a_handle_that_ran_is_collected():
 @pytest.mark.asyncio
 async def test_a_cycle_through_a_cancelled_timer_is_collected_once_it_leaves_the_heap():
     loop = asyncio.get_running_loop()
-    owner = Owner()
-    owner.handle = loop.call_later(0.01, owner.callback)
-    owner.handle.cancel()
-    ref = weakref.ref(owner)
-    del owner
+    ref, handle = _owner_of(lambda cb: loop.call_later(0.01, cb))
+    handle.cancel()
+    del handle
     await asyncio.sleep(0.05)   # the cancelled timer reaches the top and leaves
     assert _collected(ref)
 
@@ -63,14 +66,12 @@ async def test_a_cycle_through_a_cancelled_timer_is_collected_once_it_leaves_the
 @pytest.mark.asyncio
 async def test_a_cycle_through_a_timer_that_fired_is_collected():
     loop = asyncio.get_running_loop()
-    owner = Owner()
-    owner.handle = loop.call_later(0.001, owner.callback)
-    ref = weakref.ref(owner)
-    fired = owner
-    del owner
+    fired = []
+    ref, handle = _owner_of(
+        lambda cb: loop.call_later(0.001, lambda: (cb(), fired.append(True))))
+    del handle
     await asyncio.sleep(0.05)
-    assert fired.ran
-    del fired
+    assert fired == [True]
     assert _collected(ref)
 
 
@@ -80,11 +81,10 @@ async def test_many_cancelled_timers_dropped_at_once_leave_no_cycle():
     loop = asyncio.get_running_loop()
     refs = []
     for _ in range(300):
-        owner = Owner()
-        owner.handle = loop.call_later(3600, owner.callback)
-        owner.handle.cancel()
-        refs.append(weakref.ref(owner))
-    del owner
+        ref, handle = _owner_of(lambda cb: loop.call_later(3600, cb))
+        handle.cancel()
+        refs.append(ref)
+    del handle
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     gc.collect()
@@ -94,12 +94,8 @@ async def test_many_cancelled_timers_dropped_at_once_leave_no_cycle():
 def test_handles_left_at_close_are_collected(loop_factory_name):
     loop = _new_loop(loop_factory_name)
     refs = []
-    for delay in (None, 3600):
-        owner = Owner()
-        owner.handle = (loop.call_soon(owner.callback) if delay is None
-                        else loop.call_later(delay, owner.callback))
-        refs.append(weakref.ref(owner))
-    del owner
+    for schedule in (loop.call_soon, lambda cb: loop.call_later(3600, cb)):
+        refs.append(_owner_of(schedule)[0])
     loop.close()   # the queue and the heap are cleared, nothing ran
     gc.collect()
     assert [ref() for ref in refs] == [None, None]
