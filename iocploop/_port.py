@@ -25,7 +25,7 @@ import weakref
 
 from ._errors import BackendUnavailableError
 from ._ioc import ffi, lib
-from ._scheduler import CompletionBatch
+from ._scheduler import CompletionBatch, lendable
 from ._socket_guard import SocketGuard
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
@@ -33,6 +33,13 @@ ERR_CANCELLED: int = lib.ioc_err_cancelled()
 IS_WINDOWS = sys.platform == "win32"
 #: What ffi.from_buffer returns: recv_prepared refuses anything else.
 _CDATA_FROM_BUFFER = type(ffi.from_buffer(bytearray(1)))
+
+
+def c_buffer(obj, writable: bool = False):
+    """The cffi view of obj's memory that an operation hands the kernel.
+    Every view goes through here: see `lendable` for why a memoryview must
+    not be exported as it is."""
+    return ffi.from_buffer(lendable(obj, writable), require_writable=writable)
 
 #: Largest single transfer handed to the kernel (WSABUF.len is a ULONG; keep
 #: well inside a signed 32-bit count on both systems).
@@ -387,7 +394,7 @@ class CompletionPort:
 
     def recv(self, sock, buffer, callback, flags: int = 0) -> Operation:
         """Receive into a writable buffer; the port keeps it alive until done."""
-        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        cbuf = c_buffer(buffer, writable=True)
         return self._submit(lib.ioc_submit_recv, "recv", sock, buffer, cbuf, callback, flags)
 
     def recv_prepared(self, fd: int, cbuf, buffer, callback) -> Operation:
@@ -399,7 +406,7 @@ class CompletionPort:
         if core is None or self._forked:
             core = self._checked_core()   # raises what fits
         if type(cbuf) is not _CDATA_FROM_BUFFER:
-            raise TypeError("recv_prepared needs ffi.from_buffer(buffer, require_writable=True), "
+            raise TypeError("recv_prepared needs c_buffer(buffer, writable=True), "
                             f"not {type(cbuf).__name__}")
         token = self._next_token()
         rc = lib.ioc_submit_recv(core, _fileno(fd), cbuf, len(cbuf), 0, token, self._record_out)
@@ -407,7 +414,7 @@ class CompletionPort:
 
     def send(self, sock, data, callback, flags: int = 0) -> Operation:
         """Send from a bytes-like object; at most MAX_TRANSFER bytes per call."""
-        cbuf = ffi.from_buffer(data)
+        cbuf = c_buffer(data)
         return self._submit(lib.ioc_submit_send, "send", sock, data, cbuf, callback, flags)
 
     def _submit(self, submit, kind, sock, buffer, cbuf, callback, flags) -> Operation:
@@ -439,7 +446,7 @@ class CompletionPort:
 
     def sendv(self, sock, buffers, callback, flags: int = 0) -> Operation:
         """Send several bytes-like objects in one gathered operation."""
-        cbufs = [ffi.from_buffer(b) for b in buffers]
+        cbufs = [c_buffer(b) for b in buffers]
         if not cbufs:
             raise ValueError("sendv needs at least one buffer")
         iov = ffi.new("ioc_iovec[]", len(cbufs))
@@ -533,7 +540,7 @@ class CompletionPort:
         """Receive one datagram into a writable buffer, with its sender's
         address (and, with pktinfo, the local address it arrived on: the
         socket needs `enable_pktinfo` first).  Read it with `message_of(op)`."""
-        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        cbuf = c_buffer(buffer, writable=True)
         name = ffi.new("char[]", _SOCKADDR_SPACE)
         control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE) if pktinfo else ffi.NULL
         result = ffi.new("ioc_msg_result *")
@@ -557,7 +564,7 @@ class CompletionPort:
         """Linux: receive one more datagram at once, without waiting (to drain
         a socket after a completion): message_of's tuple, or None when
         nothing is queued."""
-        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        cbuf = c_buffer(buffer, writable=True)
         name = ffi.new("char[]", _SOCKADDR_SPACE)
         control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE) if pktinfo else ffi.NULL
         result = ffi.new("ioc_msg_result *")
@@ -574,7 +581,7 @@ class CompletionPort:
     def sendmsg(self, sock, buffers, address, callback, source=None) -> Operation:
         """Send one datagram made of `buffers` to address (None: the connected
         peer); source = a local IP address string to send from (IP_PKTINFO)."""
-        cbufs = [ffi.from_buffer(b) for b in buffers]
+        cbufs = [c_buffer(b) for b in buffers]
         iov = ffi.new("ioc_iovec[]", len(cbufs))
         for i, cbuf in enumerate(cbufs):
             iov[i].base = cbuf
@@ -660,7 +667,7 @@ class CompletionPort:
     def read(self, handle: int, buffer, callback) -> Operation:
         """Read a pipe (or another stream that is not a socket) into a
         writable buffer.  The result is the byte count, 0 at end of file."""
-        cbuf = ffi.from_buffer(buffer, require_writable=True)
+        cbuf = c_buffer(buffer, writable=True)
         core = self._checked_core()
         self.associate_handle(handle)
         token = self._next_token()
@@ -671,7 +678,7 @@ class CompletionPort:
     def write(self, handle: int, data, callback) -> Operation:
         """Write a bytes-like object to a pipe; the result is the byte count
         written (possibly fewer than asked)."""
-        cbuf = ffi.from_buffer(data)
+        cbuf = c_buffer(data)
         core = self._checked_core()
         self.associate_handle(handle)
         token = self._next_token()

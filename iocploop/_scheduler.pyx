@@ -319,6 +319,59 @@ cdef inline void _unpark(object item) noexcept:
             PyObject_GC_Track(<void *>h._context)
 
 
+# -- memory lent to the kernel through cffi ------------------------------------------
+# CPython's collector clears a memoryview that sits in a reference cycle even
+# while a cffi view still exports it: the view loses its managed buffer, and
+# when the cffi view lets go later, the memoryview's release writes through a
+# NULL pointer (an access violation inside gc.collect()).  A traceback that
+# holds a refused operation's frame, or an operation still in flight, is
+# enough.  So cffi is only ever handed bytes, a bytearray (neither can be
+# cleared), or a _Lent: an object outside the collector's reach that holds
+# the caller's buffer export and passes it on.  Nothing can clear it, and it
+# keeps the caller's object until the cffi view is freed.  (Untracking a
+# memoryview instead is not possible: its deallocator assumes it is tracked.)
+# The one cost: a cycle that runs from the caller's object back to the cffi
+# view is never collected.
+
+cdef extern from "Python.h":
+    int PyBUF_SIMPLE
+    int PyBUF_WRITABLE
+    int PyObject_GetBuffer(object, Py_buffer *, int) except -1
+    void PyBuffer_Release(Py_buffer *)
+    int PyBuffer_FillInfo(Py_buffer *, object, void *, Py_ssize_t, int, int) except -1
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Lent:
+    """The caller's buffer, re-exported by an object the collector never sees."""
+    cdef Py_buffer _view
+    cdef bint _held
+
+    def __cinit__(self, obj, bint writable):
+        PyObject_GetBuffer(obj, &self._view, PyBUF_WRITABLE if writable else PyBUF_SIMPLE)
+        self._held = True
+
+    def __dealloc__(self):
+        if self._held:
+            self._held = False
+            PyBuffer_Release(&self._view)
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        PyBuffer_FillInfo(buffer, self, self._view.buf, self._view.len,
+                          self._view.readonly, flags)
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        pass
+
+
+def lendable(obj, bint writable=False):
+    """obj, or a stand-in for it, that a cffi view may export safely."""
+    if type(obj) is bytes or type(obj) is bytearray:
+        return obj
+    return _Lent(obj, writable)
+
+
 # -- the ready queue: a ring of owned references ------------------------------------
 
 

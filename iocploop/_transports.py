@@ -36,7 +36,7 @@ import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
-from ._port import ffi
+from ._port import c_buffer
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -224,7 +224,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             if buf is self._recv_buf:
                 # The hot path: our own buffer, its cffi view kept between receives.
                 if self._recv_cbuf is None or self._recv_cbuf[0] is not buf:
-                    self._recv_cbuf = (buf, ffi.from_buffer(buf, require_writable=True))
+                    self._recv_cbuf = (buf, c_buffer(buf, writable=True))
                 fd = self._sock.fileno()
                 if fd < 0:
                     raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
