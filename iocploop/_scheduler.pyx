@@ -989,3 +989,5 @@ cdef class Scheduler:
         finally:
             self._current_handle = None
 
+
+include "_stream.pxi"

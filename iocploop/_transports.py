@@ -37,6 +37,7 @@ import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
 from ._port import c_buffer
+from ._scheduler import ReadyReader, stream_write
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -70,10 +71,11 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                  "_recv_buf", "_recv_for", "_room_wait", "_held", "_send_op",
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
-                 "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_read_size",
-                 "_read_eof", "_peer_done", "__weakref__")
+                 "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_reader",
+                 "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
+    _send_at_once = _SEND_AT_ONCE   # read by write()
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None,
                  reuse_home=None, first_data=b""):
@@ -113,9 +115,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # reference cycle keeping closed transports for the collector.)
         self._context = contextvars.copy_context()
         self._recv_cbuf = None   # (our receive buffer, its cffi view), reused
-        self._read_size = _RECV_SIZE_MIN   # readiness reads: grows like _recv_buf
-        self._read_eof = False   # readiness reads: end of file seen, poll no more
-        self._peer_done = False  # readiness reads: the peer shut down, read to the end
+        # Linux: reads on readiness, in compiled code (its read size grows
+        # like _recv_buf's); it holds this transport until connection_lost.
+        self._reader = ReadyReader(self, self._context, loop, _RECV_SIZE_MIN, _RECV_SIZE_MAX,
+                                   _PEER_DONE) if _READ_ON_READY else None
         self._port.associate(sock)   # Windows, once: the lean receive path skips it
         self._init_socket_extra(sock)
         base_events._set_nodelay(sock)
@@ -237,31 +240,22 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._ops_in_flight += 1
 
     def _watch_readable(self):
-        if self._read_eof:
+        if self._reader.read_eof:
             return
         fd = self._sock.fileno()
         try:
             if fd < 0:
                 raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
-            self._recv_op = self._port.poll_multishot(
-                fd, _READABLE, functools.partial(self._context.run, self._on_readable))
+            self._recv_op = self._port.poll_multishot(fd, _READABLE, self._reader.on_readable)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ops_in_flight += 1
 
-    def _on_readable(self, op):
-        """The multishot poll's completion: data came in (op.done False), or
-        the poll ended: cancelled by pause_reading, close or end of file, or
-        ended by the kernel with a last wakeup (then it is posted again)."""
-        if not op.done:
-            if not (self._closing or self._paused):
-                if op.result & _PEER_DONE:
-                    # The end of file, or an error, wakes up once: read on
-                    # to it even after a short read.
-                    self._peer_done = True
-                self._read_ready()
-            return
+    def _on_poll_ended(self, op):
+        """The readiness poll ended (ReadyReader.on_readable): cancelled by
+        pause_reading, close or end of file, or ended by the kernel with a
+        last wakeup (then it is posted again)."""
         if self._read_op_ended():
             return
         if op.result < 0:
@@ -272,9 +266,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             # The kernel ended the poll with a last wakeup (it does when the
             # completion queue overflows, thousands of connections at once):
             # a wakeup like the others, read before polling again.
-            if op.result & _PEER_DONE:
-                self._peer_done = True
-            self._read_ready()
+            self._reader.poll_ended(op.result)
         self._start_reading()   # unless paused, closing or at end of file
 
     def _read_op_ended(self) -> bool:
@@ -294,75 +286,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         """A read filled its buffer, or the peer has shut down: more may wait
         (the end of file at least), which no wakeup announces."""
         if not (self._closing or self._paused or self._recv_op is None):
-            self._read_ready()
-
-    def _read_ready(self):
-        """Read what waits on the (non-blocking) socket into the protocol, as
-        asyncio's selector transport does on readiness."""
-        if self._read_eof:
-            return   # a wakeup, or a read scheduled, from before the end of file
-        if self._buffered:
-            self._read_ready_into_buffer()
-            return
-        size = self._read_size
-        try:
-            data = self._sock.recv(size)
-        except (BlockingIOError, InterruptedError):
-            return   # a wakeup whose data an earlier read took
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not data:
-            self._read_at_eof()
-            return
-        if len(data) == size:
-            if size < _RECV_SIZE_MAX:
-                self._read_size = 2 * size
-            self._loop.call_soon(self._read_more)
-        elif self._peer_done:
-            self._loop.call_soon(self._read_more)
-        try:
-            self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-
-    def _read_ready_into_buffer(self):
-        try:
-            buf = self._protocol.get_buffer(-1)
-            if not len(buf):
-                raise RuntimeError("get_buffer() returned an empty buffer")
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        try:
-            nbytes = self._sock.recv_into(buf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        if not nbytes:
-            self._read_at_eof()
-            return
-        if nbytes == len(buf) or self._peer_done:
-            self._loop.call_soon(self._read_more)
-        try:
-            self._protocol.buffer_updated(nbytes)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+            self._reader.read_ready()
 
     def _read_at_eof(self):
-        self._read_eof = True   # the socket stays readable: stop polling it
+        self._reader.read_eof = True   # the socket stays readable: stop polling it
         if self._recv_op is not None:
             self._port.cancel(self._recv_op)
         self._on_eof()
@@ -406,31 +333,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
 
     # -- writing --------------------------------------------------------------
 
-    def write(self, data):
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if self._eof_written or self._want_eof:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self._empty_waiter is not None:
-            raise RuntimeError("unable to write; sendfile is in progress")
-        if not data:
-            return
-        if self._conn_lost:
-            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                base_events.logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
-            return
-        if _SEND_AT_ONCE and self._send_op is None and not self._queue:
-            # Linux: an idle transport sends at once, as asyncio's and uvloop's
-            # do.  Most writes fit in the socket buffer: no operation, no
-            # completion to process (half of a ping-pong's work otherwise).
-            # What does not fit takes the completion path.
-            sent = self._write_now(self._sock.send, data, "Fatal write error on socket transport")
-            if sent is None or sent == len(data):
-                return
-            if sent:
-                data = memoryview(data)[sent:]
+    write = stream_write   # compiled (_stream.pxi): checks, then sends at once if idle
+
+    def _write_queued(self, data):
+        """write()'s rest: what was not sent at once is queued."""
         # The caller may reuse a bytearray or memoryview: send a snapshot.
         chunk = data if isinstance(data, bytes) else bytes(data)
         self._write_queue().append(chunk)
@@ -662,6 +568,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         finally:
             self._release_socket()
             self._protocol = None
+            # The reader holds this transport: cut the cycle.  (A poll still
+            # in flight keeps both until its last completion, which the
+            # transport still needs: _on_poll_ended, a recycle.)
+            self._reader = None
             server = self._server
             if server is not None:
                 if _SERVER_ATTACH_TAKES_TRANSPORT:

@@ -820,3 +820,47 @@ async def test_big_transfer_each_way_byte_exact():
     assert proto.hash.hexdigest() == digest(data)
     assert await bounded(proto.lost) is None
     await close_all(server)
+
+
+_WRITE_TO_A_CLOSED_PEER = """
+import asyncio, signal, socket, sys
+import iocploop
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # as a program that restored it
+
+class Lost(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.lost = asyncio.get_running_loop().create_future()
+    def connection_lost(self, exc):
+        self.lost.set_result(exc)
+
+async def main():
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        transport, proto = await loop.create_connection(Lost, *listener.getsockname())
+        peer, _ = listener.accept()
+    transport.pause_reading()   # the end of file is not read: writes find out
+    peer.close()                # the peer is gone: its reset fails the next send
+    await asyncio.sleep(0.2)
+    for _ in range(50):
+        if transport.is_closing():
+            break
+        transport.write(b"x" * 1024)
+        await asyncio.sleep(0.01)
+    exc = await asyncio.wait_for(proto.lost, 5)
+    print(type(exc).__name__)
+
+iocploop.run(main())
+"""
+
+
+@pytest.mark.skipif(not IS_LINUX, reason="SIGPIPE is a POSIX signal")
+def test_a_write_to_a_closed_peer_never_raises_sigpipe(tmp_path):
+    """iocploop sends with MSG_NOSIGNAL: a program that restored SIGPIPE's
+    default action gets the error as the transport's, and lives (asyncio's
+    loop relies on Python ignoring SIGPIPE)."""
+    from _helpers import run_python
+
+    proc = run_python(["-c", _WRITE_TO_A_CLOSED_PEER], cwd=str(tmp_path))
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.strip() in ("BrokenPipeError", "ConnectionResetError"), proc.stdout

@@ -626,7 +626,7 @@ def stage_package(minor: str, pyds: list[Path]) -> list[Path]:
         shutil.rmtree(dest)
     shutil.copytree(ROOT / "iocploop", dest,
                     ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd", "*.dll",
-                                                  "*.c", "*.o", "*.pyc", "*.pyx"))
+                                                  "*.c", "*.o", "*.pyc", "*.pyx", "*.pxi"))
     for pyd in pyds:
         shutil.move(str(pyd), dest / pyd.name)
     return [dest / pyd.name for pyd in pyds]
@@ -1000,6 +1000,7 @@ def stale_stage(minor: str) -> list[str]:
         return []
     built = min(p.stat().st_mtime for p in pyds)
     sources = [*(ROOT / "iocploop").glob("*.py"), *(ROOT / "iocploop").glob("*.pyx"),
+               *(ROOT / "iocploop").glob("*.pxi"),
                *(ROOT / "csrc").glob("*.[ch]"),
                *(ROOT / "_cffi_build").glob("*.py")]
     return [str(p.relative_to(ROOT)) for p in sources if p.stat().st_mtime > built]
