@@ -25,7 +25,7 @@ import weakref
 
 from ._errors import BackendUnavailableError
 from ._ioc import ffi, lib
-from ._scheduler import CompletionBatch, lendable
+from ._scheduler import CompletionBatch, OperationBase, lendable
 from ._socket_guard import SocketGuard
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
@@ -231,29 +231,19 @@ def _reraise(op, exc):
     raise exc
 
 
-class Operation:
+class Operation(OperationBase):
     """One submitted kernel operation and the memory it uses.
 
     ``callback(op)`` runs once, in the loop thread, after the kernel reported
     the operation done.  Then ``op.result`` is the byte count, or a negated
     system error (``op.error`` builds the OSError; ``op.cancelled`` tells a
     cancellation apart).  A multishot poll's callback runs once per wakeup
-    with ``op.done`` still False, and a last time with it True.
+    with ``op.done`` still False, and a last time with it True.  The fields
+    live in the compiled OperationBase (token, kind, callback, buffer,
+    result, flags, done), which the scheduler's dispatch fills in C.
     """
 
-    __slots__ = ("token", "kind", "callback", "buffer", "result", "flags", "done", "_record",
-                 "_cbuf", "__weakref__")
-
-    def __init__(self, token, kind, callback, buffer, record, cbuf):
-        self.token = token
-        self.kind = kind
-        self.callback = callback
-        self.buffer = buffer
-        self.result = None
-        self.flags = 0
-        self.done = False
-        self._record = record
-        self._cbuf = cbuf
+    __slots__ = ()
 
     def release(self) -> None:
         """Drop the cffi views of the operation's memory once its callback ran.

@@ -609,6 +609,31 @@ cdef class TimerHeap:
 # -- the I/O phase: waiting on the core, dispatching a batch ------------------------
 
 
+cdef class OperationBase:
+    """The fields of one kernel operation, which the dispatch below reads
+    and writes in C; iocploop._port.Operation adds the rest (its error,
+    cancelled, release and repr) in Python."""
+    cdef public object token
+    cdef public object kind
+    cdef public object callback
+    cdef public object buffer
+    cdef public object result       # None until the kernel reports it
+    cdef public uint32_t flags
+    cdef public bint done
+    cdef public object _record      # the core's record (a cffi pointer) until done
+    cdef public object _cbuf        # cffi views of the memory the kernel uses
+    cdef object __weakref__
+
+    def __init__(self, token, kind, callback, buffer, record, cbuf):
+        self.token = token
+        self.kind = kind
+        self.callback = callback
+        self.buffer = buffer
+        self._record = record
+        self._cbuf = cbuf
+
+
+
 cdef class CompletionBatch:
     """The completion port's wait and dispatch, in compiled code.
 
@@ -723,17 +748,18 @@ cdef class CompletionBatch:
         cdef ioc_completion *ev
         cdef dict ops = self.ops
         cdef uint32_t flags
+        cdef OperationBase op
         while self.pos < self.size[0]:
             ev = &self.events[self.pos]
             self.pos += 1
             flags = ev.flags
             token = PyLong_FromUnsignedLongLong(ev.token)
             if not flags & (self.more_flag | self.stray_flag):
-                op = ops.pop(token)
+                op = <OperationBase?>ops.pop(token)
                 op.done = True
                 op._record = None        # recycled by the core: never touched again
             elif flags & self.more_flag:   # a multishot operation's wakeup: it stays
-                op = ops[token]
+                op = <OperationBase?>ops[token]
             else:   # a stray: the kernel is done with a failed submit's memory
                 self.strays.pop(token, None)
                 continue
@@ -750,6 +776,7 @@ cdef class CompletionBatch:
                 on_error(op, exc)
             finally:
                 op._cbuf = None          # Operation.release()
+        op = None
         return 0
 
     cdef inline void wake(self) noexcept:

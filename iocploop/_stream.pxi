@@ -110,7 +110,7 @@ cdef class ReadyReader:
     def __repr__(self):
         return f"<ReadyReader of {self.transport!r}>"
 
-    def on_readable(self, op):
+    def on_readable(self, OperationBase op):
         """The multishot poll's callback, in the transport's context: data
         came in (op.done False), or the poll ended (TCPTransport._on_poll_ended)."""
         t = self.transport
