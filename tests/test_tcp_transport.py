@@ -63,6 +63,36 @@ async def test_many_small_writes_arrive_intact_and_in_order():
 
 
 @pytest.mark.asyncio
+async def test_write_of_a_wide_item_buffer_sends_its_bytes():
+    import array
+
+    server, transport, client, peer = await connected_pair()
+    ints = array.array("i", range(1000))   # asyncio takes its memoryview, not the array
+    transport.write(memoryview(ints))
+    transport.write(memoryview(ints)[10:20])
+    transport.write_eof()
+    await bounded(peer.eof)
+    assert bytes(peer.data) == ints.tobytes() + ints[10:20].tobytes()
+    await close_all(server, [transport, peer.transport], [client, peer])
+
+
+@pytest.mark.asyncio(loop_factories=["iocploop"])
+async def test_a_partly_sent_wide_item_buffer_sends_the_rest_exactly():
+    """The rest of a buffer the kernel took in part is counted in bytes, not
+    items (asyncio's selector transport slices by items: a 4-byte-item array
+    bigger than the socket buffer arrives garbled there)."""
+    import array
+
+    server, transport, client, peer = await connected_pair()
+    ints = array.array("i", range(2 * 1024 * 1024))   # 8 MiB: more than fits at once
+    transport.write(memoryview(ints))
+    transport.write_eof()
+    await bounded(peer.eof, TIMEOUT * 2)
+    assert digest(bytes(peer.data)) == digest(ints.tobytes())
+    await close_all(server, [transport, peer.transport], [client, peer])
+
+
+@pytest.mark.asyncio
 async def test_write_rejects_non_bytes():
     server, transport, client, peer = await connected_pair()
     with pytest.raises(TypeError):
