@@ -173,3 +173,9 @@ async def until_op_pending(task, loop) -> None:
     assert not task.done(), "the operation was expected to be waiting"
     if is_iocploop_loop(loop):
         assert loop._port.pending >= 1
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (Linux: /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")

@@ -18,7 +18,7 @@ import sys
 import tracemalloc
 
 import iocploop
-from _helpers import IS_LINUX
+from _helpers import IS_LINUX, rss_bytes
 
 # Each round puts this many operations of each of four kinds through the loop.
 PER_KIND = 2_500
@@ -37,11 +37,6 @@ class Callback:
 
     def __call__(self, arg=None):
         self.calls += 1
-
-
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
 
 
 def _round(loop, callback, arg):
@@ -72,7 +67,7 @@ def test_ten_million_handles_and_timers_leave_memory_flat():
             _round(loop, callback, arg)
         gc.collect()
         refs_before = (sys.getrefcount(callback), sys.getrefcount(arg))
-        rss_before = _rss_bytes() if MEASURE_RSS else None
+        rss_before = rss_bytes() if MEASURE_RSS else None
 
         tracemalloc.start()
         traced_before = tracemalloc.get_traced_memory()[0]
@@ -98,5 +93,5 @@ def test_ten_million_handles_and_timers_leave_memory_flat():
     assert refs_after == refs_before, "the callback or its argument kept references"
     assert traced_growth < 64 * 1024, f"Python memory grew by {traced_growth} bytes"
     if rss_before is not None:
-        growth = _rss_bytes() - rss_before
+        growth = rss_bytes() - rss_before
         assert growth < 8 * 1024 * 1024, f"RSS grew by {growth // 1024} KiB over {TOTAL} ops"

@@ -22,21 +22,13 @@ import tracemalloc
 import pytest
 
 import iocploop
-from _helpers import IS_LINUX
+from _helpers import IS_LINUX, rss_bytes
 
 UNDER_ASAN = "libasan" in os.environ.get("LD_PRELOAD", "")
 FULL = IS_LINUX and not UNDER_ASAN
 ROUND_TRIPS = 250_000 if FULL else 3_000
 WARMUP = ROUND_TRIPS // 10
 PAYLOAD = b"x" * 1024
-
-
-def _rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 class Echo(asyncio.Protocol):
@@ -113,7 +105,7 @@ def test_round_trips_leave_memory_and_references_flat(server_protocol):
         refs_payload = sys.getrefcount(PAYLOAD)
         buffered = servers[0] if isinstance(servers[0], BufferedEcho) else None
         refs_view = sys.getrefcount(buffered.view) if buffered else None
-        rss_before = _rss_kib() if FULL else None
+        rss_before = rss_bytes() if FULL else None
         tracemalloc.start()
         try:
             await pinger.run(ROUND_TRIPS // 2)   # settle what tracemalloc sees
@@ -130,7 +122,7 @@ def test_round_trips_leave_memory_and_references_flat(server_protocol):
         assert view_now == refs_view
         assert traced_after - traced_before < 64 * 1024, (traced_before, traced_after)
         if FULL:
-            assert _rss_kib() - rss_before < 4 * 1024, "RSS grew by more than 4 MiB"
+            assert rss_bytes() - rss_before < 4 * 1024 * 1024, "RSS grew by more than 4 MiB"
         transport.close()
         server.close()
         await server.wait_closed()
