@@ -16,7 +16,6 @@ Linux) and every `Operation` submitted through it.  Ownership rules:
 from __future__ import annotations
 
 import errno
-import itertools
 import os
 import socket
 import sys
@@ -280,7 +279,7 @@ def _address(cdata) -> int:
 
 
 def _check_operation(op) -> None:
-    if not isinstance(op, Operation):
+    if not isinstance(op, OperationBase):   # Operation, or a compiled one
         raise TypeError(f"an Operation of this port is required, not {type(op).__name__!r}")
 
 
@@ -302,8 +301,9 @@ class CompletionPort:
         # Operations whose cancellation the core could not queue yet (Linux:
         # a full submission ring, EBUSY): asked again before the next wait.
         self._cancel_later: list[Operation] = []
-        self._next_token = itertools.count(1).__next__
         self._record_out = ffi.new("ioc_op **")
+        # The same pointer read as a number: operations keep their record's address.
+        self._record_address = ffi.cast("uintptr_t *", self._record_out)
         events = ffi.new("ioc_completion[]", _WAIT_BATCH)
         batch_size = ffi.new("int[1]")   # written by ioc_wait
         # The wait and the dispatch of completions run in compiled code
@@ -312,7 +312,10 @@ class CompletionPort:
             self._ops, self._strays, self._cancel_later, self._retry_cancels,
             _address(self._core), _address(events), _address(batch_size), _WAIT_BATCH,
             _address(ffi.addressof(lib, "ioc_wait")), _address(ffi.addressof(lib, "ioc_wakeup")),
+            _address(ffi.addressof(lib, "ioc_submit_recv")),
+            _address(ffi.addressof(lib, "ioc_submit_send")),
             _MORE, _STRAY, os_error, (events, batch_size))
+        self._next_token = self._batch.next_token   # one counter with compiled submits
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
         self._associated_handles: set[int] = set()
         self._forked = False
@@ -430,7 +433,7 @@ class CompletionPort:
                 # use its memory until the core reports it (IOC_COMPLETION_STRAY).
                 self._strays[token] = (buffer, keep)
             raise os_error(-rc)   # refused at once: no callback will run
-        op = Operation(token, kind, callback, buffer, self._record_out[0], keep)
+        op = Operation(token, kind, callback, buffer, self._record_address[0], keep)
         self._ops[token] = op
         return op
 
@@ -733,7 +736,7 @@ class CompletionPort:
         _check_operation(op)
         if op.done or self._ops.get(op.token) is not op or self._core is None or self._forked:
             return False
-        rc = lib.ioc_cancel(self._core, op._record, op.token)
+        rc = lib.ioc_cancel(self._core, ffi.cast("ioc_op *", op._record), op.token)
         if rc < 0:
             if rc == _CANCEL_BUSY:
                 # No room to queue the cancellation now (it may be asked from
@@ -753,7 +756,7 @@ class CompletionPort:
         for op in ops:
             if op.done or self._ops.get(op.token) is not op:
                 continue
-            rc = lib.ioc_cancel(core, op._record, op.token)
+            rc = lib.ioc_cancel(core, ffi.cast("ioc_op *", op._record), op.token)
             if rc == _CANCEL_BUSY:
                 self._cancel_later.append(op)
             elif rc < 0:

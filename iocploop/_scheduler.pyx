@@ -32,7 +32,7 @@ deque append does; all state is per loop, none global.
 cimport cython
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.exc cimport PyErr_CheckSignals
-from libc.stdint cimport int64_t, uint32_t, uint64_t, uintptr_t
+from libc.stdint cimport int64_t, intptr_t, uint32_t, uint64_t, uintptr_t
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.object cimport PyObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
@@ -56,6 +56,8 @@ cdef extern from "Python.h":
 cdef extern from "ioc_core.h":
     ctypedef struct ioc_core:
         pass
+    ctypedef struct ioc_op:
+        pass
     ctypedef struct ioc_completion:
         uint64_t token
         int64_t result
@@ -63,6 +65,10 @@ cdef extern from "ioc_core.h":
 
 ctypedef int (*ioc_wait_fn)(ioc_core *, int64_t, ioc_completion *, int, int *) noexcept nogil
 ctypedef int (*ioc_wakeup_fn)(ioc_core *) noexcept nogil
+ctypedef int (*ioc_submit_recv_fn)(ioc_core *, intptr_t, void *, uint32_t, int, uint64_t,
+                                   ioc_op **) noexcept nogil
+ctypedef int (*ioc_submit_send_fn)(ioc_core *, intptr_t, const void *, uint32_t, int,
+                                   uint64_t, ioc_op **) noexcept nogil
 
 cdef object _monotonic = _time.monotonic
 
@@ -609,10 +615,14 @@ cdef class TimerHeap:
 # -- the I/O phase: waiting on the core, dispatching a batch ------------------------
 
 
+cdef class SocketEngine   # _sockops.pxi
+
+
 cdef class OperationBase:
     """The fields of one kernel operation, which the dispatch below reads
     and writes in C; iocploop._port.Operation adds the rest (its error,
-    cancelled, release and repr) in Python."""
+    cancelled, release and repr) in Python.  The compiled sock_* methods
+    (_sockops.pxi) subclass it in compiled code instead."""
     cdef public object token
     cdef public object kind
     cdef public object callback
@@ -620,8 +630,14 @@ cdef class OperationBase:
     cdef public object result       # None until the kernel reports it
     cdef public uint32_t flags
     cdef public bint done
-    cdef public object _record      # the core's record (a cffi pointer) until done
+    cdef uintptr_t record           # the core's record until done (0 after)
     cdef public object _cbuf        # cffi views of the memory the kernel uses
+    # A receive or accept of the sock_* methods (SocketEngine): the future
+    # its caller awaits, whether that caller stopped waiting, and the next
+    # such operation in flight on the same socket.
+    cdef public object waiter
+    cdef public bint orphaned
+    cdef OperationBase next_on_socket
     cdef object __weakref__
 
     def __init__(self, token, kind, callback, buffer, record, cbuf):
@@ -629,9 +645,29 @@ cdef class OperationBase:
         self.kind = kind
         self.callback = callback
         self.buffer = buffer
-        self._record = record
+        self.record = 0 if record is None else <uintptr_t>record
         self._cbuf = cbuf
 
+    @property
+    def _record(self):
+        """The address of the core's record (None once done): what
+        ioc_cancel and ioc_void_queued take, as ffi.cast("ioc_op *", it)."""
+        return None if self.record == 0 else PyLong_FromUnsignedLongLong(self.record)
+
+    @_record.setter
+    def _record(self, value):
+        self.record = 0 if value is None else <uintptr_t>value
+
+    cdef int complete(self) except -1:
+        """Run what the completion means; compiled operations override it."""
+        self.callback(self)
+        return 0
+
+
+def run_completion(OperationBase op):
+    """The callback of a compiled operation, for debug mode's timed
+    dispatch (which calls op.callback(op))."""
+    op.complete()
 
 
 cdef class CompletionBatch:
@@ -658,6 +694,9 @@ cdef class CompletionBatch:
     cdef int pos
     cdef ioc_wait_fn wait_fn
     cdef ioc_wakeup_fn wakeup_fn
+    cdef ioc_submit_recv_fn submit_recv_fn
+    cdef ioc_submit_send_fn submit_send_fn
+    cdef uint64_t last_token
     cdef uint32_t more_flag
     cdef uint32_t stray_flag
     cdef dict ops
@@ -670,8 +709,9 @@ cdef class CompletionBatch:
 
     def __init__(self, dict ops, dict strays, list cancel_later, retry_cancels,
                  uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
-                 uintptr_t wait_fn, uintptr_t wakeup_fn, uint32_t more_flag,
-                 uint32_t stray_flag, os_error, keep):
+                 uintptr_t wait_fn, uintptr_t wakeup_fn, uintptr_t submit_recv_fn,
+                 uintptr_t submit_send_fn, uint32_t more_flag, uint32_t stray_flag,
+                 os_error, keep):
         self.ops = ops
         self.strays = strays
         self.cancel_later = cancel_later
@@ -683,6 +723,9 @@ cdef class CompletionBatch:
         self.capacity = capacity
         self.wait_fn = <ioc_wait_fn>wait_fn
         self.wakeup_fn = <ioc_wakeup_fn>wakeup_fn
+        self.submit_recv_fn = <ioc_submit_recv_fn>submit_recv_fn
+        self.submit_send_fn = <ioc_submit_send_fn>submit_send_fn
+        self.last_token = 0
         self.more_flag = more_flag
         self.os_error = os_error
         self.keep = keep
@@ -694,6 +737,38 @@ cdef class CompletionBatch:
         reaches it from now on; wait raises RuntimeError(reason)."""
         self.core = NULL
         self.detached = reason
+
+    def next_token(self):
+        """A new operation's token (the port's and the compiled operations' one counter)."""
+        self.last_token += 1
+        return PyLong_FromUnsignedLongLong(self.last_token)
+
+    cdef int submit_buffer(self, OperationBase op, bint send, intptr_t fd, void *buf,
+                           uint32_t length, int flags) except -1:
+        """Submit a receive into / a send from memory op keeps alive (op.buffer)
+        and track op until its completion, as the port's Python submits do
+        (CompletionPort._track): a refused submit raises and runs nothing."""
+        cdef ioc_op *record = NULL
+        cdef int rc
+        cdef ioc_core *core = self.core
+        if core == NULL:
+            raise RuntimeError(self.detached)
+        self.last_token += 1
+        token = PyLong_FromUnsignedLongLong(self.last_token)
+        if send:
+            rc = self.submit_send_fn(core, fd, buf, length, flags, self.last_token, &record)
+        else:
+            rc = self.submit_recv_fn(core, fd, buf, length, flags, self.last_token, &record)
+        if rc < 0:
+            if record != NULL:
+                # Windows: the provider started the operation before it failed
+                # the call; the kernel may use the memory until the core says.
+                self.strays[token] = (op.buffer, None)
+            raise self.os_error(-rc)
+        op.token = token
+        op.record = <uintptr_t>record
+        self.ops[token] = op
+        return 0
 
     @property
     def unread(self):
@@ -757,7 +832,7 @@ cdef class CompletionBatch:
             if not flags & (self.more_flag | self.stray_flag):
                 op = <OperationBase?>ops.pop(token)
                 op.done = True
-                op._record = None        # recycled by the core: never touched again
+                op.record = 0            # recycled by the core: never touched again
             elif flags & self.more_flag:   # a multishot operation's wakeup: it stays
                 op = <OperationBase?>ops[token]
             else:   # a stray: the kernel is done with a failed submit's memory
@@ -767,7 +842,7 @@ cdef class CompletionBatch:
             op.flags = flags
             try:
                 if invoke is None:
-                    op.callback(op)
+                    op.complete()
                 else:
                     invoke(op)
             except (SystemExit, KeyboardInterrupt):
@@ -807,6 +882,7 @@ cdef class Scheduler:
     cdef public object _current_handle
     cdef public object _selector
     cdef CompletionBatch batch
+    cdef SocketEngine sockets
     cdef object on_completion_error
     cdef object run_completion_timed
 
@@ -843,6 +919,14 @@ cdef class Scheduler:
         self.batch = port._batch
         self.on_completion_error = on_error
         self.run_completion_timed = run_timed
+
+    def _attach_sockets(self, SocketEngine engine):
+        """The sock_* methods' shared state (_sockops.pxi)."""
+        self.sockets = engine
+
+    @property
+    def _sock_engine(self):
+        return self.sockets
 
     cpdef double time(self) except? -1.0:
         # time.monotonic(), as asyncio's.  A subclass or a test may replace
@@ -1018,3 +1102,4 @@ cdef class Scheduler:
 
 
 include "_stream.pxi"
+include "_sockops.pxi"

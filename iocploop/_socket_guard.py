@@ -54,7 +54,7 @@ class SocketGuard:
             except Exception:   # not a socket object after all: leave it be
                 continue
             if closed and op._record is not None:
-                lib.ioc_void_queued(core, op._record, op.token)
+                lib.ioc_void_queued(core, ffi.cast("ioc_op *", op._record), op.token)
 
     def detach(self) -> None:
         """The core is freed: nothing can be published any more."""

@@ -1,5 +1,9 @@
 """loop.sock_* methods on completion operations.
 
+sock_recv, sock_recv_into and sock_sendall are compiled (_sockops.pxi); the
+rest are here.  All of them share one SocketEngine (the compiled per-loop
+state: operations in flight per socket, orphans, the stash).
+
 Each call submits one kernel operation and resolves a future from its
 completion.  Cancelling the future cancels the operation; if the kernel
 finished it anyway (the race every completion API has), the result is not
@@ -15,9 +19,9 @@ from __future__ import annotations
 import collections
 import operator
 import socket
-import weakref
 from asyncio import base_events, exceptions
 
+from . import _scheduler
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE
 
 __all__ = ["SocketMethods"]
@@ -33,29 +37,17 @@ def _check_size(n, call: str) -> None:
 class _Stash:
     """What the kernel delivered for a socket after its caller stopped waiting."""
 
-    __slots__ = ("data", "datagrams", "accepted", "orphans", "waiters", "live")
+    __slots__ = ("data", "datagrams", "accepted")
 
     def __init__(self):
         self.data = bytearray()
         self.datagrams = collections.deque()   # (bytes, address) from cancelled recvfroms
         self.accepted = collections.deque()
-        # Cancelled receive/accept operations the kernel has not reported yet:
-        # what they deliver lands in the stash, so the next call waits for them.
-        self.orphans = 0
-        self.waiters = []
-        # Receive/accept operations in flight: token -> (op, future).  A
-        # future cancelled a moment ago has not run its done-callbacks yet;
-        # the next call finds its op here and orphans it first.
-        self.live = {}
 
 
 def _set_result_unless_done(fut) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-def _put_back_data(stash, data):
-    stash.data[0:0] = data
 
 
 def _put_back_datagram(stash, datagram):
@@ -66,8 +58,8 @@ def _put_back_connection(stash, accepted):
     stash.accepted.appendleft(accepted)
 
 
-# Receive buffers are reused: zero-filling a fresh 256 KiB bytearray for every
-# sock_recv would cost more than the receive itself.
+# recvfrom's receive buffers are reused: zero-filling a fresh 256 KiB
+# bytearray for every call would cost more than the receive itself.
 _POOLED_BUFFER_SIZE = 256 * 1024
 _POOL_LIMIT = 16
 
@@ -75,11 +67,13 @@ _POOL_LIMIT = 16
 class SocketMethods:
     """Mixin for Loop: the sock_* API.  Needs self._port (a CompletionPort)."""
 
+    sock_recv = _scheduler.sock_recv
+    sock_recv_into = _scheduler.sock_recv_into
+    sock_sendall = _scheduler.sock_sendall
+
     def _init_socket_methods(self):
-        self._stashes: "weakref.WeakKeyDictionary[socket.socket, _Stash]" = (
-            weakref.WeakKeyDictionary())
+        self._attach_sockets(_scheduler.SocketEngine(self, self._port, _Stash, IS_WINDOWS))
         self._free_recv_buffers: list[bytearray] = []
-        self._orphan_ops: dict = {}   # token of a cancelled op -> its socket
 
     def _take_recv_buffer(self, n: int) -> bytearray:
         if n <= _POOLED_BUFFER_SIZE:
@@ -101,149 +95,36 @@ class SocketMethods:
         if sock.fileno() < 0:
             raise OSError(9, "Bad file descriptor")   # EBADF, as sock.recv would
 
-    def _stash_for(self, sock) -> _Stash:
-        stash = self._stashes.get(sock)
-        if stash is None:
-            stash = self._stashes[sock] = _Stash()
-        return stash
+    @property
+    def _stashes(self):
+        return self._sock_engine.stashes
 
-    def _take_stashed_data(self, sock, nbytes: int) -> bytes | None:
-        stash = self._stashes.get(sock)
-        if stash is None or not stash.data:
-            return None
-        chunk = bytes(stash.data[:nbytes])
-        del stash.data[:nbytes]
-        return chunk
-
-    def _cancel_op_when_cancelled(self, fut, op, sock=None) -> None:
-        """sock given (receive/accept): count the op as an orphan of sock
-        until the kernel reports it (see _settle)."""
-        if sock is not None:
-            self._stash_for(sock).live[op.token] = (op, fut)
-
-        def on_done(f):
-            if f.cancelled():
-                self._orphan(op, sock)
-
-        fut.add_done_callback(on_done)
-
-    def _orphan(self, op, sock) -> None:
-        """The caller of op stopped waiting: cancel it; for a receive/accept,
-        what it still delivers goes to the stash, and later calls wait."""
-        if op.done or op.token in self._orphan_ops:
-            return
-        if sock is not None:
-            self._stash_for(sock).orphans += 1
-            self._orphan_ops[op.token] = sock
-        self._port.cancel(op)
-
-    def _orphan_settled(self, op, sock) -> None:
-        """op of sock completed (called first thing by its callback)."""
-        stash = self._stashes.get(sock)
-        if stash is not None:
-            stash.live.pop(op.token, None)
-        if self._orphan_ops.pop(op.token, None) is None:
-            return
-        stash = self._stash_for(sock)
-        stash.orphans -= 1
-        if not stash.orphans:
-            waiters, stash.waiters = stash.waiters, []
-            for w in waiters:
-                if not w.done():
-                    w.set_result(None)
-
-    def _unsettled(self, sock) -> bool:
-        stash = self._stashes.get(sock)
-        if stash is None:
-            return False
-        for op, fut in list(stash.live.values()):
-            if fut.cancelled():   # cancelled, its callbacks not run yet
-                self._orphan(op, sock)
-        return stash.orphans > 0
+    def _watch(self, fut, op, sock) -> None:
+        """op, a receive or accept on sock, is in flight for fut's caller."""
+        self._sock_engine.watch(sock, op, fut)
 
     async def _settle(self, sock) -> None:
-        """Wait until no cancelled receive/accept of sock is still in the
-        kernel: its data or connection must reach the stash before this call
-        looks there (and before it submits an operation of its own)."""
-        stash = self._stashes.get(sock)
-        while stash is not None and stash.orphans:
-            waiter = self.create_future()
-            stash.waiters.append(waiter)
-            await waiter
+        """Before a receive/accept on sock looks at its stash: wait until no
+        cancelled operation of sock is still in the kernel."""
+        engine = self._sock_engine
+        if engine.unsettled(sock):
+            await engine.settle(sock)
 
-    async def _delivered(self, fut, sock, give_back):
-        """await fut.  If the caller is cancelled after fut got its result
-        but before the caller resumed, asyncio drops that result: it goes
-        back to sock's stash instead (give_back(stash, result)), for the
-        next call."""
+    async def _delivered(self, op, sock, give_back):
+        """await op's future.  A caller that stops waiting orphans op; one
+        cancelled after the result arrived but before it resumed (asyncio
+        then drops that result) gives it back to sock's stash, for the next
+        call (give_back(stash, result))."""
+        fut = op.waiter
         try:
             return await fut
-        except exceptions.CancelledError:
+        except BaseException:
+            engine = self._sock_engine
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                give_back(self._stash_for(sock), fut.result())
+                give_back(engine.stash_for(sock), fut.result())
+            elif not op.done:
+                engine.orphan(sock, op)
             raise
-
-    # -- receiving ------------------------------------------------------------
-
-    async def sock_recv(self, sock, n):
-        """Receive up to n bytes from sock (asyncio.loop.sock_recv)."""
-        self._check_sock(sock)
-        _check_size(n, "recv")
-        if self._unsettled(sock):
-            await self._settle(sock)
-        stashed = self._take_stashed_data(sock, n)
-        if stashed is not None:
-            return stashed
-        if not n:
-            return b""
-        return await self._delivered(self._recv_op(sock, n), sock, _put_back_data)
-
-    async def sock_recv_into(self, sock, buf):
-        """Receive into buf; returns the number of bytes written."""
-        self._check_sock(sock)
-        view = memoryview(buf).cast("B")
-        if view.readonly:
-            raise TypeError("sock_recv_into() needs a writable buffer, not "
-                            f"{type(buf).__name__}")
-        if self._unsettled(sock):
-            await self._settle(sock)
-        stashed = self._take_stashed_data(sock, len(view))
-        if stashed is not None:
-            view[:len(stashed)] = stashed
-            return len(stashed)
-        if not len(view):
-            return 0
-        # The kernel writes into a buffer of ours, copied out on success:
-        # after a cancellation it must not write into the caller's memory.
-        # At most one pooled buffer per call (recv may return less than asked):
-        # a huge view must not cost a huge zero-filled allocation each call.
-        data = await self._delivered(self._recv_op(sock, min(len(view), _POOLED_BUFFER_SIZE)),
-                                     sock, _put_back_data)
-        view[:len(data)] = data
-        return len(data)
-
-    def _recv_op(self, sock, n):
-        """A future for up to n bytes from sock, received into a pooled buffer."""
-        fut = self.create_future()
-        buf = self._take_recv_buffer(n)
-
-        def done(op):
-            self._orphan_settled(op, sock)
-            data = bytes(memoryview(buf)[:op.result]) if op.result > 0 else b""
-            self._give_back_recv_buffer(buf)
-            if op.result < 0:
-                if not fut.done():
-                    fut.set_exception(op.error)
-            elif fut.done():
-                # Cancelled, but the data arrived first: keep it for the next call.
-                self._stash_for(sock).data += data
-            else:
-                fut.set_result(data)
-
-        op = self._port.recv(sock, memoryview(buf)[:n], done)
-        self._port.guard(op, sock)
-        self._cancel_op_when_cancelled(fut, op, sock)
-        return fut
 
     # -- datagrams ------------------------------------------------------------
 
@@ -252,12 +133,12 @@ class SocketMethods:
         (asyncio.loop.sock_recvfrom)."""
         self._check_sock(sock)
         _check_size(bufsize, "recvfrom")
-        if self._unsettled(sock):
-            await self._settle(sock)
+        await self._settle(sock)
         stashed = self._take_stashed_datagram(sock, bufsize)
         if stashed is not None:
             return stashed
-        return await self._delivered(self._recvfrom_op(sock, bufsize), sock, _put_back_datagram)
+        return await self._delivered(self._recvfrom_op(sock, bufsize), sock,
+                                     _put_back_datagram)
 
     async def sock_recvfrom_into(self, sock, buf, nbytes=0):
         """Receive a datagram into buf: (nbytes, address)
@@ -272,8 +153,7 @@ class SocketMethods:
         if nbytes > len(view):
             raise ValueError("nbytes is greater than the length of the buffer")
         nbytes = nbytes or len(view)
-        if self._unsettled(sock):
-            await self._settle(sock)
+        await self._settle(sock)
         stashed = self._take_stashed_datagram(sock, nbytes)
         if stashed is None:
             # Received into a buffer of ours and copied: after a cancellation
@@ -285,21 +165,22 @@ class SocketMethods:
         return len(data), address
 
     def _take_stashed_datagram(self, sock, bufsize):
-        stash = self._stashes.get(sock)
+        stash = self._sock_engine.stash_of(sock)
         if stash is None or not stash.datagrams:
             return None
         data, address = stash.datagrams.popleft()
         return data[:bufsize], address
 
     def _recvfrom_op(self, sock, n):
-        """A future for one datagram of up to n bytes: (data, address)."""
+        """An operation for one datagram of up to n bytes, whose waiter's
+        result is (data, address)."""
         if n < 0:
             raise ValueError("negative buffersize in recvfrom")
         fut = self.create_future()
         buf = self._take_recv_buffer(n)
 
         def done(op):
-            self._orphan_settled(op, sock)
+            self._sock_engine.settled(sock, op)
             if op.result < 0:
                 self._give_back_recv_buffer(buf)
                 if fut.done():
@@ -316,14 +197,14 @@ class SocketMethods:
             self._give_back_recv_buffer(buf)
             if fut.done():
                 # Cancelled, but a datagram arrived first: keep it for the next call.
-                self._stash_for(sock).datagrams.append(datagram)
+                self._sock_engine.stash_for(sock).datagrams.append(datagram)
             else:
                 fut.set_result(datagram)
 
         op = self._port.recvmsg(sock, memoryview(buf)[:n], done)
         self._port.guard(op, sock)
-        self._cancel_op_when_cancelled(fut, op, sock)
-        return fut
+        self._watch(fut, op, sock)
+        return op
 
     async def sock_sendto(self, sock, data, address):
         """Send a datagram to address; returns the bytes sent
@@ -383,36 +264,6 @@ class SocketMethods:
         finally:
             self._remove_watch(sock, "writer")
 
-    async def sock_sendall(self, sock, data):
-        """Send all of data (asyncio.loop.sock_sendall)."""
-        self._check_sock(sock)
-        view = memoryview(data).cast("B")
-        sent = 0
-        if view:
-            # Send at once what the socket buffer takes, as asyncio does: the
-            # bytes leave before sock_sendall's first await (a queued
-            # io_uring send would reach the kernel only at the next wait,
-            # after code that closes the socket meanwhile), and a send that
-            # fits needs no completion at all, so the caller resumes in the
-            # same turn on both systems (uvloop's test_sock_send_before_cancel
-            # cancels a receive in that turn).
-            try:
-                sent = sock.send(view)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-        while sent < len(view):
-            try:
-                sent += await self._run_op(self._port.send, sock, view[sent:])
-            except BlockingIOError:
-                if IS_WINDOWS:
-                    raise
-                # io_uring ends a send with EAGAIN, instead of waiting for
-                # room, when the peer has shut down its writing side (and
-                # its polls report that shutdown whatever is asked): wait
-                # for room through the loop's epoll set, as add_writer does.
-                await self._room_in(sock)
-        return None
-
     # -- connecting -----------------------------------------------------------
 
     async def sock_connect(self, sock, address):
@@ -452,7 +303,9 @@ class SocketMethods:
         # (Linux queues it until the next wait otherwise): code that goes on
         # to accept it synchronously, or to time it, sees asyncio's order.
         self._port.flush()
-        self._cancel_op_when_cancelled(fut, op)
+        # Cancelling the wait cancels the connection attempt.
+        fut.add_done_callback(
+            lambda f, op=op, port=self._port: f.cancelled() and not op.done and port.cancel(op))
         try:
             return await fut
         finally:
@@ -466,16 +319,15 @@ class SocketMethods:
     async def sock_accept(self, sock):
         """Accept a connection: (conn, address) (asyncio.loop.sock_accept)."""
         self._check_sock(sock)
-        if self._unsettled(sock):
-            await self._settle(sock)
-        stash = self._stashes.get(sock)
+        await self._settle(sock)
+        stash = self._sock_engine.stash_of(sock)
         if stash is not None and stash.accepted:
             return stash.accepted.popleft()
         fut = self.create_future()
         target = socket.socket(sock.family, sock.type, sock.proto) if IS_WINDOWS else None
 
         def done(op):
-            self._orphan_settled(op, sock)
+            self._sock_engine.settled(sock, op)
             if op.result < 0:
                 if target is not None:
                     target.close()
@@ -490,7 +342,7 @@ class SocketMethods:
                 return
             if fut.done():
                 # Cancelled, but a peer was accepted first: keep the connection.
-                self._stash_for(sock).accepted.append(accepted)
+                self._sock_engine.stash_for(sock).accepted.append(accepted)
             else:
                 fut.set_result(accepted)
 
@@ -501,5 +353,5 @@ class SocketMethods:
                 target.close()
             raise
         self._port.guard(op, sock)
-        self._cancel_op_when_cancelled(fut, op, sock)
-        return await self._delivered(fut, sock, _put_back_connection)
+        self._watch(fut, op, sock)
+        return await self._delivered(op, sock, _put_back_connection)
