@@ -8,14 +8,16 @@
              when it completes, drains what else is queued with
              non-blocking recvmsg calls, up to _DRAIN_MAX per completion, so
              a burst is read in one pass of the loop.  Then the receive is
-             posted again.
-  sending:   one sendmsg per datagram, up to _SENDS_IN_FLIGHT at once; the
-             rest queue.  Linux first tries the send at once when nothing is
-             queued (a UDP send rarely blocks; that saves a completion per
-             datagram), up to _SEND_AT_ONCE_MAX per pass of the loop, and
-             hands io_uring what would block and what exceeds that.  The write
-             buffer size counts queued and in-flight bytes, for
-             pause_writing / resume_writing.
+             posted again.  (Reads on readiness, as uvloop's, measured
+             slower: two receive calls per wakeup.)
+  sending:   sendto is compiled (_datagram.pxi).  Linux sends at once when
+             nothing is queued (a UDP send rarely blocks; that saves a
+             completion per datagram), up to _SEND_AT_ONCE_MAX per pass of
+             the loop, with the socket address of a numeric destination
+             parsed once and kept.  What would block, what exceeds that and
+             everything on Windows is queued: one sendmsg per datagram, up
+             to _SENDS_IN_FLIGHT at once.  The write buffer size counts
+             queued and in-flight bytes, for pause_writing / resume_writing.
   errors:    as asyncio's datagram transports: an OSError of a receive or a
              send (an ICMP port-unreachable reported on a connected socket,
              a datagram too large, ...) goes to protocol.error_received and
@@ -40,9 +42,10 @@ import errno
 import functools
 import socket
 import sys
-from asyncio import base_events, constants, futures, transports
+from asyncio import futures, transports
 
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
+from ._scheduler import SendAddresses, datagram_sendto
 from ._transport_base import SocketTransportBase
 
 _EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
@@ -53,6 +56,7 @@ __all__ = ["DatagramTransport", "DatagramMethods"]
 
 _RECVS_POSTED = 16 if IS_WINDOWS else 1
 _DRAIN_MAX = 64                     # Linux: datagrams read at once per completion
+
 _RECV_SIZE = 65536                  # the largest UDP payload fits
 _SENDS_IN_FLIGHT = 8
 _SEND_AT_ONCE = not IS_WINDOWS       # see sendto
@@ -67,6 +71,9 @@ _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
 class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                         transports.DatagramTransport):
     max_size = _RECV_SIZE
+    sendto = datagram_sendto   # compiled; its slow half is _sendto_queued
+    _send_at_once = _SEND_AT_ONCE
+    _send_at_once_max = _SEND_AT_ONCE_MAX
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
@@ -105,6 +112,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                 self._sock_closed = True   # the endpoint never existed
                 sock.close()
                 raise
+        self._send_addresses = SendAddresses(sock.family)
         self._loop.call_soon(self._protocol.connection_made, self)
         self._loop.call_soon(self._start_reading)
         if waiter is not None:
@@ -251,60 +259,27 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
 
     # -- sending --------------------------------------------------------------
 
-    def sendto(self, data, addr=None, *, source=None):
-        """Send a datagram (asyncio's DatagramTransport.sendto).  iocploop
-        extension: source = the local IP address to send from."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"data argument must be a bytes-like object, "
-                            f"not {type(data).__name__!r}")
-        if not data and not _SENDS_EMPTY_DATAGRAMS:
+    def _sendto_by_socket(self, data, addr):
+        """sendto's send at once, by the socket module: a destination that
+        is no numeric address of the socket's family (a host name, '',
+        '<broadcast>', a malformed one: what it raises is reported as
+        asyncio reports it)."""
+        try:
+            self._sock.sendto(data, addr)
             return
-        if self._address:
-            if addr not in (None, self._address):
-                raise ValueError(f"Invalid address: must be None or {self._address}")
-            addr = self._address
-        if self._connected:
-            addr = None   # a connected socket sends to its peer, as asyncio's send()
-        if self._conn_lost and self._address:
-            if self._conn_lost >= constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES:
-                base_events.logger.warning("socket.send() raised exception.")
-            self._conn_lost += 1
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as exc:
+            self._protocol.error_received(exc)
             return
-        if self._closing:
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:   # a malformed address, as asyncio handles it
+            self._fatal_error(exc, "Fatal write error on datagram transport")
             return
-        if addr is None and not self._connected:
-            # What socket.sendto(data, None) raises, handled as asyncio does.
-            self._fatal_error(TypeError("an address is required: the socket is not connected"),
-                              "Fatal write error on datagram transport")
-            return
-        if source is None and self._arrivals is not None and addr is not None:
-            source = self._arrivals.get(addr[:2])
-        if (_SEND_AT_ONCE and source is None and not self._queue and not self._send_ops
-                and self._send_budget > 0):
-            # Linux: a datagram send rarely blocks, and a send done at once
-            # costs one system call and no completion to process.  At most
-            # _SEND_AT_ONCE_MAX per pass of the loop, though: a burst beyond
-            # that goes through io_uring, paced by the loop, so a receiver on
-            # this host gets to read between sends and nothing overflows.
-            if self._send_budget == _SEND_AT_ONCE_MAX:
-                self._loop.call_soon(self._refill_send_budget)
-            self._send_budget -= 1
-            try:
-                if addr is None:
-                    self._sock.send(data)
-                else:
-                    self._sock.sendto(data, addr)
-                return
-            except (BlockingIOError, InterruptedError):
-                pass
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                return
-            except (SystemExit, KeyboardInterrupt):
-                raise
-            except BaseException as exc:   # a malformed address, as asyncio handles it
-                self._fatal_error(exc, "Fatal write error on datagram transport")
-                return
+        self._sendto_queued(data, addr, None)
+
+    def _sendto_queued(self, data, addr, source):
         self._queue.append((bytes(data), addr, source))
         self._buffer_size += len(data) + _HEADER_SIZE
         self._send_queued()

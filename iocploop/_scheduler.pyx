@@ -1103,3 +1103,4 @@ cdef class Scheduler:
 
 include "_stream.pxi"
 include "_sockops.pxi"
+include "_datagram.pxi"

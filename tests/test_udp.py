@@ -849,7 +849,39 @@ MALFORMED_ADDRESSES = [
     # a port beyond 65535 wraps there, so only Linux has a reference.
     pytest.param((HOST, 70000), id="port-70000",
                  marks=pytest.mark.skipif(not IS_LINUX, reason="no reference on Windows")),
+    # iocploop parses numeric addresses itself (SendAddresses): a NUL must
+    # not cut the host short into a valid one.
+    pytest.param((HOST + "\0junk", 9), id="embedded-NUL",
+                 marks=pytest.mark.skipif(not IS_LINUX, reason="no reference on Windows")),
 ]
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(not IS_LINUX, reason="the send at once, and its table of parsed "
+                    "addresses, is Linux's")
+async def test_an_address_equal_to_a_sent_one_but_not_an_address_is_still_refused():
+    """(host, 9.0) == (host, 9): iocploop's table of parsed destinations must
+    not take the float port for the int one it already parsed; the socket
+    module refuses it (a fatal write error, as asyncio reports it)."""
+    loop = asyncio.get_running_loop()
+    reported = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    server, sproto, address = await _echo_server()
+    try:
+        client, cproto = await _endpoint(local_addr=(HOST, 0))
+        try:
+            client.sendto(b"int port", address)
+            await sproto.wait_datagrams(1)
+            client.sendto(b"float port", (address[0], float(address[1])))
+            exc = await bounded(asyncio.shield(cproto.lost), 1.0)
+        finally:
+            client.abort()
+        assert isinstance(exc, TypeError), repr(exc)
+        assert [c["message"] for c in reported] == ["Fatal write error on datagram transport"]
+        assert sproto.payloads() == [b"int port"]
+    finally:
+        loop.set_exception_handler(None)
+        await _close((server, sproto))
 
 
 @pytest.mark.asyncio
