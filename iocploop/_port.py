@@ -314,6 +314,7 @@ class CompletionPort:
             _address(ffi.addressof(lib, "ioc_wait")), _address(ffi.addressof(lib, "ioc_wakeup")),
             _address(ffi.addressof(lib, "ioc_submit_recv")),
             _address(ffi.addressof(lib, "ioc_submit_send")),
+            _address(ffi.addressof(lib, "ioc_submit_poll")),
             _MORE, _STRAY, os_error, (events, batch_size))
         self._next_token = self._batch.next_token   # one counter with compiled submits
         self._associated: "weakref.WeakSet" = weakref.WeakSet()

@@ -1,15 +1,18 @@
 """add_reader / add_writer / remove_reader / remove_writer on a completion loop.
 
-The registrations (one `_Watch` per file descriptor: its reader and writer
+The registrations (one `Watch` per file descriptor: its reader and writer
 handles) are kept here; how readiness is learned is the backend's job:
 
 * Linux (`_EpollBackend`): the descriptors sit in one epoll set per loop,
   level-triggered, and the completion port polls the epoll fd itself (one
   io_uring POLL_ADD for the whole set).  When it completes, epoll_wait(0)
-  says which descriptors are ready, their handles join the ready queue, and
-  the poll on the epoll fd is queued again; the kernel sees it when the next
-  wait submits it, after the callbacks ran, so it reports only what they
-  left unread.  epoll (not one io_uring poll per descriptor) because a
+  says which descriptors are ready and their handles join the ready queue.
+  While the set keeps having ready descriptors the loop asks it directly
+  (epoll_wait(0)) before each wait, as a selector loop does; once it has
+  none, the poll on the epoll fd is queued again and the kernel sees it when
+  the next wait submits it.  Either way the set is asked after the callbacks
+  ran, so it reports only what they left unread (the compiled EpollPoller,
+  _readiness.pxi).  epoll (not one io_uring poll per descriptor) because a
   posted io_uring poll holds a reference to its file: a socket closed while
   watched would stay open for its peer.  epoll drops a closed descriptor by
   itself, exactly as the selector loops see it.
@@ -28,7 +31,9 @@ from __future__ import annotations
 
 import select
 import sys
-from asyncio import base_events, events
+
+from ._port import ERR_CANCELLED
+from ._scheduler import EpollPoller, Watch, dispatch_ready
 
 __all__ = ["ReadinessMethods"]
 
@@ -49,30 +54,11 @@ def _fileobj_to_fd(fileobj) -> int:
     return fd
 
 
-class _Watch:
-    """The reader and writer of one file descriptor."""
-    __slots__ = ("fd", "fileobj", "reader", "writer", "op", "op_mask", "dead", "registered")
-
-    def __init__(self, fd, fileobj):
-        self.fd = fd
-        self.fileobj = fileobj
-        self.reader = None
-        self.writer = None
-        self.op = None           # Windows: the AFD poll in flight
-        self.op_mask = 0
-        self.dead = False        # Windows: closed under its poll
-        self.registered = False  # Linux: in the epoll set
-
-    def mask(self) -> int:
-        return (POLLIN if self.reader is not None else 0) | \
-               (POLLOUT if self.writer is not None else 0)
-
-
 class ReadinessMethods:
     """Loop methods for readiness callbacks (mixed into Loop)."""
 
     def _init_readiness_methods(self):
-        self._watches: dict[int, _Watch] = {}
+        self._watches: dict[int, Watch] = {}
         self._readiness = (_AfdBackend if IS_WINDOWS else _EpollBackend)(self)
 
     # -- public ------------------------------------------------------------------
@@ -123,11 +109,11 @@ class ReadinessMethods:
     def _add_watch(self, fileobj, role, callback, args):
         self._check_closed()
         fd = _fileobj_to_fd(fileobj)
-        handle = events.Handle(callback, args, self, None)
+        handle = self._readiness_handle(callback, args)
         watch = self._watches.get(fd)
         created = watch is None
         if created:
-            watch = self._watches[fd] = _Watch(fd, fileobj)
+            watch = self._watches[fd] = Watch(fd, fileobj)
         old = getattr(watch, role)
         setattr(watch, role, handle)
         try:
@@ -156,15 +142,7 @@ class ReadinessMethods:
 
     def _dispatch_ready(self, watch, ready):
         """Queue the handles of watch that ready (poll bits) wakes."""
-        for role, bits in (("reader", POLLIN | POLLERR | POLLHUP),
-                           ("writer", POLLOUT | POLLERR | POLLHUP)):
-            handle = getattr(watch, role)
-            if handle is None or not ready & bits:
-                continue
-            if handle.cancelled():   # cancelled by hand: unregister, as selectors do
-                self._remove_watch(watch.fileobj, role)
-            else:
-                self._add_callback(handle)
+        dispatch_ready(self, watch, ready)
 
     def _close_readiness(self):
         self._readiness.close()
@@ -176,7 +154,7 @@ class _EpollBackend:
     def __init__(self, loop):
         self._loop = loop
         self._epoll = None
-        self._op = None          # the io_uring poll on the epoll fd
+        self._poller = None      # the io_uring poll on the epoll fd (compiled)
 
     def update(self, watch, fresh=False):
         mask = watch.mask()   # EPOLLIN/EPOLLOUT have poll's values
@@ -190,6 +168,8 @@ class _EpollBackend:
             return
         if self._epoll is None:
             self._epoll = select.epoll()
+            self._poller = EpollPoller(self._loop, self._loop._watches, self._epoll,
+                                       ERR_CANCELLED)
         if watch.registered:
             try:
                 self._epoll.modify(watch.fd, mask)
@@ -206,25 +186,13 @@ class _EpollBackend:
         self._arm()
 
     def _arm(self):
-        if self._op is None and self._loop._watches and not self._loop.is_closed():
-            self._op = self._loop._port.poll_ready(self._epoll.fileno(), POLLIN, self._on_ready)
-
-    def _on_ready(self, op):
-        self._op = None
-        if op.result < 0:
-            if not op.cancelled:
-                base_events.logger.error("polling the readiness set failed: %s", op.error)
-            return
-        watches = self._loop._watches
-        for fd, ready in self._epoll.poll(0):
-            watch = watches.get(fd)
-            if watch is not None:
-                self._loop._dispatch_ready(watch, ready)
-        self._arm()
+        self._poller.arm()
 
     def close(self):
-        if self._op is not None:
-            self._loop._port.cancel(self._op)
+        if self._poller is not None:
+            self._poller.detach()
+            if self._poller.armed:
+                self._loop._port.cancel(self._poller)
         if self._epoll is not None:
             self._epoll.close()   # the poll in flight holds its own reference
 

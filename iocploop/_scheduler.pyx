@@ -69,6 +69,8 @@ ctypedef int (*ioc_submit_recv_fn)(ioc_core *, intptr_t, void *, uint32_t, int, 
                                    ioc_op **) noexcept nogil
 ctypedef int (*ioc_submit_send_fn)(ioc_core *, intptr_t, const void *, uint32_t, int,
                                    uint64_t, ioc_op **) noexcept nogil
+ctypedef int (*ioc_submit_poll_fn)(ioc_core *, intptr_t, uint32_t, uint64_t,
+                                   ioc_op **) noexcept nogil
 
 cdef object _monotonic = _time.monotonic
 
@@ -616,6 +618,7 @@ cdef class TimerHeap:
 
 
 cdef class SocketEngine   # _sockops.pxi
+cdef class EpollPoller    # _readiness.pxi
 
 
 cdef class OperationBase:
@@ -696,6 +699,7 @@ cdef class CompletionBatch:
     cdef ioc_wakeup_fn wakeup_fn
     cdef ioc_submit_recv_fn submit_recv_fn
     cdef ioc_submit_send_fn submit_send_fn
+    cdef ioc_submit_poll_fn submit_poll_fn
     cdef uint64_t last_token
     cdef uint32_t more_flag
     cdef uint32_t stray_flag
@@ -710,8 +714,8 @@ cdef class CompletionBatch:
     def __init__(self, dict ops, dict strays, list cancel_later, retry_cancels,
                  uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
                  uintptr_t wait_fn, uintptr_t wakeup_fn, uintptr_t submit_recv_fn,
-                 uintptr_t submit_send_fn, uint32_t more_flag, uint32_t stray_flag,
-                 os_error, keep):
+                 uintptr_t submit_send_fn, uintptr_t submit_poll_fn, uint32_t more_flag,
+                 uint32_t stray_flag, os_error, keep):
         self.ops = ops
         self.strays = strays
         self.cancel_later = cancel_later
@@ -725,6 +729,7 @@ cdef class CompletionBatch:
         self.wakeup_fn = <ioc_wakeup_fn>wakeup_fn
         self.submit_recv_fn = <ioc_submit_recv_fn>submit_recv_fn
         self.submit_send_fn = <ioc_submit_send_fn>submit_send_fn
+        self.submit_poll_fn = <ioc_submit_poll_fn>submit_poll_fn
         self.last_token = 0
         self.more_flag = more_flag
         self.os_error = os_error
@@ -750,15 +755,29 @@ cdef class CompletionBatch:
         (CompletionPort._track): a refused submit raises and runs nothing."""
         cdef ioc_op *record = NULL
         cdef int rc
-        cdef ioc_core *core = self.core
-        if core == NULL:
-            raise RuntimeError(self.detached)
+        cdef ioc_core *core = self.checked_core()
         self.last_token += 1
-        token = PyLong_FromUnsignedLongLong(self.last_token)
         if send:
             rc = self.submit_send_fn(core, fd, buf, length, flags, self.last_token, &record)
         else:
             rc = self.submit_recv_fn(core, fd, buf, length, flags, self.last_token, &record)
+        return self.track(op, rc, record)
+
+    cdef int submit_poll(self, OperationBase op, intptr_t fd, uint32_t events) except -1:
+        """Submit a one-shot poll of fd for events, tracked as submit_buffer's."""
+        cdef ioc_op *record = NULL
+        cdef ioc_core *core = self.checked_core()
+        self.last_token += 1
+        rc = self.submit_poll_fn(core, fd, events, self.last_token, &record)
+        return self.track(op, rc, record)
+
+    cdef inline ioc_core *checked_core(self) except NULL:
+        if self.core == NULL:
+            raise RuntimeError(self.detached)
+        return self.core
+
+    cdef int track(self, OperationBase op, int rc, ioc_op *record) except -1:
+        token = PyLong_FromUnsignedLongLong(self.last_token)
         if rc < 0:
             if record != NULL:
                 # Windows: the provider started the operation before it failed
@@ -767,6 +786,8 @@ cdef class CompletionBatch:
             raise self.os_error(-rc)
         op.token = token
         op.record = <uintptr_t>record
+        op.done = False
+        op.result = None
         self.ops[token] = op
         return 0
 
@@ -883,6 +904,7 @@ cdef class Scheduler:
     cdef public object _selector
     cdef CompletionBatch batch
     cdef SocketEngine sockets
+    cdef EpollPoller readiness   # Linux: add_reader's epoll set, once used
     cdef object on_completion_error
     cdef object run_completion_timed
 
@@ -919,6 +941,16 @@ cdef class Scheduler:
         self.batch = port._batch
         self.on_completion_error = on_error
         self.run_completion_timed = run_timed
+
+    def _readiness_handle(self, callback, args):
+        """The handle add_reader / add_writer keep for a callback (asyncio's
+        events.Handle(callback, args, loop, None), compiled)."""
+        self._check_open()
+        cdef Handle handle = Handle.__new__(Handle)
+        _init_handle(handle, callback, args, self, None)
+        if self._debug:
+            handle._source_traceback = _extract_stack(_getframe())
+        return handle
 
     def _attach_sockets(self, SocketEngine engine):
         """The sock_* methods' shared state (_sockops.pxi)."""
@@ -1040,6 +1072,11 @@ cdef class Scheduler:
                 timer = timers.pop()
                 timer._scheduled = False
 
+        if self.readiness is not None and self.readiness.hot:
+            # The epoll set had ready descriptors last time: ask it directly
+            # (epoll_wait, no timeout) instead of through a ring poll.
+            self.readiness.poll_now()
+
         cdef int64_t timeout_ns = -1   # no limit
         if ready.count or self._stopping:
             timeout_ns = 0
@@ -1104,3 +1141,4 @@ cdef class Scheduler:
 include "_stream.pxi"
 include "_sockops.pxi"
 include "_datagram.pxi"
+include "_readiness.pxi"

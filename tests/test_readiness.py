@@ -162,6 +162,55 @@ async def test_reader_fires_when_data_arrives_with_its_args(pair):
 
 
 @TWIN
+async def test_readers_keep_firing_across_busy_and_idle_spells(pair):
+    """A ping-pong keeps the readiness set busy (iocploop then asks its
+    epoll set directly before each wait instead of through a ring poll), an
+    idle spell lets the loop sleep (the ring poll is posted again), and a
+    reader added while the set is busy fires too.  No wakeup is lost in
+    either direction."""
+    loop = asyncio.get_running_loop()
+    a, b = pair
+    c, d = socketpair()
+    rounds = {"a": 0, "b": 0, "c": 0}
+    states = set()
+    poller = getattr(getattr(loop, "_readiness", None), "_poller", None)
+
+    def echo(name, sock):
+        def on_readable():
+            if poller is not None:
+                states.add("hot" if poller.hot else "cold")
+            data = sock.recv(100)
+            rounds[name] += 1
+            if data and name != "c":
+                sock.send(data)
+        return on_readable
+
+    try:
+        loop.add_reader(a, echo("a", a))
+        loop.add_reader(b, echo("b", b))
+        a.send(b"ping")
+        await until(lambda: rounds["a"] >= 100)
+        loop.add_reader(c, echo("c", c))   # added while the ping-pong runs
+        d.send(b"busy")
+        await until(lambda: rounds["c"] == 1)
+        await until(lambda: rounds["a"] >= 150)
+        loop.remove_reader(a)                # the ping-pong ends
+        loop.remove_reader(b)
+        await asyncio.sleep(0.05)            # idle: the loop sleeps in its wait
+        if poller is not None:
+            assert not poller.hot and poller.armed
+        d.send(b"after the idle spell")
+        await until(lambda: rounds["c"] == 2)
+        if poller is not None:
+            assert states == {"hot", "cold"}, states
+    finally:
+        for sock in (a, b, c):
+            loop.remove_reader(sock)
+        c.close()
+        d.close()
+
+
+@TWIN
 async def test_reader_is_level_triggered_one_call_per_iteration(pair):
     """While data stays unread the reader fires again, each time in a later
     iteration; once everything is read it stops."""
