@@ -182,7 +182,7 @@ class _Reading:
         self._early = None           # data (or b"" for EOF) that came before it
         self._paused = False
         self._read_op = None
-        self._read_buf = bytearray(_READ_SIZE)
+        self._on_read_in_context = self._in_context(self._on_read)
         self._held = None            # data (or b"" for EOF) read while paused
 
     def is_reading(self):
@@ -211,7 +211,8 @@ class _Reading:
         if self._closing or self._paused or self._read_op is not None:
             return
         try:
-            op = self._port.read(self._handle, self._read_buf, self._in_context(self._on_read))
+            # Read straight into a new bytes object: no copy to deliver it.
+            op = self._port.read_bytes(self._handle, _READ_SIZE, self._on_read_in_context)
         except OSError as exc:
             if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
                 # The other end was gone before the read was posted: ReadFile
@@ -245,7 +246,7 @@ class _Reading:
                 self._fatal_error(exc, "Fatal read error on pipe transport")
                 return
         else:
-            data = bytes(self._read_buf[:op.result])
+            data = op.buffer
         self._deliver_or_hold(data)
 
     def _connection_made(self):
@@ -295,6 +296,7 @@ class _Writing:
     """Writes: one in flight, the rest queued; asyncio's flow control."""
 
     def _init_writing(self):
+        self._os_write = functools.partial(os.write, self._handle)
         self._write_op = None
         self._in_flight = 0          # bytes of the write in flight not yet written
         self._queue = collections.deque()
@@ -326,12 +328,16 @@ class _Writing:
             # bytes are in the pipe when write() returns (a queued io_uring
             # write would reach the kernel only at the next wait); the
             # completion path takes what the pipe had no room for.
-            n = self._write_now(functools.partial(os.write, self._handle), data,
-                                "Fatal write error on pipe transport")
+            n = self._write_now(self._os_write, data, "Fatal write error on pipe transport")
             if n is None or n == len(data):
                 return
-            data = data[n:]
-        data = bytes(data)   # the caller may reuse its buffer while the kernel reads ours
+            data = memoryview(data).cast("B")[n:]
+        # The rest is kept until written: a bytes object as it is (nothing
+        # can change it), anything else copied, since the caller may reuse
+        # its buffer while the kernel reads ours.
+        if type(data) is not bytes and not (type(data) is memoryview
+                                            and type(data.obj) is bytes):
+            data = bytes(data)
         if self._write_op is None:
             self._start_write(data)
         else:
@@ -362,8 +368,8 @@ class _Writing:
             self._conn_lost += 1
             self._fatal_error(op.error, "Fatal write error on pipe transport")
             return
-        if op.result < len(sent):    # a short write: the rest goes first
-            self._start_write(sent[op.result:])
+        if op.result < len(sent):    # a short write: the rest goes first (not copied)
+            self._start_write(memoryview(sent)[op.result:])
             return
         self._in_flight = 0
         if self._queue:

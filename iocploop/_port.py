@@ -315,6 +315,7 @@ class CompletionPort:
             _address(ffi.addressof(lib, "ioc_submit_recv")),
             _address(ffi.addressof(lib, "ioc_submit_send")),
             _address(ffi.addressof(lib, "ioc_submit_poll")),
+            _address(ffi.addressof(lib, "ioc_submit_read")),
             _MORE, _STRAY, os_error, (events, batch_size))
         self._next_token = self._batch.next_token   # one counter with compiled submits
         self._associated: "weakref.WeakSet" = weakref.WeakSet()
@@ -668,6 +669,15 @@ class CompletionPort:
         rc = lib.ioc_submit_read(core, handle, cbuf, min(len(cbuf), MAX_TRANSFER), token,
                                  self._record_out)
         return self._track(rc, token, "read", callback, buffer, cbuf)
+
+    def read_bytes(self, handle: int, size: int, callback):
+        """read's lean path: up to size bytes straight into a new bytes
+        object (no buffer of the caller, no copy).  When callback(op) runs,
+        op.buffer is the bytes read (b"" at end of file; None after an
+        error, then op.result is the negated error)."""
+        self._checked_core()
+        self.associate_handle(handle)
+        return self._batch.read_new_bytes(handle, min(size, MAX_TRANSFER), callback)
 
     def write(self, handle: int, data, callback) -> Operation:
         """Write a bytes-like object to a pipe; the result is the byte count

@@ -71,8 +71,11 @@ ctypedef int (*ioc_submit_send_fn)(ioc_core *, intptr_t, const void *, uint32_t,
                                    uint64_t, ioc_op **) noexcept nogil
 ctypedef int (*ioc_submit_poll_fn)(ioc_core *, intptr_t, uint32_t, uint64_t,
                                    ioc_op **) noexcept nogil
+ctypedef int (*ioc_submit_read_fn)(ioc_core *, intptr_t, void *, uint32_t, uint64_t,
+                                   ioc_op **) noexcept nogil
 
 cdef object _monotonic = _time.monotonic
+cdef object _port_os_error = None   # the port's errno -> OSError (CompletionBatch sets it)
 
 # time.monotonic()'s own clock, read without a Python call where CPython
 # names it: PyTime_Monotonic from 3.13; before, on Linux, CLOCK_MONOTONIC,
@@ -700,6 +703,7 @@ cdef class CompletionBatch:
     cdef ioc_submit_recv_fn submit_recv_fn
     cdef ioc_submit_send_fn submit_send_fn
     cdef ioc_submit_poll_fn submit_poll_fn
+    cdef ioc_submit_read_fn submit_read_fn
     cdef uint64_t last_token
     cdef uint32_t more_flag
     cdef uint32_t stray_flag
@@ -714,8 +718,9 @@ cdef class CompletionBatch:
     def __init__(self, dict ops, dict strays, list cancel_later, retry_cancels,
                  uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
                  uintptr_t wait_fn, uintptr_t wakeup_fn, uintptr_t submit_recv_fn,
-                 uintptr_t submit_send_fn, uintptr_t submit_poll_fn, uint32_t more_flag,
-                 uint32_t stray_flag, os_error, keep):
+                 uintptr_t submit_send_fn, uintptr_t submit_poll_fn,
+                 uintptr_t submit_read_fn, uint32_t more_flag, uint32_t stray_flag,
+                 os_error, keep):
         self.ops = ops
         self.strays = strays
         self.cancel_later = cancel_later
@@ -730,9 +735,12 @@ cdef class CompletionBatch:
         self.submit_recv_fn = <ioc_submit_recv_fn>submit_recv_fn
         self.submit_send_fn = <ioc_submit_send_fn>submit_send_fn
         self.submit_poll_fn = <ioc_submit_poll_fn>submit_poll_fn
+        self.submit_read_fn = <ioc_submit_read_fn>submit_read_fn
         self.last_token = 0
         self.more_flag = more_flag
         self.os_error = os_error
+        global _port_os_error
+        _port_os_error = os_error
         self.keep = keep
         self.pos = 0
         self.detached = None
@@ -770,6 +778,24 @@ cdef class CompletionBatch:
         self.last_token += 1
         rc = self.submit_poll_fn(core, fd, events, self.last_token, &record)
         return self.track(op, rc, record)
+
+    def read_new_bytes(self, intptr_t handle, Py_ssize_t size, callback):
+        """Read up to size bytes of a pipe (or another stream that is no
+        socket) straight into a new bytes object: a BytesRead, whose buffer
+        is the bytes read when callback(op) runs (b"" at end of file)."""
+        cdef BytesRead op = BytesRead.__new__(BytesRead)
+        cdef PyObject *raw = _new_bytes(NULL, size)
+        cdef ioc_op *record = NULL
+        cdef ioc_core *core = self.checked_core()
+        op.buffer = <object>raw
+        Py_DECREF(<object>raw)
+        op.kind = "read"
+        op.callback = callback
+        self.last_token += 1
+        rc = self.submit_read_fn(core, handle, PyBytes_AS_STRING(raw), <uint32_t>size,
+                                 self.last_token, &record)
+        self.track(op, rc, record)
+        return op
 
     cdef inline ioc_core *checked_core(self) except NULL:
         if self.core == NULL:

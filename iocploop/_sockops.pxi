@@ -228,8 +228,8 @@ cdef class SocketEngine:
         return 0
 
 
-cdef class _SocketOperation(OperationBase):
-    cdef SocketEngine engine
+cdef class CompiledOperation(OperationBase):
+    """An operation made in compiled code: Operation's repr and error."""
 
     def __repr__(self):
         state = "pending" if not self.done else f"result={self.result}"
@@ -239,7 +239,11 @@ cdef class _SocketOperation(OperationBase):
     def error(self):
         if self.result is None or self.result >= 0:
             return None
-        return self.engine.os_error(-self.result)
+        return _port_os_error(-self.result)
+
+
+cdef class _SocketOperation(CompiledOperation):
+    cdef SocketEngine engine
 
 
 @cython.final
@@ -279,6 +283,36 @@ cdef class SocketReceive(_SocketOperation):
             engine.stash_for(sock).data += data
         else:
             fut.set_result(data)
+        return 0
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class BytesRead(CompiledOperation):
+    """A pipe read straight into a new bytes object (CompletionBatch.read_new_bytes):
+    when its callback runs, its buffer is the bytes read (b"" at end of
+    file), or None after an error."""
+
+    cdef int complete(self) except -1:
+        cdef Py_ssize_t n = self.result
+        cdef PyObject *raw
+        data = self.buffer
+        self.buffer = None
+        if n < 0:
+            data = None
+        elif n < len(data):
+            if Py_REFCNT(data) > 1:
+                data = data[:n]      # (not expected: nothing else holds it)
+            else:
+                raw = <PyObject *>data
+                Py_INCREF(data)
+                data = None          # raw is the only reference now: it may be resized
+                _PyBytes_Resize(&raw, n)   # frees raw on failure
+                data = <object>raw
+                Py_DECREF(data)
+        self.buffer = data
+        data = None
+        self.callback(self)
         return 0
 
 

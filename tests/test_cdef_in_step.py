@@ -82,7 +82,7 @@ def test_scheduler_function_pointers_match_header():
     pyx = (ROOT / "iocploop" / "_scheduler.pyx").read_text()
     found = dict(re.findall(r"ctypedef int \(\*(ioc_\w+)_fn\)\(([^)]*)\)", pyx))
     assert set(found) == {"ioc_wait", "ioc_wakeup", "ioc_submit_recv", "ioc_submit_send",
-                          "ioc_submit_poll"}
+                          "ioc_submit_poll", "ioc_submit_read"}
     for name, args in found.items():
         ffi = cffi.FFI()
         ffi.cdef("typedef struct ioc_core ioc_core; typedef struct ioc_op ioc_op;"
