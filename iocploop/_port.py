@@ -16,6 +16,7 @@ Linux) and every `Operation` submitted through it.  Ownership rules:
 from __future__ import annotations
 
 import errno
+import operator
 import os
 import socket
 import sys
@@ -24,11 +25,12 @@ import weakref
 
 from ._errors import BackendUnavailableError
 from ._ioc import ffi, lib
-from ._scheduler import CompletionBatch, OperationBase, lendable
+from ._scheduler import CompletionBatch, OperationBase, lendable, set_cancelled_result
 from ._socket_guard import SocketGuard
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
 ERR_CANCELLED: int = lib.ioc_err_cancelled()
+set_cancelled_result(ERR_CANCELLED)
 IS_WINDOWS = sys.platform == "win32"
 #: What ffi.from_buffer returns: recv_prepared refuses anything else.
 _CDATA_FROM_BUFFER = type(ffi.from_buffer(bytearray(1)))
@@ -675,9 +677,12 @@ class CompletionPort:
         object (no buffer of the caller, no copy).  When callback(op) runs,
         op.buffer is the bytes read (b"" at end of file; None after an
         error, then op.result is the negated error)."""
+        size = operator.index(size)
+        if not 0 < size <= MAX_TRANSFER:
+            raise ValueError(f"read_bytes reads 1 to {MAX_TRANSFER} bytes, not {size}")
         self._checked_core()
         self.associate_handle(handle)
-        return self._batch.read_new_bytes(handle, min(size, MAX_TRANSFER), callback)
+        return self._batch.read_new_bytes(handle, size, callback)
 
     def write(self, handle: int, data, callback) -> Operation:
         """Write a bytes-like object to a pipe; the result is the byte count

@@ -76,6 +76,13 @@ ctypedef int (*ioc_submit_read_fn)(ioc_core *, intptr_t, void *, uint32_t, uint6
 
 cdef object _monotonic = _time.monotonic
 cdef object _port_os_error = None   # the port's errno -> OSError (CompletionBatch sets it)
+cdef object _port_cancelled_result = None   # a cancelled operation's result (the port's)
+
+
+def set_cancelled_result(value):
+    """The result of a cancelled operation (the port's ERR_CANCELLED)."""
+    global _port_cancelled_result
+    _port_cancelled_result = value
 
 # time.monotonic()'s own clock, read without a Python call where CPython
 # names it: PyTime_Monotonic from 3.13; before, on Linux, CLOCK_MONOTONIC,

@@ -241,6 +241,10 @@ cdef class CompiledOperation(OperationBase):
             return None
         return _port_os_error(-self.result)
 
+    @property
+    def cancelled(self):
+        return self.result is not None and self.result == _port_cancelled_result
+
 
 cdef class _SocketOperation(CompiledOperation):
     cdef SocketEngine engine

@@ -67,6 +67,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 
 import iocploop
 from iocploop._port import ERR_CANCELLED, CompletionPort, Operation
+from iocploop._scheduler import OperationBase
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, poll_until
 
 #: Sections 2 and 3 (and the pinned findings) use Linux-only descriptors.
@@ -980,6 +981,17 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
             Bad("directory fd", lambda r: r.dir_fd, FAIL)]),
         Slot("buffer", lambda r: bytearray(8), _WRITABLE_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
+    "read_bytes": (lambda r: r.port.read_bytes, [
+        Slot("handle", lambda r: r.r, [
+            Bad("socket object", lambda r: r.a), Bad("None", lambda r: None),
+            Bad("2**64", lambda r: 2 ** 64), Bad("-1", lambda r: -1, FAIL),
+            Bad("free fd number", lambda r: r.free_fd, FAIL),
+            Bad("pipe write end", lambda r: r.w, FAIL),
+            Bad("directory fd", lambda r: r.dir_fd, FAIL)]),
+        Slot("size", lambda r: 8, [
+            Bad("0", lambda r: 0), Bad("-1", lambda r: -1), Bad("float", lambda r: 8.0),
+            Bad("None", lambda r: None), Bad("2**64", lambda r: 2 ** 64)]),
+        Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "write": (lambda r: r.port.write, [
         Slot("handle", lambda r: r.w, [
             Bad("socket object", lambda r: r.a), Bad("None", lambda r: None),
@@ -1060,7 +1072,7 @@ def _check_bad_call(r: _Res, method: str, fn, args, chosen: list) -> None:
         result.close()
     expects = {b.expect for b in chosen}
     assert RAISE not in expects, f"{method}{chosen} was accepted: {result!r}"
-    assert isinstance(result, Operation), (method, chosen, result)
+    assert isinstance(result, OperationBase), (method, chosen, result)
     op = result
     assert port.pending == before + 1
     raised = _drive(port, op, LATE in expects)
@@ -1136,7 +1148,8 @@ def test_bad_arguments_cover_every_public_port_method():
 @LINUX_ONLY
 @_settings(30)
 @given(which=st.sampled_from(["recv", "send", "sendv", "recvmsg", "sendmsg", "accept",
-                              "connect", "poll_ready", "poll_multishot", "read", "write",
+                              "connect", "poll_ready", "poll_multishot", "read", "read_bytes",
+                              "write",
                               "recv_prepared", "select", "poll", "flush", "stats"]),
        pending=st.integers(0, 3))
 def test_calls_on_a_closed_port_raise_runtime_error(which, pending):
@@ -1159,6 +1172,7 @@ def test_calls_on_a_closed_port_raise_runtime_error(which, pending):
             "poll_ready": lambda: port.poll_ready(r.a, POLLIN, cb),
             "poll_multishot": lambda: port.poll_multishot(r.r, POLLIN, cb),
             "read": lambda: port.read(r.r, bytearray(4), cb),
+            "read_bytes": lambda: port.read_bytes(r.r, 4, cb),
             "write": lambda: port.write(r.w, b"x", cb),
             "recv_prepared": lambda: port.recv_prepared(r.a.fileno(), bytearray(4), None, cb),
             "select": lambda: port.select(0),
