@@ -1,6 +1,6 @@
 """The benchmark tool: every suite in one run, one table each, JSON and a chart.
 
-    python -m benchmarks [--suites echo,many,http,udp,tls,idle,micro] [--quick]
+    python -m benchmarks [--suites echo,many,http,udp,tls,idle,ipc,micro] [--quick]
         [--runs 3] [--duration 3] [--warmup 1] [--out build/bench/report]
 
 Linux: each suite (benchmarks/<suite>.py, also runnable on its own) measures
@@ -11,7 +11,8 @@ server's CPU per request, the load generator's CPU and ratios to uvloop and
 rloop; `echo` also runs benchmarks/uring_echo.c, the C io_uring reference,
 and both parameterisations of its sockets and streams servers (vmbench's and
 ours, benchmarks/echo_server.py).  `many` is the echo with
-1,000 connections, `idle` the memory of 10,000 idle ones.  Writes
+1,000 connections, `idle` the memory of 10,000 idle ones, `ipc` subprocess
+pipes, spawns, Unix sockets and add_reader (benchmarks/ipc.py).  Writes
 OUT/<suite>.json, OUT/results.json (all of them, with the command and the
 machine) and OUT/chart.png (matplotlib, from benchmarks/requirements.txt).
 
@@ -30,7 +31,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SUITES = ("echo", "many", "http", "udp", "tls", "idle", "micro")
+SUITES = ("echo", "many", "http", "udp", "tls", "idle", "ipc", "micro")
 WINE_NOTE = ("Windows smoke (Wine here): iocploop and the ProactorEventLoop run the loop "
              "micro-benchmarks to show they work; Wine timings say nothing about Windows "
              "performance and are not results.")
@@ -56,6 +57,8 @@ def suite_argv(suite: str, args) -> list[str]:
         return ["--sizes", "1" if args.quick else "1,100", "--concurrency", "16", *timing]
     if suite == "idle":
         return ["--runs", str(args.runs), "--connections", "1000" if args.quick else "10000"]
+    if suite == "ipc":
+        return timing
     if suite == "micro":
         return ["--runs", str(args.runs)] + (["--scale", "0.1"] if args.quick else [])
     raise ValueError(suite)
@@ -70,7 +73,8 @@ def run_suite(suite: str, argv: list[str], json_path: str) -> dict:
 
 # ---- chart -------------------------------------------------------------------
 
-_LABEL_KEYS = ("style", "params", "test", "mode", "kib", "bytes", "connections", "clients")
+_LABEL_KEYS = ("workload", "style", "params", "test", "mode", "kib", "bytes", "connections",
+               "clients")
 
 
 def _bars(suite: str, data: dict) -> list[tuple[str, str, float]]:
