@@ -841,6 +841,14 @@ _EVENT_BADS = [
     Bad("str", lambda r: "1"),
     Bad("None", lambda r: None),
 ]
+#: The handle of read / read_bytes (a pipe's read end is the valid one).
+_PIPE_READ_HANDLE_BADS = [
+    Bad("socket object", lambda r: r.a), Bad("None", lambda r: None),
+    Bad("2**64", lambda r: 2 ** 64), Bad("-1", lambda r: -1, FAIL),
+    Bad("free fd number", lambda r: r.free_fd, FAIL),
+    Bad("pipe write end", lambda r: r.w, FAIL),
+    Bad("directory fd", lambda r: r.dir_fd, FAIL),
+]
 _CALLBACK_BADS = [
     Bad("None", lambda r: None, LATE),
     Bad("int", lambda r: 42, LATE),
@@ -973,21 +981,11 @@ SPECS: dict[str, tuple[Callable[[_Res], Callable], list[Slot]]] = {
         Slot("events", lambda r: POLLIN, _EVENT_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "read": (lambda r: r.port.read, [
-        Slot("handle", lambda r: r.r, [
-            Bad("socket object", lambda r: r.a), Bad("None", lambda r: None),
-            Bad("2**64", lambda r: 2 ** 64), Bad("-1", lambda r: -1, FAIL),
-            Bad("free fd number", lambda r: r.free_fd, FAIL),
-            Bad("pipe write end", lambda r: r.w, FAIL),
-            Bad("directory fd", lambda r: r.dir_fd, FAIL)]),
+        Slot("handle", lambda r: r.r, _PIPE_READ_HANDLE_BADS),
         Slot("buffer", lambda r: bytearray(8), _WRITABLE_BADS),
         Slot("callback", _valid_cb, _CALLBACK_BADS)]),
     "read_bytes": (lambda r: r.port.read_bytes, [
-        Slot("handle", lambda r: r.r, [
-            Bad("socket object", lambda r: r.a), Bad("None", lambda r: None),
-            Bad("2**64", lambda r: 2 ** 64), Bad("-1", lambda r: -1, FAIL),
-            Bad("free fd number", lambda r: r.free_fd, FAIL),
-            Bad("pipe write end", lambda r: r.w, FAIL),
-            Bad("directory fd", lambda r: r.dir_fd, FAIL)]),
+        Slot("handle", lambda r: r.r, _PIPE_READ_HANDLE_BADS),
         Slot("size", lambda r: 8, [
             Bad("0", lambda r: 0), Bad("-1", lambda r: -1), Bad("float", lambda r: 8.0),
             Bad("None", lambda r: None), Bad("2**64", lambda r: 2 ** 64)]),

@@ -42,6 +42,23 @@ def _in_flight(loop) -> int:
     return loop._sock_engine.in_flight_count
 
 
+async def _memory_stays_flat(run, count: int) -> None:
+    """await run(count) twice: the first settles what tracemalloc sees, the
+    second must grow neither traced memory nor (Linux) the process's RSS."""
+    rss_before = rss_bytes() if FULL else None
+    tracemalloc.start()
+    try:
+        await run(count)
+        traced_before = tracemalloc.get_traced_memory()[0]
+        await run(count)
+        traced_after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert traced_after - traced_before < 64 * 1024, (traced_before, traced_after)
+    if FULL:
+        assert rss_bytes() - rss_before < 4 * 1024 * 1024, "RSS grew by more than 4 MiB"
+
+
 def test_round_trips_leave_memory_and_references_flat():
     loop = iocploop.new_event_loop()
     a, b = _pair()
@@ -64,15 +81,7 @@ def test_round_trips_leave_memory_and_references_flat():
         gc.collect()
         refs_payload = sys.getrefcount(PAYLOAD)
         refs_into = sys.getrefcount(into)
-        rss_before = rss_bytes() if FULL else None
-        tracemalloc.start()
-        try:
-            await ping(ROUND_TRIPS // 2)   # settle what tracemalloc sees
-            traced_before = tracemalloc.get_traced_memory()[0]
-            await ping(ROUND_TRIPS // 2)
-            traced_after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        await _memory_stays_flat(ping, ROUND_TRIPS // 2)
         gc.collect()
         # (Counted before asserting: pytest's rewritten assert holds its operands.)
         payload_now = sys.getrefcount(PAYLOAD)
@@ -81,9 +90,6 @@ def test_round_trips_leave_memory_and_references_flat():
         assert payload_now == refs_payload
         assert into_now == refs_into
         assert in_flight == 1
-        assert traced_after - traced_before < 64 * 1024, (traced_before, traced_after)
-        if FULL:
-            assert rss_bytes() - rss_before < 4 * 1024 * 1024, "RSS grew by more than 4 MiB"
         b.shutdown(socket.SHUT_WR)
         await echoing
 
@@ -129,21 +135,10 @@ def test_cancelled_receives_leave_memory_and_references_flat():
         await rounds(CANCELS // 10)
         gc.collect()
         refs_payload = sys.getrefcount(PAYLOAD)
-        rss_before = rss_bytes() if FULL else None
-        tracemalloc.start()
-        try:
-            await rounds(CANCELS // 4)
-            traced_before = tracemalloc.get_traced_memory()[0]
-            await rounds(CANCELS // 4)
-            traced_after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
+        await _memory_stays_flat(rounds, CANCELS // 4)
         gc.collect()
         payload_now = sys.getrefcount(PAYLOAD)
         assert payload_now == refs_payload
-        assert traced_after - traced_before < 64 * 1024, (traced_before, traced_after)
-        if FULL:
-            assert rss_bytes() - rss_before < 4 * 1024 * 1024, "RSS grew by more than 4 MiB"
         for _ in range(100):   # let the last cancellations complete
             await asyncio.sleep(0)
 
