@@ -940,11 +940,16 @@ cdef class Scheduler:
     cdef EpollPoller readiness   # Linux: add_reader's epoll set, once used
     cdef object on_completion_error
     cdef object run_completion_timed
+    # Linux: TCP transports whose writes wait for the end of the iteration
+    # (_stream.pxi, hold_write): each sends them in one system call.
+    cdef list unflushed
+    cdef public unsigned long long _iteration   # counts iterations (stream_write)
 
     def __cinit__(self, *args, **kwargs):
         self.ready = ReadyQueue()
         self.ready.ring = _Ring()
         self.timers = TimerHeap()
+        self.unflushed = []
 
     # BaseEventLoop's own code reads these (close() clears them, the stats
     # count them); __init__ assigns fresh empty containers, which is a no-op.
@@ -1094,6 +1099,7 @@ cdef class Scheduler:
         cdef double end_time, wait
         cdef Py_ssize_t ntodo, i
 
+        self._iteration += 1
         if (sched_count > _MIN_SCHEDULED_TIMER_HANDLES and
                 <double>self._timer_cancelled_count / sched_count
                 > _MIN_CANCELLED_TIMER_HANDLES_FRACTION):
@@ -1104,6 +1110,9 @@ cdef class Scheduler:
                 self._timer_cancelled_count -= 1
                 timer = timers.pop()
                 timer._scheduled = False
+
+        if self.unflushed:
+            flush_writes(self)   # writes made while the loop was not running
 
         if self.readiness is not None and self.readiness.hot:
             # The epoll set had ready descriptors last time: ask it directly
@@ -1154,6 +1163,8 @@ cdef class Scheduler:
                 else:
                     item._run()
         item = handle = None   # as asyncio: no cycle through an exception
+        if self.unflushed:
+            flush_writes(self)   # before the next wait, as uvloop's check phase
         return 0
 
     def _run_handle_debug(self, handle):

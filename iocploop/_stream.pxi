@@ -26,6 +26,8 @@ cdef extern from *:
     { (void)fd; (void)buf; (void)n; return -ENOSYS; }
     static Py_ssize_t ioc_stream_send(long long fd, const char *buf, Py_ssize_t n)
     { (void)fd; (void)buf; (void)n; return -ENOSYS; }
+    static Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count)
+    { (void)fd; (void)views; (void)count; return -ENOSYS; }
     #else
     #include <sys/socket.h>
     static Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n)
@@ -40,10 +42,28 @@ cdef extern from *:
         ssize_t r = send((int)fd, buf, (size_t)n, MSG_NOSIGNAL);
         return r < 0 ? -(Py_ssize_t)errno : (Py_ssize_t)r;
     }
+    #define IOC_STREAM_MAX_IOV 64
+    /* One gathered send of count (<= IOC_STREAM_MAX_IOV) buffers. */
+    static Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count)
+    {
+        struct iovec iov[IOC_STREAM_MAX_IOV];
+        struct msghdr msg;
+        int i;
+        for (i = 0; i < count; i++) {
+            iov[i].iov_base = views[i].buf;
+            iov[i].iov_len = (size_t)views[i].len;
+        }
+        memset(&msg, 0, sizeof msg);
+        msg.msg_iov = iov;
+        msg.msg_iovlen = (size_t)count;
+        ssize_t r = sendmsg((int)fd, &msg, MSG_NOSIGNAL);
+        return r < 0 ? -(Py_ssize_t)errno : (Py_ssize_t)r;
+    }
     #endif
     """
     Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n) nogil
     Py_ssize_t ioc_stream_send(long long fd, const char *buf, Py_ssize_t n) nogil
+    Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count) nogil
     int EAGAIN
     int EWOULDBLOCK
     int EINTR
@@ -55,6 +75,7 @@ cdef extern from "Python.h":
     int _PyBytes_Resize(PyObject **, Py_ssize_t) except -1
 
 from asyncio import constants as _constants
+from collections import deque as _deque
 
 cdef tuple _BYTES_LIKE = (bytes, bytearray, memoryview)
 cdef object _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CONNLOST_WRITES
@@ -83,6 +104,32 @@ cdef Py_ssize_t _send(long long fd, const char *buf, Py_ssize_t n) except? -1000
         if r != -EINTR:
             return r
         PyErr_CheckSignals()
+
+
+cdef enum:
+    _MAX_IOV = 64   # buffers per gathered send (IOC_STREAM_MAX_IOV)
+
+
+cdef Py_ssize_t _sendv(long long fd, chunks, Py_ssize_t count) except? -1000000:
+    """One gathered send of the first count (<= _MAX_IOV) chunks: the count
+    sent, or a negated errno."""
+    cdef Py_buffer views[_MAX_IOV]
+    cdef Py_ssize_t held = 0, r
+    try:
+        for chunk in chunks:
+            if held == count:
+                break
+            PyObject_GetBuffer(chunk, &views[held], PyBUF_SIMPLE)
+            held += 1
+        while True:
+            r = ioc_stream_sendv(fd, views, <int>held)
+            if r != -EINTR:
+                return r
+            PyErr_CheckSignals()
+    finally:
+        while held:
+            held -= 1
+            PyBuffer_Release(&views[held])
 
 
 @cython.final
@@ -230,8 +277,10 @@ cdef class ReadyReader:
 
 
 def stream_write(self, data):
-    """TCPTransport.write: checks as asyncio's, then an idle transport sends
-    at once (Linux) and what is left goes to TCPTransport._write_queued."""
+    """TCPTransport.write: checks as asyncio's, then (Linux) an idle
+    transport's first write of an iteration is sent at once and later ones
+    are held for one send at the iteration's end (hold_write); Windows
+    queues for a posted send (_write_queued)."""
     cdef Py_buffer view
     cdef Py_ssize_t n, size
     if not isinstance(data, _BYTES_LIKE):
@@ -248,31 +297,119 @@ def stream_write(self, data):
             _logger.warning("socket.send() raised exception.")
         self._conn_lost += 1
         return
-    if self._send_at_once and self._send_op is None and not self._queue:
-        # An idle transport sends at once, as asyncio's and uvloop's do.
-        # Most writes fit in the socket buffer: no operation, no completion
-        # to process.  What does not fit takes the completion path.
+    if not self._send_at_once:
+        self._write_queued(data)
+        return
+    cdef Scheduler loop = <Scheduler?>self._loop
+    if self._send_op is not None or self._queue:
+        # Behind writes still waiting: queued (a snapshot of a mutable buffer).
+        hold_write(self, data if isinstance(data, bytes) else bytes(data))
+        return
+    if isinstance(data, bytes) and self._write_iteration == loop._iteration:
+        # A second write in one iteration (a streams handler's lines, a
+        # response's parts): held, and all leave in one send at its end.
+        hold_write(self, data)
+        return
+    # The first write of an iteration (or a buffer the caller may reuse,
+    # which holding would copy) is sent now, as asyncio's and uvloop's are.
+    self._write_iteration = loop._iteration
+    try:
+        fd = self._sock.fileno()
+        PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
-            fd = self._sock.fileno()
-            PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
-            try:
-                size = view.len
-                n = _send(fd, <const char *>view.buf, size)
-            finally:
-                PyBuffer_Release(&view)
-            if n < 0:
-                if n == -EAGAIN or n == -EWOULDBLOCK:
-                    n = 0
-                else:
-                    raise _os_error(-n)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._conn_lost += 1
-            self._fatal_error(exc, "Fatal write error on socket transport")
-            return
-        if n == size:
-            return
-        if n:
-            data = memoryview(data).cast("B")[n:]
-    self._write_queued(data)
+            size = view.len
+            n = _send(fd, <const char *>view.buf, size)
+        finally:
+            PyBuffer_Release(&view)
+        if n < 0:
+            if n == -EAGAIN or n == -EWOULDBLOCK:
+                n = 0
+            else:
+                raise _os_error(-n)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        self._conn_lost += 1
+        self._fatal_error(exc, "Fatal write error on socket transport")
+        return
+    if n == size:
+        return
+    if n:
+        data = memoryview(data).cast("B")[n:]
+    self._write_queued(data)   # the rest waits for room: a send operation
+
+
+def hold_write(t, bytes chunk):
+    """Queue chunk on TCP transport t (Linux).  An idle transport's queue is
+    sent when the iteration ends (flush_writes), as uvloop's writes are; one
+    with a send in flight sends it when that completes (_on_sent).  Past the
+    high-water mark it is sent at once, then the protocol may be paused."""
+    q = t._queue
+    if q is None:
+        q = t._queue = _deque()
+    q.append(chunk)
+    t._queued_size += len(chunk)
+    if not t._flush_due and t._send_op is None and not t._room_wait:
+        t._flush_due = True
+        (<Scheduler?>t._loop).unflushed.append(t)
+    if t._queued_size + t._in_flight_size > t._high_water:
+        if t._flush_due:
+            _flush_stream(t)
+        t._maybe_pause_protocol()
+
+
+cdef int flush_writes(Scheduler loop) except -1:
+    """Send the writes the loop's transports held during the iteration.  A
+    protocol called meanwhile (resume_writing) may write again: loop until
+    nothing is held, so that the next wait never sleeps on held bytes."""
+    while loop.unflushed:
+        pending = loop.unflushed
+        loop.unflushed = []
+        for t in pending:
+            if t._flush_due:
+                _flush_stream(t)
+    return 0
+
+
+cdef int _flush_stream(t) except -1:
+    """Send transport t's queue in one send (a gathered one for several
+    chunks); what the socket has no room for goes to a send operation,
+    which completes when it is sent (_send_queued)."""
+    cdef Py_ssize_t n, count
+    t._flush_due = False
+    q = t._queue
+    if not q or t._send_op is not None or t._room_wait or t._sock_closed:
+        return 0
+    try:
+        fd = t._sock.fileno()
+        count = len(q)
+        if count == 1:
+            n = _sendv(fd, q, 1)
+        else:
+            n = _sendv(fd, q, count if count < _MAX_IOV else _MAX_IOV)
+        if n < 0:
+            if n == -EAGAIN or n == -EWOULDBLOCK:
+                n = 0
+            else:
+                raise _os_error(-n)
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        t._conn_lost += 1
+        t._fatal_error(exc, "Fatal write error on socket transport")
+        return 0
+    t._queued_size -= n
+    while n:
+        head = q[0]
+        size = len(head)
+        if n < size:
+            q[0] = memoryview(head)[n:]
+            break
+        q.popleft()
+        n -= size
+    if q:
+        t._send_queued()
+        t._maybe_pause_protocol()
+    elif t._closing or t._want_eof or t._empty_waiter is not None or t._protocol_paused:
+        t._writes_drained()
+    return 0

@@ -37,7 +37,7 @@ import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
 from ._port import c_buffer
-from ._scheduler import ReadyReader, stream_write
+from ._scheduler import ReadyReader, hold_write, stream_write
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -72,6 +72,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
                  "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_reader",
+                 "_flush_due", "_write_iteration",
                  "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
@@ -100,6 +101,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # Queued bytes (a partly sent one: a memoryview of its tail); the
         # deque is made by the first write that has to queue (_write_queue).
         self._queue = None
+        self._flush_due = False         # Linux: held for the iteration's end (hold_write)
+        self._write_iteration = 0       # Linux: the loop iteration of the last send at once
         self._queued_size = 0
         self._in_flight_size = 0
         self._ops_in_flight = 0
@@ -333,7 +336,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
 
     # -- writing --------------------------------------------------------------
 
-    write = stream_write   # compiled (_stream.pxi): checks, then sends at once if idle
+    # Compiled (_stream.pxi): the checks, then Linux holds bytes for one
+    # send at the end of the iteration (hold_write, flush_writes).
+    write = stream_write
 
     def _write_queued(self, data):
         """write()'s rest: what was not sent at once is queued."""
@@ -360,6 +365,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                                 f"not {type(data).__name__!r}")
             if data:
                 chunks.append(data if isinstance(data, bytes) else bytes(data))
+        if self._send_at_once:
+            for chunk in chunks:
+                hold_write(self, chunk)
+            return
         for chunk in chunks:
             self._write_queue().append(chunk)
             self._queued_size += len(chunk)
@@ -418,12 +427,19 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
             self._requeue_unsent(chunks, op.result)
         if self._queue:
             self._send_queued()
+        self._writes_drained()
+
+    def _writes_drained(self):
+        """A send completed, or held writes went out (flush_writes): resume
+        the protocol below the low-water mark; with nothing left to send,
+        what waited for the writes (sendfile, write_eof, close) goes on."""
         self._maybe_resume_protocol()
         if self._send_op is None:
-            if self._empty_waiter is not None and not self._empty_waiter.done():
-                self._empty_waiter.set_result(None)
-            if self._want_eof and not self._eof_written:
-                self._shutdown_write()
+            if not self._queue:
+                if self._empty_waiter is not None and not self._empty_waiter.done():
+                    self._empty_waiter.set_result(None)
+                if self._want_eof and not self._eof_written:
+                    self._shutdown_write()
             self._maybe_finish_close()
 
     def _wait_for_room(self):
@@ -481,8 +497,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         if self._closing or self._eof_written or self._want_eof:
             return
         self._want_eof = True
-        if self._send_op is None:
-            self._shutdown_write()
+        if self._send_op is None and not self._queue:
+            self._shutdown_write()   # else when the writes are out (_writes_drained)
 
     def _shutdown_write(self):
         self._eof_written = True
