@@ -943,7 +943,8 @@ cdef class Scheduler:
     # Linux: TCP transports whose writes wait for the end of the iteration
     # (_stream.pxi, hold_write): each sends them in one system call.
     cdef list unflushed
-    cdef public unsigned long long _iteration   # counts iterations (stream_write)
+    cdef unsigned long long iterations
+    cdef object iteration_mark   # this iteration's number, an int (stream_write)
 
     def __cinit__(self, *args, **kwargs):
         self.ready = ReadyQueue()
@@ -1099,7 +1100,8 @@ cdef class Scheduler:
         cdef double end_time, wait
         cdef Py_ssize_t ntodo, i
 
-        self._iteration += 1
+        self.iterations += 1
+        self.iteration_mark = self.iterations
         if (sched_count > _MIN_SCHEDULED_TIMER_HANDLES and
                 <double>self._timer_cancelled_count / sched_count
                 > _MIN_CANCELLED_TIMER_HANDLES_FRACTION):
@@ -1182,6 +1184,7 @@ cdef class Scheduler:
             self._current_handle = None
 
 
+include "_slots.pxi"
 include "_stream.pxi"
 include "_sockops.pxi"
 include "_datagram.pxi"

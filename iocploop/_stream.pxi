@@ -21,6 +21,7 @@ cdef extern from *:
     #include <errno.h>
     #include <string.h>
     #ifdef _WIN32
+    #define IOC_STREAM_SEND_AT_ONCE 0
     /* Windows reads on completions and queues its writes: never called. */
     static Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n)
     { (void)fd; (void)buf; (void)n; return -ENOSYS; }
@@ -29,6 +30,7 @@ cdef extern from *:
     static Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count)
     { (void)fd; (void)views; (void)count; return -ENOSYS; }
     #else
+    #define IOC_STREAM_SEND_AT_ONCE 1
     #include <sys/socket.h>
     static Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n)
     {
@@ -64,6 +66,7 @@ cdef extern from *:
     Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n) nogil
     Py_ssize_t ioc_stream_send(long long fd, const char *buf, Py_ssize_t n) nogil
     Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count) nogil
+    bint IOC_STREAM_SEND_AT_ONCE   # Linux sends at once; Windows posts its sends
     int EAGAIN
     int EWOULDBLOCK
     int EINTR
@@ -84,6 +87,50 @@ cdef object _LOG_THRESHOLD_FOR_CONNLOST_WRITES = _constants.LOG_THRESHOLD_FOR_CO
 cdef object _os_error(Py_ssize_t err):
     """OSError for an errno: the subclass Python would raise (ConnectionResetError...)."""
     return OSError(err, strerror(<int>err).decode("utf-8", "replace"))
+
+
+cdef struct _TcpSlots:
+    # Offsets of the TCPTransport slots the hot paths use (_slots.pxi).
+    Py_ssize_t sock, protocol, loop, buffered, closing, paused, conn_lost
+    Py_ssize_t eof_written, want_eof, empty_waiter, send_op, queue, queued_size
+    Py_ssize_t in_flight_size, flush_due, write_iteration, room_wait, sock_closed
+    Py_ssize_t high_water
+
+cdef _TcpSlots _tcp
+cdef type _tcp_class = None
+
+
+def bind_tcp_transport(type cls):
+    """Find TCPTransport's slots for the compiled paths (_transports.py, once)."""
+    global _tcp, _tcp_class
+    cdef _TcpSlots found   # all found before any is used
+    found.sock = _slot_offset(cls, "_sock")
+    found.protocol = _slot_offset(cls, "_protocol")
+    found.loop = _slot_offset(cls, "_loop")
+    found.buffered = _slot_offset(cls, "_buffered")
+    found.closing = _slot_offset(cls, "_closing")
+    found.paused = _slot_offset(cls, "_paused")
+    found.conn_lost = _slot_offset(cls, "_conn_lost")
+    found.eof_written = _slot_offset(cls, "_eof_written")
+    found.want_eof = _slot_offset(cls, "_want_eof")
+    found.empty_waiter = _slot_offset(cls, "_empty_waiter")
+    found.send_op = _slot_offset(cls, "_send_op")
+    found.queue = _slot_offset(cls, "_queue")
+    found.queued_size = _slot_offset(cls, "_queued_size")
+    found.in_flight_size = _slot_offset(cls, "_in_flight_size")
+    found.flush_due = _slot_offset(cls, "_flush_due")
+    found.write_iteration = _slot_offset(cls, "_write_iteration")
+    found.room_wait = _slot_offset(cls, "_room_wait")
+    found.sock_closed = _slot_offset(cls, "_sock_closed")
+    found.high_water = _slot_offset(cls, "_high_water")
+    _tcp = found
+    _tcp_class = cls
+
+
+cdef inline int _check_tcp(t) except -1:
+    if _tcp_class is None or not isinstance(t, _tcp_class):
+        raise TypeError(f"expected a TCPTransport, got {type(t).__name__!r}")
+    return 0
 
 
 cdef Py_ssize_t _recv(long long fd, char *buf, Py_ssize_t n) except? -1000000:
@@ -147,6 +194,7 @@ cdef class ReadyReader:
 
     def __cinit__(self, transport, context, loop, Py_ssize_t read_size,
                   Py_ssize_t read_size_max, long long peer_done_bits):
+        _check_tcp(transport)
         self.transport = transport
         self.context = context
         self.loop = loop
@@ -165,7 +213,7 @@ cdef class ReadyReader:
         try:
             if op.done:
                 t._on_poll_ended(op)
-            elif not (t._closing or t._paused):
+            elif not (slot(t, _tcp.closing) or slot(t, _tcp.paused)):
                 if <long long>op.result & self.peer_done_bits:
                     # The end of file, or an error, wakes up once: read on
                     # to it even after a short read.
@@ -189,13 +237,13 @@ cdef class ReadyReader:
     cdef int _read_ready(self, t) except -1:
         if self.read_eof:
             return 0   # a wakeup, or a read scheduled, from before the end of file
-        if t._buffered:
+        if slot(t, _tcp.buffered):
             return self._read_into_buffer(t)
         cdef Py_ssize_t size = self.read_size
         cdef Py_ssize_t n
         cdef PyObject *raw
         try:
-            fd = t._sock.fileno()
+            fd = slot(t, _tcp.sock).fileno()
             raw = _new_bytes(NULL, size)
             try:
                 n = _recv(fd, PyBytes_AS_STRING(raw), size)
@@ -225,7 +273,7 @@ cdef class ReadyReader:
         elif self.peer_done:
             self.loop.call_soon(t._read_more)
         try:
-            t._protocol.data_received(data)
+            slot(t, _tcp.protocol).data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
@@ -235,7 +283,7 @@ cdef class ReadyReader:
     cdef int _read_into_buffer(self, t) except -1:
         cdef Py_buffer view
         cdef Py_ssize_t n, room
-        protocol = t._protocol
+        protocol = slot(t, _tcp.protocol)
         try:
             buf = protocol.get_buffer(-1)
             if not len(buf):
@@ -246,7 +294,7 @@ cdef class ReadyReader:
             t._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
             return 0
         try:
-            fd = t._sock.fileno()
+            fd = slot(t, _tcp.sock).fileno()
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
             try:
                 room = view.len
@@ -276,6 +324,12 @@ cdef class ReadyReader:
         return 0
 
 
+def stream_is_closing(self):
+    """TCPTransport.is_closing, compiled: a server asks it before each answer."""
+    _check_tcp(self)
+    return slot(self, _tcp.closing)
+
+
 def stream_write(self, data):
     """TCPTransport.write: checks as asyncio's, then (Linux) an idle
     transport's first write of an iteration is sent at once and later ones
@@ -283,38 +337,40 @@ def stream_write(self, data):
     queues for a posted send (_write_queued)."""
     cdef Py_buffer view
     cdef Py_ssize_t n, size
+    _check_tcp(self)
     if not isinstance(data, _BYTES_LIKE):
         raise TypeError(f"data argument must be a bytes-like object, "
                         f"not {type(data).__name__!r}")
-    if self._eof_written or self._want_eof:
+    if slot(self, _tcp.eof_written) or slot(self, _tcp.want_eof):
         raise RuntimeError("Cannot call write() after write_eof()")
-    if self._empty_waiter is not None:
+    if slot(self, _tcp.empty_waiter) is not None:
         raise RuntimeError("unable to write; sendfile is in progress")
     if not data:
         return
-    if self._conn_lost:
-        if self._conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
+    conn_lost = slot(self, _tcp.conn_lost)
+    if conn_lost:
+        if conn_lost >= _LOG_THRESHOLD_FOR_CONNLOST_WRITES:
             _logger.warning("socket.send() raised exception.")
-        self._conn_lost += 1
+        set_slot(self, _tcp.conn_lost, conn_lost + 1)
         return
-    if not self._send_at_once:
+    if not IOC_STREAM_SEND_AT_ONCE:
         self._write_queued(data)
         return
-    cdef Scheduler loop = <Scheduler?>self._loop
-    if self._send_op is not None or self._queue:
+    cdef Scheduler loop = <Scheduler?>slot(self, _tcp.loop)
+    if slot(self, _tcp.send_op) is not None or slot(self, _tcp.queue):
         # Behind writes still waiting: queued (a snapshot of a mutable buffer).
         hold_write(self, data if isinstance(data, bytes) else bytes(data))
         return
-    if isinstance(data, bytes) and self._write_iteration == loop._iteration:
+    if isinstance(data, bytes) and slot(self, _tcp.write_iteration) is loop.iteration_mark:
         # A second write in one iteration (a streams handler's lines, a
         # response's parts): held, and all leave in one send at its end.
         hold_write(self, data)
         return
     # The first write of an iteration (or a buffer the caller may reuse,
     # which holding would copy) is sent now, as asyncio's and uvloop's are.
-    self._write_iteration = loop._iteration
+    set_slot(self, _tcp.write_iteration, loop.iteration_mark)
     try:
-        fd = self._sock.fileno()
+        fd = slot(self, _tcp.sock).fileno()
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             size = view.len
@@ -329,7 +385,7 @@ def stream_write(self, data):
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
-        self._conn_lost += 1
+        set_slot(self, _tcp.conn_lost, slot(self, _tcp.conn_lost) + 1)
         self._fatal_error(exc, "Fatal write error on socket transport")
         return
     if n == size:
@@ -344,16 +400,20 @@ def hold_write(t, bytes chunk):
     sent when the iteration ends (flush_writes), as uvloop's writes are; one
     with a send in flight sends it when that completes (_on_sent).  Past the
     high-water mark it is sent at once, then the protocol may be paused."""
-    q = t._queue
+    _check_tcp(t)
+    q = slot(t, _tcp.queue)
     if q is None:
-        q = t._queue = _deque()
+        q = _deque()
+        set_slot(t, _tcp.queue, q)
     q.append(chunk)
-    t._queued_size += len(chunk)
-    if not t._flush_due and t._send_op is None and not t._room_wait:
-        t._flush_due = True
-        (<Scheduler?>t._loop).unflushed.append(t)
-    if t._queued_size + t._in_flight_size > t._high_water:
-        if t._flush_due:
+    cdef Py_ssize_t queued = <Py_ssize_t>slot(t, _tcp.queued_size) + len(chunk)
+    set_slot(t, _tcp.queued_size, queued)
+    if not (slot(t, _tcp.flush_due) or slot(t, _tcp.send_op) is not None
+            or slot(t, _tcp.room_wait)):
+        set_slot(t, _tcp.flush_due, True)
+        (<Scheduler?>slot(t, _tcp.loop)).unflushed.append(t)
+    if queued + <Py_ssize_t>slot(t, _tcp.in_flight_size) > <Py_ssize_t>slot(t, _tcp.high_water):
+        if slot(t, _tcp.flush_due):
             _flush_stream(t)
         t._maybe_pause_protocol()
 
@@ -366,7 +426,7 @@ cdef int flush_writes(Scheduler loop) except -1:
         pending = loop.unflushed
         loop.unflushed = []
         for t in pending:
-            if t._flush_due:
+            if slot(t, _tcp.flush_due):
                 _flush_stream(t)
     return 0
 
@@ -375,18 +435,16 @@ cdef int _flush_stream(t) except -1:
     """Send transport t's queue in one send (a gathered one for several
     chunks); what the socket has no room for goes to a send operation,
     which completes when it is sent (_send_queued)."""
-    cdef Py_ssize_t n, count
-    t._flush_due = False
-    q = t._queue
-    if not q or t._send_op is not None or t._room_wait or t._sock_closed:
+    cdef Py_ssize_t n, count, size
+    set_slot(t, _tcp.flush_due, False)
+    q = slot(t, _tcp.queue)
+    if (not q or slot(t, _tcp.send_op) is not None or slot(t, _tcp.room_wait)
+            or slot(t, _tcp.sock_closed)):
         return 0
     try:
-        fd = t._sock.fileno()
+        fd = slot(t, _tcp.sock).fileno()
         count = len(q)
-        if count == 1:
-            n = _sendv(fd, q, 1)
-        else:
-            n = _sendv(fd, q, count if count < _MAX_IOV else _MAX_IOV)
+        n = _sendv(fd, q, count if count < _MAX_IOV else _MAX_IOV)
         if n < 0:
             if n == -EAGAIN or n == -EWOULDBLOCK:
                 n = 0
@@ -395,10 +453,10 @@ cdef int _flush_stream(t) except -1:
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:
-        t._conn_lost += 1
+        set_slot(t, _tcp.conn_lost, slot(t, _tcp.conn_lost) + 1)
         t._fatal_error(exc, "Fatal write error on socket transport")
         return 0
-    t._queued_size -= n
+    set_slot(t, _tcp.queued_size, <Py_ssize_t>slot(t, _tcp.queued_size) - n)
     while n:
         head = q[0]
         size = len(head)
@@ -410,6 +468,7 @@ cdef int _flush_stream(t) except -1:
     if q:
         t._send_queued()
         t._maybe_pause_protocol()
-    elif t._closing or t._want_eof or t._empty_waiter is not None or t._protocol_paused:
+    elif (slot(t, _tcp.closing) or slot(t, _tcp.want_eof)
+          or slot(t, _tcp.empty_waiter) is not None or t._protocol_paused):
         t._writes_drained()
     return 0

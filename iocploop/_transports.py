@@ -37,7 +37,9 @@ import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
 from ._port import c_buffer
-from ._scheduler import ReadyReader, hold_write, stream_write
+from ._scheduler import (
+    ReadyReader, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
+)
 from ._transport_base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
@@ -76,7 +78,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                  "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
-    _send_at_once = _SEND_AT_ONCE   # read by write()
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None,
                  reuse_home=None, first_data=b""):
@@ -102,7 +103,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         # deque is made by the first write that has to queue (_write_queue).
         self._queue = None
         self._flush_due = False         # Linux: held for the iteration's end (hold_write)
-        self._write_iteration = 0       # Linux: the loop iteration of the last send at once
+        self._write_iteration = None    # Linux: the loop iteration of the last send at once
         self._queued_size = 0
         self._in_flight_size = 0
         self._ops_in_flight = 0
@@ -166,6 +167,8 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
 
 
     # -- reading --------------------------------------------------------------
+
+    is_closing = stream_is_closing   # compiled: asked once per request by many servers
 
     def is_reading(self):
         return not self._paused and not self._closing
@@ -365,7 +368,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                                 f"not {type(data).__name__!r}")
             if data:
                 chunks.append(data if isinstance(data, bytes) else bytes(data))
-        if self._send_at_once:
+        if _SEND_AT_ONCE:
             for chunk in chunks:
                 hold_write(self, chunk)
             return
@@ -595,3 +598,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                 else:
                     server._detach()
                 self._server = None
+
+
+bind_tcp_transport(TCPTransport)   # the compiled paths read its slots

@@ -724,6 +724,28 @@ def test_writes_reach_the_peer_when_the_loop_stops_or_is_not_running(factory, wh
             loop.close()
 
 
+def test_compiled_transport_paths_refuse_other_objects():
+    # They read TCPTransport's slots at fixed offsets (_slots.pxi): anything
+    # else must be refused before a read, never read as if it were one.
+    from iocploop import _scheduler, _transports
+
+    class LooksLikeOne:
+        __slots__ = ("_closing", "_sock")
+
+    for other in (object(), LooksLikeOne(), b"bytes"):
+        with pytest.raises(TypeError):
+            _scheduler.stream_write(other, b"x")
+        with pytest.raises(TypeError):
+            _scheduler.stream_is_closing(other)
+        with pytest.raises(TypeError):
+            _scheduler.hold_write(other, b"x")
+        with pytest.raises(TypeError):
+            _scheduler.ReadyReader(other, None, None, 1, 2, 0)
+    with pytest.raises(TypeError, match="not a __slots__ member"):
+        _scheduler.bind_tcp_transport(LooksLikeOne)   # and the layout stays TCPTransport's
+    _scheduler.bind_tcp_transport(_transports.TCPTransport)
+
+
 # -- close, abort, reset -------------------------------------------------------------------
 
 
