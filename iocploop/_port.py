@@ -317,6 +317,7 @@ class CompletionPort:
             _address(ffi.addressof(lib, "ioc_submit_recv")),
             _address(ffi.addressof(lib, "ioc_submit_send")),
             _address(ffi.addressof(lib, "ioc_submit_poll")),
+            _address(ffi.addressof(lib, "ioc_submit_poll_multishot")),
             _address(ffi.addressof(lib, "ioc_submit_read")),
             _MORE, _STRAY, os_error, (events, batch_size))
         self._next_token = self._batch.next_token   # one counter with compiled submits

@@ -677,6 +677,24 @@ cdef class OperationBase:
         return 0
 
 
+cdef class CompiledOperation(OperationBase):
+    """An operation made in compiled code: Operation's repr and error."""
+
+    def __repr__(self):
+        state = "pending" if not self.done else f"result={self.result}"
+        return f"<Operation {self.kind} #{self.token} {state}>"
+
+    @property
+    def error(self):
+        if self.result is None or self.result >= 0:
+            return None
+        return _port_os_error(-self.result)
+
+    @property
+    def cancelled(self):
+        return self.result is not None and self.result == _port_cancelled_result
+
+
 def run_completion(OperationBase op):
     """The callback of a compiled operation, for debug mode's timed
     dispatch (which calls op.callback(op))."""
@@ -710,6 +728,7 @@ cdef class CompletionBatch:
     cdef ioc_submit_recv_fn submit_recv_fn
     cdef ioc_submit_send_fn submit_send_fn
     cdef ioc_submit_poll_fn submit_poll_fn
+    cdef ioc_submit_poll_fn submit_poll_multishot_fn
     cdef ioc_submit_read_fn submit_read_fn
     cdef uint64_t last_token
     cdef uint32_t more_flag
@@ -726,6 +745,7 @@ cdef class CompletionBatch:
                  uintptr_t core, uintptr_t events, uintptr_t size, int capacity,
                  uintptr_t wait_fn, uintptr_t wakeup_fn, uintptr_t submit_recv_fn,
                  uintptr_t submit_send_fn, uintptr_t submit_poll_fn,
+                 uintptr_t submit_poll_multishot_fn,
                  uintptr_t submit_read_fn, uint32_t more_flag, uint32_t stray_flag,
                  os_error, keep):
         self.ops = ops
@@ -742,6 +762,7 @@ cdef class CompletionBatch:
         self.submit_recv_fn = <ioc_submit_recv_fn>submit_recv_fn
         self.submit_send_fn = <ioc_submit_send_fn>submit_send_fn
         self.submit_poll_fn = <ioc_submit_poll_fn>submit_poll_fn
+        self.submit_poll_multishot_fn = <ioc_submit_poll_fn>submit_poll_multishot_fn
         self.submit_read_fn = <ioc_submit_read_fn>submit_read_fn
         self.last_token = 0
         self.more_flag = more_flag
@@ -784,6 +805,15 @@ cdef class CompletionBatch:
         cdef ioc_core *core = self.checked_core()
         self.last_token += 1
         rc = self.submit_poll_fn(core, fd, events, self.last_token, &record)
+        return self.track(op, rc, record)
+
+    cdef int submit_poll_multishot(self, OperationBase op, intptr_t fd,
+                                   uint32_t events) except -1:
+        """Submit a poll that stays posted (Linux; CompletionPort.poll_multishot's)."""
+        cdef ioc_op *record = NULL
+        cdef ioc_core *core = self.checked_core()
+        self.last_token += 1
+        rc = self.submit_poll_multishot_fn(core, fd, events, self.last_token, &record)
         return self.track(op, rc, record)
 
     def read_new_bytes(self, intptr_t handle, Py_ssize_t size, callback):

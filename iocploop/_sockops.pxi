@@ -228,24 +228,6 @@ cdef class SocketEngine:
         return 0
 
 
-cdef class CompiledOperation(OperationBase):
-    """An operation made in compiled code: Operation's repr and error."""
-
-    def __repr__(self):
-        state = "pending" if not self.done else f"result={self.result}"
-        return f"<Operation {self.kind} #{self.token} {state}>"
-
-    @property
-    def error(self):
-        if self.result is None or self.result >= 0:
-            return None
-        return _port_os_error(-self.result)
-
-    @property
-    def cancelled(self):
-        return self.result is not None and self.result == _port_cancelled_result
-
-
 cdef class _SocketOperation(CompiledOperation):
     cdef SocketEngine engine
 

@@ -10,11 +10,12 @@
 # Windows completion path) stays in _transports.py, which owns the state;
 # these functions read and write its slots.
 #
-# ReadyReader is the transport's reader on Linux: its on_readable is the
-# multishot poll's callback, called by the completion dispatch with no
-# Python frame in between.  The transport holds it (reading state: read
-# size, end of file, the peer's shutdown) and it holds the transport; the
-# transport lets it go once connection_lost has run.
+# ReadyReader is the transport's reader on Linux: it posts the multishot
+# poll (a StreamPoll, a compiled operation) whose completions the dispatch
+# hands straight to its on_poll, with no Python frame in between.  The
+# transport holds it (reading state: read size, end of file, the peer's
+# shutdown) and it holds the transport; the transport lets it go once
+# connection_lost has run.
 
 cdef extern from *:
     """
@@ -179,6 +180,23 @@ cdef Py_ssize_t _sendv(long long fd, chunks, Py_ssize_t count) except? -1000000:
             PyBuffer_Release(&views[held])
 
 
+cdef class ReadyReader
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class StreamPoll(CompiledOperation):
+    """The multishot readiness poll of a TCP transport (Linux)."""
+    cdef ReadyReader reader
+
+    cdef int complete(self) except -1:
+        reader = self.reader
+        if self.done:
+            self.reader = None   # its last completion
+        reader.on_poll(self)
+        return 0
+
+
 @cython.final
 @cython.auto_pickle(False)
 cdef class ReadyReader:
@@ -205,9 +223,19 @@ cdef class ReadyReader:
     def __repr__(self):
         return f"<ReadyReader of {self.transport!r}>"
 
-    def on_readable(self, OperationBase op):
-        """The multishot poll's callback, in the transport's context: data
-        came in (op.done False), or the poll ended (TCPTransport._on_poll_ended)."""
+    def watch(self, long long fd, uint32_t events):
+        """Post the multishot poll of the transport's socket for events: a
+        StreamPoll, completed from the dispatch straight into on_poll."""
+        cdef StreamPoll op = StreamPoll.__new__(StreamPoll)
+        op.kind = "poll_multishot"
+        op.callback = run_completion   # (debug mode's timed dispatch calls it)
+        op.reader = self
+        (<Scheduler?>self.loop).batch.submit_poll_multishot(op, fd, events)
+        return op
+
+    cdef int on_poll(self, StreamPoll op) except -1:
+        """The poll's completion, in the transport's context: data came in
+        (op.done False), or the poll ended (TCPTransport._on_poll_ended)."""
         t = self.transport
         PyContext_Enter(self.context)
         try:
@@ -221,6 +249,7 @@ cdef class ReadyReader:
                 self._read_ready(t)
         finally:
             PyContext_Exit(self.context)
+        return 0
 
     def poll_ended(self, long long result):
         """The poll's last wakeup (TCPTransport._on_poll_ended): read like

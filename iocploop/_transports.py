@@ -252,14 +252,14 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         try:
             if fd < 0:
                 raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
-            self._recv_op = self._port.poll_multishot(fd, _READABLE, self._reader.on_readable)
+            self._recv_op = self._reader.watch(fd, _READABLE)
         except OSError as exc:
             self._fatal_error(exc, "Fatal read error on socket transport")
             return
         self._ops_in_flight += 1
 
     def _on_poll_ended(self, op):
-        """The readiness poll ended (ReadyReader.on_readable): cancelled by
+        """The readiness poll ended (ReadyReader.on_poll): cancelled by
         pause_reading, close or end of file, or ended by the kernel with a
         last wakeup (then it is posted again)."""
         if self._read_op_ended():
