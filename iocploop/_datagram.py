@@ -6,8 +6,9 @@
              each.  Linux keeps one io_uring RECVMSG posted (several would
              all wake for each datagram, the rest failing with EAGAIN) and,
              when it completes, drains what else is queued with
-             non-blocking recvmsg calls, up to _DRAIN_MAX per completion, so
-             a burst is read in one pass of the loop.  Then the receive is
+             non-blocking receive calls, up to _DRAIN_MAX per completion, so
+             a burst is read in one pass of the loop (compiled for IP
+             sockets: datagram_drain in _datagram.pxi).  Then the receive is
              posted again.  (Reads on readiness, as uvloop's, measured
              slower: two receive calls per wakeup.)
   sending:   sendto is compiled (_datagram.pxi).  Linux sends at once when
@@ -45,7 +46,9 @@ import sys
 from asyncio import futures, transports
 
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
-from ._scheduler import SendAddresses, datagram_sendto
+from ._scheduler import (
+    SendAddresses, bind_datagram_transport, datagram_drain, datagram_sendto,
+)
 from ._transport_base import SocketTransportBase
 
 _EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
@@ -59,10 +62,10 @@ _DRAIN_MAX = 64                     # Linux: datagrams read at once per completi
 
 _RECV_SIZE = 65536                  # the largest UDP payload fits
 _SENDS_IN_FLIGHT = 8
-_SEND_AT_ONCE = not IS_WINDOWS       # see sendto
 _SEND_AT_ONCE_MAX = 128
 _ARRIVALS_REMEMBERED = 4096         # peers whose arrival address replies reuse
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
+_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
 # asyncio 3.12+ counts a per-datagram header in the write buffer size.
 _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
@@ -70,10 +73,14 @@ _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
 
 class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                         transports.DatagramTransport):
+    # Slots, which the compiled sendto and drain read at their offsets.
+    __slots__ = ("_sock", "_port", "_protocol", "_address", "_closing", "_conn_lost",
+                 "_sock_closed", "_aborting", "_recv_ops", "_send_ops", "_queue",
+                 "_buffer_size", "_arrivals", "_lost_exc", "_error_in_batch",
+                 "_send_budget", "_context", "_on_recv_in_context", "_on_sent_in_context",
+                 "_connected", "_send_addresses", "__weakref__")
     max_size = _RECV_SIZE
     sendto = datagram_sendto   # compiled; its slow half is _sendto_queued
-    _send_at_once = _SEND_AT_ONCE
-    _send_at_once_max = _SEND_AT_ONCE_MAX
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
@@ -207,7 +214,10 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
 
     def _drain(self, buf):
         if self._arrivals is None:
-            self._drain_plain()
+            if self._sock.family in _INET_FAMILIES:
+                datagram_drain(self, buf, _DRAIN_MAX)   # compiled
+            else:
+                self._drain_plain()   # AF_UNIX: its addresses are paths
             return
         for _ in range(_DRAIN_MAX):
             if self._closing:
@@ -222,8 +232,8 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             self._deliver(buf, message)
 
     def _drain_plain(self):
-        # No control data wanted: the socket module's own recvfrom is the
-        # cheapest non-blocking receive there is.
+        # No control data wanted, not an IP socket: the socket module's own
+        # recvfrom makes the address.
         recvfrom = self._sock.recvfrom
         for _ in range(_DRAIN_MAX):
             if self._closing:
@@ -386,3 +396,6 @@ class DatagramMethods:
 
     def _make_datagram_transport(self, sock, protocol, address=None, waiter=None, extra=None):
         return DatagramTransport(self, sock, protocol, address, waiter, extra)
+
+
+bind_datagram_transport(DatagramTransport, _SEND_AT_ONCE_MAX)   # for the compiled paths

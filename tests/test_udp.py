@@ -291,6 +291,65 @@ async def test_ipv6_endpoints_echo_round_trip():
         await _close((client, cproto), (server, sproto))
 
 
+#: Loopback sources whose dotted quads have every digit count (Linux routes
+#: all of 127.0.0.0/8 to lo; elsewhere only 127.0.0.1 is sure to be there).
+IPV4_SOURCES = (["127.0.0.1", "127.10.99.100", "127.255.9.0", "127.200.0.255"] if IS_LINUX
+                else ["127.0.0.1"])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+async def test_a_burst_from_many_senders_arrives_with_the_addresses_recvfrom_gives(family):
+    # A burst waits in the socket before the endpoint reads: the first
+    # datagram comes with a receive, the rest with the compiled drain
+    # (Linux), which makes the sender's address itself.  Each must equal the
+    # address the socket module gives (the senders' getsockname()).
+    if family == "ipv6":
+        requires_ipv6()
+        if _is_proactor_reference(asyncio.get_running_loop()):
+            pytest.skip(PROACTOR_IPV6_ECHO)
+        sources, host, af = ["::1"], "::1", socket.AF_INET6
+    else:
+        sources, host, af = IPV4_SOURCES, HOST, socket.AF_INET
+    server, sproto = await _endpoint(local_addr=(host, 0))
+    address = server.get_extra_info("sockname")
+    senders = []
+    try:
+        for source in sources:
+            for _ in range(3):
+                sender = socket.socket(af, socket.SOCK_DGRAM)
+                sender.bind((source, 0))
+                senders.append(sender)
+        expected = []
+        for round_ in range(4):
+            for i, sender in enumerate(senders):
+                payload = b"%d:%d" % (round_, i)
+                sender.sendto(payload, address)
+                expected.append((payload, sender.getsockname()))
+        await sproto.wait_datagrams(len(expected))
+        assert sorted(sproto.received) == sorted(expected)
+    finally:
+        for sender in senders:
+            sender.close()
+        await _close((server, sproto))
+
+
+def test_compiled_datagram_paths_refuse_other_objects():
+    from iocploop import _datagram, _scheduler
+
+    class LooksLikeOne:
+        __slots__ = ("_closing", "_sock")
+
+    for other in (object(), LooksLikeOne()):
+        with pytest.raises(TypeError):
+            _scheduler.datagram_sendto(other, b"x", ("127.0.0.1", 9))
+        with pytest.raises(TypeError):
+            _scheduler.datagram_drain(other, bytearray(16), 1)
+    with pytest.raises(TypeError, match="not a __slots__ member"):
+        _scheduler.bind_datagram_transport(LooksLikeOne, 1)   # the layout stays
+    _scheduler.bind_datagram_transport(_datagram.DatagramTransport, _datagram._SEND_AT_ONCE_MAX)
+
+
 @pytest.mark.asyncio
 async def test_remote_addr_makes_a_connected_endpoint():
     server, sproto, address = await _echo_server()
