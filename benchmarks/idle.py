@@ -127,7 +127,7 @@ def main(argv=None):
     for loop in loops:
         ratio = medians[loop] / medians[reference] if medians[reference] else None
         shown = f"{ratio:>11.2f}x" if ratio is not None else f"{'-':>12}"
-        print(f"{loop:<10}{args.connections:>7}{medians[loop]:>10.1f}{shown}")
+        print(f"{loop:<10}{args.connections:>7}{medians[loop]:>10.2f}{shown}")
         table.append({"loop": loop, "connections": args.connections,
                       "kib_per_connection": medians[loop], "ratio_to_" + reference: ratio})
     print(f"(median of {args.runs} interleaved runs; resident memory growth of the server "

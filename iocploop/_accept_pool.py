@@ -279,7 +279,7 @@ class AcceptPool:
             protocol = self._protocol_factory()
             if self._tls is not None:
                 protocol = self._tls_protocol(protocol, conn)
-            TCPTransport(self._loop, conn, protocol, extra={"peername": address},
+            TCPTransport(self._loop, conn, protocol, peername=address,
                          server=self._server, reuse_home=self._home, first_data=first_data)
         except (SystemExit, KeyboardInterrupt):
             raise

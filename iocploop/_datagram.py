@@ -78,12 +78,14 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                  "_sock_closed", "_aborting", "_recv_ops", "_send_ops", "_queue",
                  "_buffer_size", "_arrivals", "_lost_exc", "_error_in_batch",
                  "_send_budget", "_context", "_on_recv_in_context", "_on_sent_in_context",
-                 "_connected", "_send_addresses", "__weakref__")
+                 "_connected", "_send_addresses", "_trsock", "_sockname", "_peername",
+                 "__weakref__")
     max_size = _RECV_SIZE
     sendto = datagram_sendto   # compiled; its slow half is _sendto_queued
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
         super().__init__(extra, loop)
+        self._extra = extra   # None: no dict (SocketTransportBase.get_extra_info)
         self._sock = sock
         self._port = loop._port
         self._protocol = protocol
@@ -111,7 +113,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             _bind_if_unbound(sock)
         self._init_socket_extra(sock)
         # Connected: it has a peer (an AF_UNIX peer may be unnamed: '').
-        self._connected = self._extra["peername"] is not None
+        self._connected = self._peername is not None
         if callable(getattr(protocol, "datagram_received_on", None)):
             try:
                 self._enable_arrival_info()
@@ -251,7 +253,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         nbytes, addr, _flags, local = message
         data = bytes(memoryview(buf)[:nbytes])
         if addr is None and self._sock.family != _AF_UNIX:
-            addr = self._extra["peername"]
+            addr = self._peername
         if self._arrivals is None:
             self._protocol.datagram_received(data, addr)
             return

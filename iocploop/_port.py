@@ -24,6 +24,7 @@ import warnings
 import weakref
 
 from ._errors import BackendUnavailableError
+from ._sharing import SharedValues
 from ._ioc import ffi, lib
 from ._scheduler import CompletionBatch, OperationBase, lendable, set_cancelled_result
 from ._socket_guard import SocketGuard
@@ -157,12 +158,21 @@ def encode_address(family: int, address):
     return out, n
 
 
+# Connections from one peer host share its text (_sharing.py).  IPv4 and
+# IPv6 keys differ in length, so they cannot collide.
+_PEER_HOSTS = SharedValues(1024)
+
+
+def _host_text(family, packed):
+    return _PEER_HOSTS.get(packed) or _PEER_HOSTS.keep(packed, socket.inet_ntop(family, packed))
+
+
 def decode_address(addr):
     """The Python address tuple of an ioc_addr, or None for an unknown family."""
     if addr.family == socket.AF_INET:
-        return socket.inet_ntop(socket.AF_INET, bytes(ffi.buffer(addr.addr, 4))), addr.port
+        return _host_text(socket.AF_INET, bytes(ffi.buffer(addr.addr, 4))), addr.port
     if addr.family == socket.AF_INET6:
-        return (socket.inet_ntop(socket.AF_INET6, bytes(ffi.buffer(addr.addr, 16))), addr.port,
+        return (_host_text(socket.AF_INET6, bytes(ffi.buffer(addr.addr, 16))), addr.port,
                 addr.flowinfo, addr.scope_id)
     return None
 

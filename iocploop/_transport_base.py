@@ -18,6 +18,8 @@ from __future__ import annotations
 import warnings
 from asyncio import base_events, trsock
 
+from ._sharing import SharedValues
+
 __all__ = ["SocketTransportBase", "TransportBase"]
 
 
@@ -80,22 +82,68 @@ class TransportBase:
         return True
 
 
+# Equal local addresses share one tuple (_sharing.py).
+_LOCAL_ADDRESSES = SharedValues(256)
+_DEFAULT_LOW_WATER = 16 * 1024   # asyncio's default (a quarter of 64 KiB)
+
+
+def _shared_address(address):
+    if type(address) is not tuple:
+        return address   # None, or an AF_UNIX path
+    return _LOCAL_ADDRESSES.get(address) or _LOCAL_ADDRESSES.keep(address, address)
+
+
 class SocketTransportBase(TransportBase):
+    """get_extra_info's socket, sockname and peername live in slots
+    (_trsock, _sockname, _peername) rather than in the extra dict, which
+    stays None unless the maker passed extras: that dict and the
+    TransportSocket were a quarter of an idle connection's memory."""
     __slots__ = ()
 
-    def _init_socket_extra(self, sock):
-        """get_extra_info's socket, sockname and peername, as asyncio's."""
-        self._extra["socket"] = trsock.TransportSocket(sock)
+    def _init_socket_extra(self, sock, peername=None):
+        """Note sockname and peername, as asyncio's transports do when made
+        (they stay readable after the socket closes).  peername: the
+        accepted peer's address, if the caller knows it already."""
+        self._trsock = None   # get_extra_info('socket') makes it
         self._loop._transports[sock.fileno()] = self   # add_reader refuses its fd
         try:
-            self._extra["sockname"] = sock.getsockname()
+            self._sockname = _shared_address(sock.getsockname())
         except OSError:
-            self._extra["sockname"] = None
-        if "peername" not in self._extra:
+            self._sockname = None
+        if peername is None and self._extra is not None:
+            peername = self._extra.get("peername")
+        if peername is None:
             try:
-                self._extra["peername"] = sock.getpeername()
+                peername = sock.getpeername()
             except OSError:
-                self._extra["peername"] = None
+                peername = None
+        self._peername = peername
+
+    def get_extra_info(self, name, default=None):
+        if name == "peername":
+            return self._peername
+        if name == "sockname":
+            return self._sockname
+        if name == "socket":
+            return self._transport_socket()
+        extra = self._extra
+        return default if extra is None else extra.get(name, default)
+
+    def _set_write_buffer_limits(self, high=None, low=None):
+        # (_FlowControlMixin's, next in the MRO.)  Its default low-water
+        # mark is computed, a new int per transport; this one is shared.
+        super()._set_write_buffer_limits(high, low)
+        if self._low_water == _DEFAULT_LOW_WATER:
+            self._low_water = _DEFAULT_LOW_WATER
+
+    def _transport_socket(self):
+        """The TransportSocket of get_extra_info('socket'): made once, on
+        first asking (a transport that hands its socket to socket reuse makes
+        it first, so that it keeps wrapping this connection's socket)."""
+        trsock_ = self._trsock
+        if trsock_ is None:
+            trsock_ = self._trsock = trsock.TransportSocket(self._sock)
+        return trsock_
 
     def __del__(self, _warn=warnings.warn):
         if self._sock is not None and not self._sock_closed:

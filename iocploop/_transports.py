@@ -74,14 +74,15 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
                  "_in_flight_chunks", "_queue", "_queued_size", "_in_flight_size",
                  "_ops_in_flight", "_lost_exc", "_aborting", "_sock_closed", "_empty_waiter",
                  "_reuse_home", "_recycle_when_idle", "_context", "_recv_cbuf", "_reader",
-                 "_flush_due", "_write_iteration",
+                 "_flush_due", "_write_iteration", "_trsock", "_sockname", "_peername",
                  "__weakref__")
     _start_tls_compatible = True
     _sendfile_compatible = constants._SendfileMode.TRY_NATIVE
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None,
-                 reuse_home=None, first_data=b""):
+                 reuse_home=None, first_data=b"", peername=None):
         super().__init__(extra, loop)
+        self._extra = extra   # None: no dict (SocketTransportBase.get_extra_info)
         self._sock = sock
         self._port = loop._port
         self._server = server
@@ -124,7 +125,7 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._reader = ReadyReader(self, self._context, loop, _RECV_SIZE_MIN, _RECV_SIZE_MAX,
                                    _PEER_DONE) if _READ_ON_READY else None
         self._port.associate(sock)   # Windows, once: the lean receive path skips it
-        self._init_socket_extra(sock)
+        self._init_socket_extra(sock, peername)
         base_events._set_nodelay(sock)
         self.set_protocol(protocol)
         if server is not None:
@@ -569,7 +570,9 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         else:
             # Reuse takes an idle socket: it goes there when the cancelled
             # receive has completed (_on_recv).  The socket object the
-            # caller may hold looks closed from now on, as after a close.
+            # caller may hold looks closed from now on, as after a close;
+            # get_extra_info('socket') keeps wrapping that object.
+            self._transport_socket()
             self._sock = self._loop._recycler.rewrap(self._sock)
             self._recycle_when_idle = True
 

@@ -74,9 +74,13 @@ class EchoOnce:
         self.served = 0
         self.errors: list[BaseException] = []
         self.sockets: list = []
+        self.writers: list = []
+        self.ask_for_socket = True   # at the start of each connection
 
     async def __call__(self, reader, writer):
-        self.sockets.append(writer.get_extra_info("socket"))
+        self.writers.append(writer)
+        if self.ask_for_socket:
+            self.sockets.append(writer.get_extra_info("socket"))
         try:
             line = await reader.readline()
             if self.hold is not None:
@@ -355,6 +359,38 @@ async def test_client_closing_first_is_not_reused_and_peer_sees_clean_eof():
 
 @linux_only
 @IOCP_ONLY
+async def test_socket_asked_for_after_the_end_is_not_the_next_connections():
+    """get_extra_info('socket') makes its wrapper on first asking.  Asked for
+    only after the connection ended and its socket went to reuse, it wraps
+    that connection's socket object, which reads as closed: never the
+    socket now serving another connection."""
+    loop = asyncio.get_running_loop()
+    server, port, handler = await start_echo_once()
+    writers = []
+    async with server:
+        for i in range(10):
+            reader, writer = await bounded(asyncio.open_connection(HOST, port))
+            writer.write(b"msg %d\n" % i)
+            assert await bounded(reader.read()) == b"msg %d\n" % i
+            writer.close()
+            await bounded(writer.wait_closed())
+            writers.append(writer)
+        # One more connection open now, on a reused socket.
+        reader, writer = await bounded(asyncio.open_connection(HOST, port))
+        live = writer.get_extra_info("socket")
+        ended = [w.get_extra_info("socket") for w in writers]
+        assert all(tsock.fileno() == -1 for tsock in ended), [t.fileno() for t in ended]
+        assert all(tsock._sock is not live._sock for tsock in ended)
+        writer.write(b"last\n")
+        assert await bounded(reader.read()) == b"last\n"
+        writer.close()
+        await bounded(writer.wait_closed())
+    assert not handler.errors
+    assert loop.socket_stats()["reused"] >= 10
+
+
+@linux_only
+@IOCP_ONLY
 async def test_linux_reset_after_eof_does_not_poison_the_next_connection():
     """The server closed first; the client reads EOF, then writes (the peer's
     kernel answers with a reset the transport never reads, since nothing
@@ -579,6 +615,36 @@ def test_fake_provider_server_sockets_reused_no_loss_no_leak():
         loop.close()
     after = settle_fds(before)
     assert after == before, f"{after - before} descriptors leaked"
+
+
+@fake_provider
+def test_fake_provider_socket_asked_for_after_the_end_reads_as_closed():
+    """The server closes first and its socket goes to socket reuse.  The
+    wrapper get_extra_info('socket') makes when first asked after that end
+    wraps the connection's own (now closed) object, never the one serving a
+    later connection.  (Windows also recycles a socket whose cancelled
+    receive is still in the kernel; that path makes the wrapper before it
+    rewraps the socket: _release_socket.)"""
+    loop = iocploop.Loop(accept_pool_size=4)
+    fake = FakeProvider(loop)
+    try:
+        async def main():
+            server, port, handler = await start_echo_once()
+            handler.ask_for_socket = False
+            async with server:
+                assert await echo_cycles(port, 1, 12, "seq") == 12
+                await until(lambda: loop.socket_stats()["disconnecting"] == 0)
+                ended = [w.get_extra_info("socket") for w in handler.writers]
+            assert not handler.errors, handler.errors
+            return ended
+
+        ended = run(loop, main(), TIMEOUT * 3)
+        assert fake.transplants > 0, "no server socket was reused"
+        assert all(tsock.fileno() == -1 for tsock in ended), [t.fileno() for t in ended]
+        raw = [tsock._sock for tsock in ended]
+        assert len({id(s) for s in raw}) == len(raw), "a socket object served two connections"
+    finally:
+        loop.close()
 
 
 @fake_provider

@@ -18,7 +18,7 @@ import iocploop
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, run, run_forever_bounded
 from _tcp_helpers import (
     LOOPBACKS, SCALE, UNDER_WINE, Echo, MiB, Recorder, bounded, close_all, connected_pair,
-    digest, is_iocploop, payload, set_linger_reset, until,
+    Tracker, digest, is_iocploop, payload, set_linger_reset, until,
 )
 
 #: Wait long enough for data sent over loopback to reach the peer's socket.
@@ -902,6 +902,39 @@ async def test_extra_info(host, family):
     assert transport.get_extra_info("peername")[:2] == server.sockets[0].getsockname()[:2]
     assert transport.get_protocol() is client
     await close_all(server, [transport, peer.transport], [client, peer])
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("host,family", LOOPBACKS)
+async def test_extra_info_after_close_and_shared_between_connections(host, family):
+    """sockname and peername are noted when the transport is made, as
+    asyncio's, so they read the same after close; the socket wrapper is one
+    object, made on first asking.  iocploop: connections accepted on one
+    address share its sockname tuple and their peer host's text (a tenth of
+    an idle connection's memory, benchmarks.idle)."""
+    loop = asyncio.get_running_loop()
+    tracker = Tracker(Recorder)
+    server = await loop.create_server(tracker, host, 0, family=family)
+    port = server.sockets[0].getsockname()[1]
+    pairs = []
+    for _ in range(3):
+        transport, client = await bounded(loop.create_connection(Recorder, host, port))
+        pairs.append((transport, client, await tracker.next()))
+    accepted = [peer.transport for _, _, peer in pairs]
+    noted = [(t.get_extra_info("sockname"), t.get_extra_info("peername")) for t in accepted]
+    for t, (sockname, peername) in zip(accepted, noted):
+        sock = t.get_extra_info("socket")
+        assert t.get_extra_info("socket") is sock
+        assert sockname == sock.getsockname() and peername == sock.getpeername()
+    if is_iocploop(loop):
+        assert all(sockname is noted[0][0] for sockname, _ in noted)
+        assert all(peername[0] is noted[0][1][0] for _, peername in noted)
+    await close_all(server, [t for t, _, _ in pairs] + accepted,
+                    [p for _, client, peer in pairs for p in (client, peer)])
+    for t, (sockname, peername) in zip(accepted, noted):
+        assert t.get_extra_info("sockname") == sockname
+        assert t.get_extra_info("peername") == peername
+        assert t.get_extra_info("socket").fileno() == -1
 
 
 def _nodelay_as_asyncio_sets_it(proto):
