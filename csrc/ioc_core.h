@@ -165,7 +165,7 @@ int ioc_submit_recvmsg(ioc_core *core, intptr_t sock, void *buf, uint32_t len,
 /* Linux: the same receive done at once (recvmsg with MSG_DONTWAIT), for
  * draining a socket after a completion: returns the byte count, or a
  * negated error (-EAGAIN: nothing queued).  Windows returns -WSAEOPNOTSUPP:
- * IOCP keeps several receives posted instead (see iocploop/_datagram.py). */
+ * IOCP keeps several receives posted instead (see iocploop/_transports/datagram.py). */
 int ioc_recvmsg_now(intptr_t sock, void *buf, uint32_t len, void *name, uint32_t namelen,
                     void *control, uint32_t controllen, ioc_msg_result *result);
 

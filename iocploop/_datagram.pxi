@@ -4,7 +4,7 @@
 # (SendAddresses); and the drain of a burst after each posted receive
 # (datagram_drain: recvfrom(2) until EAGAIN, the address tuple made in C).
 # Both read the transport's slots at their offsets (_slots.pxi).  Queued
-# sends, the posted receive, closing and Windows stay in _datagram.py,
+# sends, the posted receive, closing and Windows stay in _transports/datagram.py,
 # which owns the state.
 #
 # (Reads on readiness, a multishot poll and recvfrom(2) per datagram as
@@ -14,7 +14,7 @@
 cdef extern from *:
     """
     #ifdef _WIN32
-    /* Windows queues its sends (see _datagram.py): never called. */
+    /* Windows queues its sends (see _transports/datagram.py): never called. */
     static Py_ssize_t ioc_dgram_sendto(long long fd, const char *buf, Py_ssize_t n,
                                        const char *sa, int len)
     { (void)fd; (void)buf; (void)n; (void)sa; (void)len; return -ENOSYS; }
@@ -161,7 +161,7 @@ cdef Py_ssize_t _send_at_once_max = 0
 
 
 def bind_datagram_transport(type cls, Py_ssize_t send_at_once_max):
-    """Find DatagramTransport's slots for the compiled paths (_datagram.py, once)."""
+    """Find DatagramTransport's slots for the compiled paths (_transports/datagram.py, once)."""
     global _dg, _dgram_class, _send_at_once_max
     cdef _DgramSlots found   # all found before any is used
     found.address = _slot_offset(cls, "_address")

@@ -32,7 +32,7 @@ if IS_WINDOWS:
 else:
     _PipeServerBase = object
 
-from ._pipes import DuplexPipeTransport
+from ._transports import DuplexPipeTransport
 
 _PENDING_INSTANCES = 4              # ConnectNamedPipe calls kept posted per server
 _CONNECT_DELAY_FIRST = 0.001        # client retry while all instances are busy

@@ -7,7 +7,7 @@
 # the transport is idle.  In Python these steps cost more than the kernel's
 # own work of a small request (perf: 15% of the server's time).  Everything
 # else of TCPTransport (queued writes, flow control, closing, reuse, the
-# Windows completion path) stays in _transports.py, which owns the state;
+# Windows completion path) stays in _transports/tcp.py, which owns the state;
 # these functions read and write its slots.
 #
 # ReadyReader is the transport's reader on Linux: it posts the multishot
@@ -102,7 +102,7 @@ cdef type _tcp_class = None
 
 
 def bind_tcp_transport(type cls):
-    """Find TCPTransport's slots for the compiled paths (_transports.py, once)."""
+    """Find TCPTransport's slots for the compiled paths (_transports/tcp.py, once)."""
     global _tcp, _tcp_class
     cdef _TcpSlots found   # all found before any is used
     found.sock = _slot_offset(cls, "_sock")

@@ -14,7 +14,7 @@ thread and without blocking the loop:
   and a wait registration on the process handle that posts to the
   completion port (ioc_submit_wait_handle).
 
-Pipes are read and written through the completion port (_pipes.py).
+Pipes are read and written through the completion port (_transports/pipes.py).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import sys
 import threading
 from asyncio import base_events, base_subprocess
 
-from ._pipes import ReadPipeTransport, WritePipeTransport
+from ._transports import ReadPipeTransport, WritePipeTransport
 
 __all__ = ["SubprocessMethods"]
 

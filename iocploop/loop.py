@@ -25,7 +25,7 @@ import threading
 import weakref
 from asyncio.log import logger
 
-from ._datagram import DatagramMethods
+from ._transports import DatagramMethods
 from ._named_pipes import PipeMethods
 from ._port import IS_WINDOWS, CompletionPort
 from ._sendfile import SendfileMethods

@@ -727,7 +727,8 @@ def test_writes_reach_the_peer_when_the_loop_stops_or_is_not_running(factory, wh
 def test_compiled_transport_paths_refuse_other_objects():
     # They read TCPTransport's slots at fixed offsets (_slots.pxi): anything
     # else must be refused before a read, never read as if it were one.
-    from iocploop import _scheduler, _transports
+    from iocploop import _scheduler
+    from iocploop._transports import tcp as _transports
 
     class LooksLikeOne:
         __slots__ = ("_closing", "_sock")

@@ -335,7 +335,8 @@ async def test_a_burst_from_many_senders_arrives_with_the_addresses_recvfrom_giv
 
 
 def test_compiled_datagram_paths_refuse_other_objects():
-    from iocploop import _datagram, _scheduler
+    from iocploop import _scheduler
+    from iocploop._transports import datagram as _datagram
 
     class LooksLikeOne:
         __slots__ = ("_closing", "_sock")

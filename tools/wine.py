@@ -999,7 +999,7 @@ def stale_stage(minor: str) -> list[str]:
     if not pyds:
         return []
     built = min(p.stat().st_mtime for p in pyds)
-    sources = [*(ROOT / "iocploop").glob("*.py"), *(ROOT / "iocploop").glob("*.pyx"),
+    sources = [*(ROOT / "iocploop").rglob("*.py"), *(ROOT / "iocploop").glob("*.pyx"),
                *(ROOT / "iocploop").glob("*.pxi"),
                *(ROOT / "csrc").glob("*.[ch]"),
                *(ROOT / "_cffi_build").glob("*.py")]

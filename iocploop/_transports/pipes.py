@@ -40,7 +40,7 @@ import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
-from ._transport_base import TransportBase
+from .base import TransportBase
 
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
 

@@ -1,11 +1,11 @@
 """What iocploop's transports share.
 
-TransportBase (every transport: sockets here, pipes in _pipes.py): the
+TransportBase (every transport: sockets here, pipes in pipes.py): the
 protocol accessors, abort(), how a fatal error is reported before the
 transport is torn down (_force_close, the transport's own), and what the
 end of the peer's data does (_on_eof).
 
-SocketTransportBase (TCP in _transports.py, UDP in _datagram.py): the
+SocketTransportBase (TCP in tcp.py, UDP in datagram.py): the
 socket's extra info, the unclosed-transport warning and the teardown.  A
 transport using it keeps these attributes: _sock, _protocol, _loop, _port,
 _closing, _aborting, _sock_closed, _conn_lost, _lost_exc, _queue; and
@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from asyncio import base_events, trsock
 
-from ._sharing import SharedValues
+from .._sharing import SharedValues
 
 __all__ = ["SocketTransportBase", "TransportBase"]
 

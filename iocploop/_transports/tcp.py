@@ -36,11 +36,11 @@ import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
-from ._port import c_buffer
-from ._scheduler import (
+from .._port import c_buffer
+from .._scheduler import (
     ReadyReader, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
 )
-from ._transport_base import SocketTransportBase
+from .base import SocketTransportBase
 
 __all__ = ["TCPTransport"]
 

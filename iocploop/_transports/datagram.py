@@ -45,11 +45,11 @@ import socket
 import sys
 from asyncio import futures, transports
 
-from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
-from ._scheduler import (
+from .._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
+from .._scheduler import (
     SendAddresses, bind_datagram_transport, datagram_drain, datagram_sendto,
 )
-from ._transport_base import SocketTransportBase
+from .base import SocketTransportBase
 
 _EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
 # Errors a receive may report about earlier datagrams (ICMP), not about the socket.
