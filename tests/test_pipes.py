@@ -289,6 +289,28 @@ async def test_paused_reader_gets_nothing_until_resumed():
 
 
 @pytest.mark.asyncio
+async def test_paused_again_before_the_held_data_was_delivered():
+    """resume_reading delivers what was held in the next turn; a pause
+    before that turn keeps it held (as the TCP transport does: one pausing
+    machine, _transports/base.py), and the next resume delivers it."""
+    p = await open_pair()
+    try:
+        p.rt.pause_reading()
+        p.wt.write(b"held twice")
+        await asyncio.sleep(0.1)
+        p.rt.resume_reading()
+        p.rt.pause_reading()
+        await asyncio.sleep(0.1)
+        assert p.rp.data == b""
+        assert p.rp.data_while_paused == 0
+        p.rt.resume_reading()
+        await p.rp.wait_bytes(10)
+        assert bytes(p.rp.data) == b"held twice"
+    finally:
+        await p.finish()
+
+
+@pytest.mark.asyncio
 async def test_eof_while_paused_waits_for_resume():
     p = await open_pair()
     try:

@@ -20,7 +20,7 @@ from asyncio import base_events, trsock
 
 from .._sharing import SharedValues
 
-__all__ = ["SocketTransportBase", "TransportBase"]
+__all__ = ["PausableReading", "SocketTransportBase", "TransportBase"]
 
 
 class TransportBase:
@@ -82,6 +82,44 @@ class TransportBase:
         return True
 
 
+class PausableReading:
+    """pause_reading / resume_reading, as asyncio's, for the TCP and pipe
+    transports.  A pause stops deliveries; what the kernel brings meanwhile
+    is held (_held: the arguments of the transport's _deliver) and
+    delivered in the turn after resume_reading, unless paused again by
+    then.  The transport provides _reading_paused() (stop asking the kernel,
+    if it can) and _reading_resumed() (ask again, nothing being held)."""
+    __slots__ = ()
+
+    def is_reading(self):
+        return not self._paused and not self._closing
+
+    def pause_reading(self):
+        if self._closing or self._paused:
+            return
+        self._paused = True
+        self._reading_paused()
+        if self._loop.get_debug():
+            base_events.logger.debug("%r pauses reading", self)
+
+    def resume_reading(self):
+        if self._closing or not self._paused:
+            return
+        self._paused = False
+        if self._held is not None:
+            self._loop.call_soon(self._deliver_held)
+        else:
+            self._reading_resumed()
+        if self._loop.get_debug():
+            base_events.logger.debug("%r resumes reading", self)
+
+    def _deliver_held(self):
+        if self._paused or self._closing or self._held is None:
+            return   # paused again before this ran: the data stays held
+        held, self._held = self._held, None
+        self._deliver(*held)
+
+
 # Equal local addresses share one tuple (_sharing.py).
 _LOCAL_ADDRESSES = SharedValues(256)
 _DEFAULT_LOW_WATER = 16 * 1024   # asyncio's default (a quarter of 64 KiB)
@@ -99,6 +137,19 @@ class SocketTransportBase(TransportBase):
     stays None unless the maker passed extras: that dict and the
     TransportSocket were a quarter of an idle connection's memory."""
     __slots__ = ()
+
+    def _init_socket_transport(self, loop, sock, extra):
+        """The state every socket transport starts with (asyncio's flow
+        control included: _FlowControlMixin, next in the MRO)."""
+        super().__init__(extra, loop)
+        self._extra = extra   # None: no dict (get_extra_info below)
+        self._sock = sock
+        self._port = loop._port
+        self._closing = False
+        self._conn_lost = 0
+        self._sock_closed = False
+        self._aborting = False
+        self._lost_exc = None
 
     def _init_socket_extra(self, sock, peername=None):
         """Note sockname and peername, as asyncio's transports do when made

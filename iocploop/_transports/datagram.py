@@ -84,22 +84,14 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
     sendto = datagram_sendto   # compiled; its slow half is _sendto_queued
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
-        super().__init__(extra, loop)
-        self._extra = extra   # None: no dict (SocketTransportBase.get_extra_info)
-        self._sock = sock
-        self._port = loop._port
+        self._init_socket_transport(loop, sock, extra)
         self._protocol = protocol
         self._address = address
-        self._closing = False
-        self._conn_lost = 0
-        self._sock_closed = False
-        self._aborting = False
         self._recv_ops = set()
         self._send_ops = set()
         self._queue = collections.deque()   # (bytes, address, source)
         self._buffer_size = 0
         self._arrivals = None
-        self._lost_exc = None
         self._error_in_batch = None     # receive error already reported this batch
         self._send_budget = _SEND_AT_ONCE_MAX   # Linux: sends done at once this pass
         # Protocol callbacks run in the context the endpoint was made in, as

@@ -40,7 +40,7 @@ import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
-from .base import TransportBase
+from .base import PausableReading, TransportBase
 
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
 
@@ -92,6 +92,17 @@ class _PipeBase(TransportBase):
         self._handle = _pipe_handle(pipe)
         self._pipe = pipe
         self._extra["pipe"] = pipe
+
+    def _start(self, waiter):
+        """connection_made in the next turn, then the caller's waiter; a
+        reading transport posts its read now (a peer already gone is seen
+        at once), and what it brings waits for connection_made."""
+        self._loop._port.associate_handle(self._handle)
+        self._loop.call_soon(self._connection_made)
+        if isinstance(self, _Reading):
+            self._post_read()
+        if waiter is not None:
+            self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def __repr__(self):
         state = "closed" if self._pipe is None else "closing" if self._closing else "open"
@@ -174,7 +185,7 @@ class _PipeBase(TransportBase):
             self._protocol = None
 
 
-class _Reading:
+class _Reading(PausableReading):
     """One read posted at a time; pause holds, never cancels."""
 
     def _init_reading(self):
@@ -183,28 +194,13 @@ class _Reading:
         self._paused = False
         self._read_op = None
         self._on_read_in_context = self._in_context(self._on_read)
-        self._held = None            # data (or b"" for EOF) read while paused
+        self._held = None            # (data,) read while paused (b"": end of file)
 
-    def is_reading(self):
-        return not self._paused and not self._closing
+    def _reading_paused(self):
+        pass   # the posted read stays: cancelling it could lose what it read
 
-    def pause_reading(self):
-        if self._closing or self._paused:
-            return
-        self._paused = True
-        if self._loop.get_debug():
-            base_events.logger.debug("%r pauses reading", self)
-
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        if self._loop.get_debug():
-            base_events.logger.debug("%r resumes reading", self)
-        held, self._held = self._held, None
-        if held is not None:
-            self._loop.call_soon(self._deliver, held)
-        elif self._read_op is None:
+    def _reading_resumed(self):
+        if self._read_op is None:
             self._post_read()
 
     def _post_read(self):
@@ -269,7 +265,7 @@ class _Reading:
         if not self._made:
             self._early = data
         elif self._paused:
-            self._held = data
+            self._held = (data,)
         else:
             self._deliver(data)
 
@@ -407,13 +403,7 @@ class ReadPipeTransport(_Reading, _PipeBase, transports.ReadTransport):
     def __init__(self, loop, pipe, protocol, waiter=None, extra=None):
         self._init_pipe(loop, pipe, protocol, extra)
         self._init_reading()
-        loop._port.associate_handle(self._handle)
-        loop.call_soon(self._connection_made)
-        # Posted now (a peer already gone is seen at once); what it brings
-        # waits for connection_made if it comes first.
-        self._post_read()
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(waiter)
 
     def close(self):
         if not self._closing:
@@ -428,10 +418,7 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         self._init_writing()
         self._watch_op = None
         self._watch_buf = None
-        loop._port.associate_handle(self._handle)
-        loop.call_soon(self._connection_made)
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(waiter)
 
     def close(self):
         if not self._closing:
@@ -492,13 +479,7 @@ class DuplexPipeTransport(_Reading, _Writing, _PipeBase, transports._FlowControl
         self._init_pipe(loop, pipe, protocol, extra)
         self._init_reading()
         self._init_writing()
-        loop._port.associate_handle(self._handle)
-        loop.call_soon(self._connection_made)
-        # Posted now (a peer already gone is seen at once); what it brings
-        # waits for connection_made if it comes first.
-        self._post_read()
-        if waiter is not None:
-            loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
+        self._start(waiter)
 
     def can_write_eof(self):
         return False

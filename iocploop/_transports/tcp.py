@@ -40,7 +40,7 @@ from .._port import c_buffer
 from .._scheduler import (
     ReadyReader, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
 )
-from .base import SocketTransportBase
+from .base import PausableReading, SocketTransportBase
 
 __all__ = ["TCPTransport"]
 
@@ -65,7 +65,7 @@ if _READ_ON_READY:   # (Windows' select module has no poll constants)
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
-class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
+class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControlMixin):
     # Slots, not a __dict__: a third less memory per connection (10,000 idle
     # connections are a server's ordinary day).
     __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
@@ -81,15 +81,10 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
 
     def __init__(self, loop, sock, protocol, waiter=None, extra=None, server=None,
                  reuse_home=None, first_data=b"", peername=None):
-        super().__init__(extra, loop)
-        self._extra = extra   # None: no dict (SocketTransportBase.get_extra_info)
-        self._sock = sock
-        self._port = loop._port
+        self._init_socket_transport(loop, sock, extra)
         self._server = server
         self._protocol = None
         self._buffered = False
-        self._closing = False
-        self._conn_lost = 0
         self._eof_written = False
         self._want_eof = False
         self._paused = False
@@ -108,9 +103,6 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
         self._queued_size = 0
         self._in_flight_size = 0
         self._ops_in_flight = 0
-        self._lost_exc = None
-        self._aborting = False          # abort() / fatal error: drop the writes
-        self._sock_closed = False
         self._empty_waiter = None       # loop.sendfile waits for the writes to drain
         self._reuse_home = reuse_home   # where the socket goes after a clean end (_reuse.py)
         self._recycle_when_idle = False  # once its cancelled receive has completed
@@ -171,34 +163,13 @@ class TCPTransport(SocketTransportBase, transports._FlowControlMixin):
 
     is_closing = stream_is_closing   # compiled: asked once per request by many servers
 
-    def is_reading(self):
-        return not self._paused and not self._closing
-
-    def pause_reading(self):
-        if self._closing or self._paused:
-            return
-        self._paused = True
+    def _reading_paused(self):
         if self._recv_op is not None and self._recv_op.kind != "recv":
             self._port.cancel(self._recv_op)   # the readiness poll: watch no more
-        if self._loop.get_debug():
-            base_events.logger.debug("%r pauses reading", self)
 
-    def resume_reading(self):
-        if self._closing or not self._paused:
-            return
-        self._paused = False
-        if self._held is not None:
-            self._loop.call_soon(self._deliver_held)
-        elif self._recv_op is None:
+    def _reading_resumed(self):
+        if self._recv_op is None:
             self._loop.call_soon(self._start_reading)
-        if self._loop.get_debug():
-            base_events.logger.debug("%r resumes reading", self)
-
-    def _deliver_held(self):
-        if self._paused or self._closing or self._held is None:
-            return   # paused again before this ran: the data stays held
-        held, self._held = self._held, None
-        self._deliver(*held)
 
     def _on_first_data(self, data):
         if self._closing:
