@@ -88,7 +88,9 @@ class PausableReading:
     is held (_held: the arguments of the transport's _deliver) and
     delivered in the turn after resume_reading, unless paused again by
     then.  The transport provides _reading_paused() (stop asking the kernel,
-    if it can) and _reading_resumed() (ask again, nothing being held)."""
+    if it can) and _reading_resumed() (ask again, nothing being held), and
+    the hooks of _deliver.  (Linux TCP delivers its reads on readiness in
+    compiled code instead: _stream.pxi.)"""
     __slots__ = ()
 
     def is_reading(self):
@@ -118,6 +120,24 @@ class PausableReading:
             return   # paused again before this ran: the data stays held
         held, self._held = self._held, None
         self._deliver(*held)
+
+    def _deliver(self, *received):
+        """Hand what a read brought to the protocol (nothing: the end of
+        file), then read on.  The transport provides _received_size,
+        _feed_protocol and _read_on for its kind of read."""
+        if self._closing:
+            return
+        if not self._received_size(*received):
+            self._on_eof()
+            return
+        try:
+            self._feed_protocol(*received)
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+            return
+        self._read_on()
 
 
 # Equal local addresses share one tuple (_sharing.py).

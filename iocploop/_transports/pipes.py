@@ -269,19 +269,14 @@ class _Reading(PausableReading):
         else:
             self._deliver(data)
 
-    def _deliver(self, data):
-        if self._closing:
-            return
-        if not data:
-            self._on_eof()
-            return
-        try:
-            self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-            return
+    # _deliver's hooks (base.PausableReading)
+    def _received_size(self, data):
+        return len(data)
+
+    def _feed_protocol(self, data):
+        self._protocol.data_received(data)
+
+    def _read_on(self):
         self._post_read()
 
     def _can_stay_half_open(self):

@@ -285,28 +285,23 @@ class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControl
             return
         self._deliver(op.buffer, op.result, self._recv_for)
 
-    def _deliver(self, buf, nbytes, filled_for):
-        if self._closing:
-            return
-        if nbytes == 0:
-            self._on_eof()
-            return
-        try:
-            if self._buffered and filled_for is self._protocol:
-                self._protocol.buffer_updated(nbytes)
-            elif self._buffered:   # set_protocol() since the receive was posted
-                protocols._feed_data_to_buffered_proto(self._protocol,
-                                                       bytes(memoryview(buf)[:nbytes]))
-            else:
-                data = bytes(memoryview(buf)[:nbytes])
-                if buf is self._recv_buf and nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
-                    self._recv_buf = bytearray(2 * nbytes)   # reads fill it: grow
-                self._protocol.data_received(data)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
-            return
+    # _deliver's hooks (base.PausableReading): the Windows receive, first data
+    def _received_size(self, buf, nbytes, filled_for):
+        return nbytes
+
+    def _feed_protocol(self, buf, nbytes, filled_for):
+        if self._buffered and filled_for is self._protocol:
+            self._protocol.buffer_updated(nbytes)
+        elif self._buffered:   # set_protocol() since the receive was posted
+            protocols._feed_data_to_buffered_proto(self._protocol,
+                                                   bytes(memoryview(buf)[:nbytes]))
+        else:
+            data = bytes(memoryview(buf)[:nbytes])
+            if buf is self._recv_buf and nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
+                self._recv_buf = bytearray(2 * nbytes)   # reads fill it: grow
+            self._protocol.data_received(data)
+
+    def _read_on(self):
         self._start_reading()
 
     # -- writing --------------------------------------------------------------
