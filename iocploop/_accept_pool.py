@@ -170,7 +170,7 @@ class AcceptPool:
                 self._accept_failed(op.error)
             return
         try:
-            conn, address = self._port.accepted(op)
+            conn, address = op.accepted()
         except OSError as exc:
             self._accept_failed(exc)
             return
@@ -183,7 +183,7 @@ class AcceptPool:
         if self._stopped:
             conn.close()   # accepted in the race with the server's close
             return
-        first_data = self._port.first_data_of(op)
+        first_data = op.first_data()
         self._post()
         if self._first_data_timeout is not None and not IS_WINDOWS:
             self._await_first_data(conn, address)

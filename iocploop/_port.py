@@ -280,6 +280,62 @@ class Operation(OperationBase):
         return f"<Operation {self.kind} #{self.token} {state}>"
 
 
+class AcceptOperation(Operation):
+    """An accept (CompletionPort.accept), which decodes its own result."""
+
+    __slots__ = ("_port",)
+
+    def first_data(self) -> bytes:
+        """The bytes a successful first-data accept received (Windows)."""
+        first_data = self.buffer[2]
+        if not first_data or self.result <= 0:
+            return b""
+        return ffi.buffer(self._cbuf[0], min(self.result, first_data))[:]
+
+    def accepted(self):
+        """(socket, peer address) of a successful accept: the new socket is
+        non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
+        listener, accept_sock, first_data = self.buffer
+        addrbuf, addrlen = self._cbuf
+        if IS_WINDOWS:
+            conn = accept_sock
+        else:
+            conn = socket.socket(listener.family, listener.type, listener.proto,
+                                 fileno=self.result)
+        # The new connection is ours from here: whatever fails (the listener
+        # closed while the accept was in the kernel, the port closed), it is
+        # closed, never left as a bare fd or to the garbage collector.
+        try:
+            local = ffi.new("ioc_addr *")
+            remote = ffi.new("ioc_addr *")
+            rc = lib.ioc_accept_finish(self._port._checked_core(), _fileno(listener),
+                                       conn.fileno(), addrbuf, addrlen[0], first_data,
+                                       local, remote)
+            if rc < 0:
+                raise os_error(-rc)
+            conn.setblocking(False)
+            address = decode_address(remote)
+            if address is None:   # a family we do not decode: ask the socket
+                address = conn.getpeername()
+        except BaseException:
+            conn.close()
+            raise
+        return conn, address
+
+
+class MessageOperation(Operation):
+    """A datagram receive (CompletionPort.recvmsg), which decodes its own result."""
+
+    __slots__ = ()
+
+    def message(self):
+        """(nbytes, sender address, flags, local address or None).  The
+        sender is None when it is not an IP address (a connected socket may
+        report none)."""
+        _cbuf, name, control, result = self._cbuf
+        return _message(self.result, name, control, result)
+
+
 _FORKED_MESSAGE = (
     "this event loop was inherited through fork(); its completion port belongs to "
     "the parent process. Create a new event loop in the child.")
@@ -439,7 +495,7 @@ class CompletionPort:
             self.associate(sock)
         return core, fd
 
-    def _track(self, rc, token, kind, callback, buffer, keep) -> Operation:
+    def _track(self, rc, token, kind, callback, buffer, keep, op_class=Operation) -> Operation:
         """Record a submitted operation; keep = cffi memory the kernel uses."""
         if rc < 0:
             if IS_WINDOWS and self._record_out[0] != ffi.NULL:
@@ -448,7 +504,7 @@ class CompletionPort:
                 # use its memory until the core reports it (IOC_COMPLETION_STRAY).
                 self._strays[token] = (buffer, keep)
             raise os_error(-rc)   # refused at once: no callback will run
-        op = Operation(token, kind, callback, buffer, self._record_address[0], keep)
+        op = op_class(token, kind, callback, buffer, self._record_address[0], keep)
         self._ops[token] = op
         return op
 
@@ -470,8 +526,8 @@ class CompletionPort:
         """Accept one connection.  Windows: AcceptEx into accept_sock, a fresh
         (or recycled) socket of the listener's family the caller made; with
         first_data > 0 the accept completes only once the peer sent data (up
-        to that many bytes arrive with it: `first_data_of(op)`).  Linux
-        ignores both.  Finish with `accepted(op)` once the callback reports
+        to that many bytes arrive with it: `op.first_data()`).  Linux
+        ignores both.  Finish with `op.accepted()` once the callback reports
         success."""
         if IS_WINDOWS and accept_sock is None:
             raise ValueError("AcceptEx needs a fresh socket to accept into")
@@ -483,44 +539,10 @@ class CompletionPort:
         token = self._next_token()
         rc = lib.ioc_submit_accept(core, fd, accept_sock.fileno() if accept_sock else -1,
                                    addrbuf, addrlen, first_data, token, self._record_out)
-        return self._track(rc, token, "accept", callback, (listener, accept_sock, first_data),
-                           (addrbuf, addrlen))
-
-    def first_data_of(self, op: Operation) -> bytes:
-        """The bytes a successful first-data accept received (Windows)."""
-        first_data = op.buffer[2]
-        if not first_data or op.result <= 0:
-            return b""
-        return ffi.buffer(op._cbuf[0], min(op.result, first_data))[:]
-
-    def accepted(self, op: Operation):
-        """(socket, peer address) of a successful accept: the new socket is
-        non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
-        listener, accept_sock, first_data = op.buffer
-        addrbuf, addrlen = op._cbuf
-        if IS_WINDOWS:
-            conn = accept_sock
-        else:
-            conn = socket.socket(listener.family, listener.type, listener.proto,
-                                 fileno=op.result)
-        # The new connection is ours from here: whatever fails (the listener
-        # closed while the accept was in the kernel, the port closed), it is
-        # closed, never left as a bare fd or to the garbage collector.
-        try:
-            local = ffi.new("ioc_addr *")
-            remote = ffi.new("ioc_addr *")
-            rc = lib.ioc_accept_finish(self._checked_core(), _fileno(listener), conn.fileno(),
-                                       addrbuf, addrlen[0], first_data, local, remote)
-            if rc < 0:
-                raise os_error(-rc)
-            conn.setblocking(False)
-            address = decode_address(remote)
-            if address is None:   # a family we do not decode: ask the socket
-                address = conn.getpeername()
-        except BaseException:
-            conn.close()
-            raise
-        return conn, address
+        op = self._track(rc, token, "accept", callback, (listener, accept_sock, first_data),
+                         (addrbuf, addrlen), AcceptOperation)
+        op._port = self
+        return op
 
     def connect(self, sock, address, callback) -> Operation:
         """Connect to a resolved (numeric) address.  Windows: ConnectEx, on a
@@ -547,7 +569,7 @@ class CompletionPort:
     def recvmsg(self, sock, buffer, callback, pktinfo: bool = False) -> Operation:
         """Receive one datagram into a writable buffer, with its sender's
         address (and, with pktinfo, the local address it arrived on: the
-        socket needs `enable_pktinfo` first).  Read it with `message_of(op)`."""
+        socket needs `enable_pktinfo` first).  Read it with `op.message()`."""
         cbuf = c_buffer(buffer, writable=True)
         name = ffi.new("char[]", _SOCKADDR_SPACE)
         control = ffi.new("char[]", lib.IOC_PKTINFO_SPACE) if pktinfo else ffi.NULL
@@ -559,18 +581,11 @@ class CompletionPort:
                                     lib.IOC_PKTINFO_SPACE if pktinfo else 0, 0, result, token,
                                     self._record_out)
         return self._track(rc, token, "recvmsg", callback, buffer,
-                           (cbuf, name, control, result))
-
-    def message_of(self, op: Operation):
-        """(nbytes, sender address, flags, local address or None) of a
-        completed recvmsg.  The sender is None when it is not an IP address
-        (a connected socket may report none)."""
-        _cbuf, name, control, result = op._cbuf
-        return _message(op.result, name, control, result)
+                           (cbuf, name, control, result), MessageOperation)
 
     def recvmsg_now(self, sock, buffer, pktinfo: bool = False):
         """Linux: receive one more datagram at once, without waiting (to drain
-        a socket after a completion): message_of's tuple, or None when
+        a socket after a completion): MessageOperation.message's tuple, or None when
         nothing is queued."""
         cbuf = c_buffer(buffer, writable=True)
         name = ffi.new("char[]", _SOCKADDR_SPACE)
@@ -887,7 +902,7 @@ class CompletionPort:
         would be orphaned by close: close them."""
         for token, result, _flags in self._batch.unread:
             op = self._ops.pop(token, None)
-            if op is not None and op.kind == "accept" and result >= 0 and not IS_WINDOWS:
+            if isinstance(op, AcceptOperation) and result >= 0 and not IS_WINDOWS:
                 os.close(result)
 
     def __del__(self):

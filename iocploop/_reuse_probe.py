@@ -82,7 +82,7 @@ def _probe(family) -> bool:
             socks.append(peer)
             if not finished(op):
                 return False
-            port.accepted(op)
+            op.accepted()
             if round_ == 1:
                 peer.close()   # the peer closes first: no TIME_WAIT on our side
                 if not finished(port.disconnect(target, ignore)):

@@ -192,7 +192,7 @@ class SocketMethods:
                 else:
                     fut.set_exception(op.error)
                 return
-            nbytes, address, _flags, _local = self._port.message_of(op)
+            nbytes, address, _flags, _local = op.message()
             datagram = (bytes(memoryview(buf)[:nbytes]), address)
             self._give_back_recv_buffer(buf)
             if fut.done():
@@ -335,7 +335,7 @@ class SocketMethods:
                     fut.set_exception(op.error)
                 return
             try:
-                accepted = self._port.accepted(op)
+                accepted = op.accepted()
             except OSError as exc:
                 if not fut.done():
                     fut.set_exception(exc)

@@ -335,7 +335,7 @@ class PortMachine(RuleBasedStateMachine):
             return
         assert res <= rec.size, (res, rec.size)
         if rec.kind == "recvmsg":
-            nbytes, _sender, _flags, _local = self.port.message_of(op)
+            nbytes, _sender, _flags, _local = op.message()
             assert nbytes == res
         pre = rec.pre
         assert raw[:pre] == bytes([_SENTINEL]) * pre, "written before the view"
@@ -1131,12 +1131,11 @@ def test_bad_arguments_cover_every_public_port_method():
     # associate / associate_handle / forget_handle / adopt / watch_sigint: no-ops on
     # Linux; wakeup / flush / close / stats / extensions: no argument (Linux); connect_pipe / wait_handle / disconnect:
     # EOPNOTSUPP on Linux; recv_prepared: test_recv_prepared_...; the
-    # completion readers (accepted, connected, message_of, first_data_of,
-    # received, run_completed) read the port's own operations.
+    # completion readers (connected, run_completed) read the port's own
+    # operations.
     not_here = {"associate", "associate_handle", "forget_handle", "adopt", "watch_sigint",
                 "wakeup", "flush", "close", "stats",
-                "extensions", "recv_prepared", "accepted", "connected", "message_of",
-                "first_data_of", "run_completed",
+                "extensions", "recv_prepared", "connected", "run_completed",
                 "connect_pipe", "wait_handle", "disconnect"}
     public = {name for name in vars(CompletionPort) if not name.startswith("_")
               and callable(getattr(CompletionPort, name))}

@@ -75,7 +75,7 @@ class Run:
 
     def submit(self, submit, then=None):
         """then(op), if given, runs in the callback (where the operation's
-        memory is still there: accepted(), message_of())."""
+        memory is still there: op.accepted(), op.message())."""
         def callback(op):
             self.done.append(op)
             if then is not None:
@@ -198,7 +198,7 @@ def test_udp_sockets_keep_their_packets(port):
         _wait_readable(a)
         buf = bytearray(100)
         run = Run(port)
-        run.submit(lambda cb: port.recvmsg(a, buf, cb), then=port.message_of)
+        run.submit(lambda cb: port.recvmsg(a, buf, cb), then=lambda op: op.message())
         run.deliver()
         assert run.outcome[:2] == (8, b.getsockname())
         assert run.immediate == 0
@@ -226,9 +226,9 @@ def test_accept(port, when):
             run = Run(port)
             if when == AT_ONCE:
                 client.connect(listener.getsockname())   # waits in the backlog
-                run.submit(lambda cb: port.accept(listener, cb, target), then=port.accepted)
+                run.submit(lambda cb: port.accept(listener, cb, target), then=lambda op: op.accepted())
             else:
-                run.submit(lambda cb: port.accept(listener, cb, target), then=port.accepted)
+                run.submit(lambda cb: port.accept(listener, cb, target), then=lambda op: op.accepted())
                 port.poll(0)
                 assert not run.done
                 client.connect(listener.getsockname())

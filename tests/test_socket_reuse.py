@@ -43,6 +43,7 @@ import warnings
 import pytest
 
 import iocploop
+from iocploop._port import AcceptOperation
 from iocploop._reuse import SparePool, _kind
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, run
 from _tcp_helpers import UNDER_WINE, bounded, fd_count, is_iocploop, until
@@ -159,8 +160,9 @@ class FakeProvider:
       completes later (an io_uring poll for POLLOUT on the socket, or, with a
       gate, for POLLIN on the gate socket: it completes when the test writes
       to the gate);
-    * accepted(op): when the accept was given a spare (op.buffer[1]), the new
-      connection is moved into it with dup2, so the spare really carries it.
+    * op.accepted() of its accepts: when the accept was given a spare
+      (op.buffer[1]), the new connection is moved into it with dup2, so the
+      spare really carries it.
 
     Install before create_server (the accept pool decides its reuse home when
     it is made)."""
@@ -175,11 +177,20 @@ class FakeProvider:
         self.refused = set()   # (role, kind) the recycler was told were refused
         self._real_can_reuse = self.recycler.can_reuse
         self._real_refuse = self.recycler.refuse
-        self._real_accepted = self.port.accepted
+        self._real_accept = self.port.accept
         self.recycler.can_reuse = self.can_reuse
         self.recycler.refuse = self.refuse
         self.port.disconnect = self.disconnect
-        self.port.accepted = self.accepted
+        self.port.accept = self.accept
+        provider = self
+
+        class TransplantingAccept(AcceptOperation):
+            __slots__ = ()
+
+            def accepted(self):
+                return provider.transplant(self, AcceptOperation.accepted(self))
+
+        self._accept_class = TransplantingAccept
 
     def can_reuse(self, sock, role):
         if role != "server":
@@ -201,8 +212,13 @@ class FakeProvider:
             return self.port.poll_ready(self.gate, select.POLLIN, callback)
         return self.port.poll_ready(sock, select.POLLOUT, callback)
 
-    def accepted(self, op):
-        conn, address = self._real_accepted(op)
+    def accept(self, listener, callback, accept_sock=None, first_data=0):
+        op = self._real_accept(listener, callback, accept_sock, first_data)
+        op.__class__ = self._accept_class   # (same layout: a subclass with no slots)
+        return op
+
+    def transplant(self, op, accepted):
+        conn, address = accepted
         target = op.buffer[1]
         if target is None:
             return conn, address

@@ -179,7 +179,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                 if not op.cancelled and op.result != _EAGAIN:
                     self._receive_failed(op)
             else:
-                self._deliver(op.buffer, self._port.message_of(op))
+                self._deliver(op.buffer, op.message())
                 if not IS_WINDOWS:
                     self._drain(op.buffer)
         finally:

@@ -38,7 +38,7 @@ from asyncio import base_events, constants, futures, protocols, transports
 
 from .._port import c_buffer
 from .._scheduler import (
-    ReadyReader, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
+    ReadyReader, StreamPoll, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
 )
 from .base import PausableReading, SocketTransportBase
 
@@ -164,7 +164,7 @@ class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControl
     is_closing = stream_is_closing   # compiled: asked once per request by many servers
 
     def _reading_paused(self):
-        if self._recv_op is not None and self._recv_op.kind != "recv":
+        if type(self._recv_op) is StreamPoll:
             self._port.cancel(self._recv_op)   # the readiness poll: watch no more
 
     def _reading_resumed(self):
