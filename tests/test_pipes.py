@@ -217,6 +217,29 @@ async def test_write_flow_control_pauses_and_resumes_the_protocol():
 
 
 @pytest.mark.asyncio
+async def test_many_queued_writes_keep_their_order_and_count():
+    """Writes queued behind a full pipe -- more chunks than one operation
+    takes (iocploop: base.QueuedWrites) -- leave in order, and the write
+    buffer size counts every byte until it is written."""
+    p = await open_pair()
+    try:
+        p.rt.pause_reading()
+        filler = _data(MiB, seed=5)
+        p.wt.write(filler)   # fills the pipe: the rest waits in the transport
+        parts = [(b"%05d|" % i) * 7 for i in range(300)]
+        for part in parts:
+            p.wt.write(part)
+        expected = filler + b"".join(parts)
+        assert p.wt.get_write_buffer_size() >= sum(map(len, parts))
+        p.rt.resume_reading()
+        await p.rp.wait_bytes(len(expected))
+        await until(lambda: p.wt.get_write_buffer_size() == 0)
+        assert p.rp.data == expected
+    finally:
+        await p.finish()
+
+
+@pytest.mark.asyncio
 async def test_write_buffer_limits_defaults_and_validation():
     p = await open_pair()
     try:

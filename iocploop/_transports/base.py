@@ -15,12 +15,13 @@ hold) and _maybe_finish_close().
 """
 from __future__ import annotations
 
+import collections
 import warnings
 from asyncio import base_events, trsock
 
 from .._sharing import SharedValues
 
-__all__ = ["PausableReading", "SocketTransportBase", "TransportBase"]
+__all__ = ["PausableReading", "QueuedWrites", "SocketTransportBase", "TransportBase"]
 
 
 class TransportBase:
@@ -138,6 +139,98 @@ class PausableReading:
             self._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
             return
         self._read_on()
+
+
+class QueuedWrites:
+    """The writes a transport could not finish at once, for the TCP and pipe
+    transports: a queue of bytes (a partly written one as a view of its
+    tail), which leaves in one operation at a time -- a gathered one of up
+    to MAX_GATHER chunks where the kernel can gather -- and asyncio's flow
+    control on the bytes queued and in flight.  A short write puts the rest
+    back at the front, chunk by chunk, never copying the backlog again.
+
+    The transport provides _submit_send(chunks) (the operation, or None
+    after reporting its failure), _send_ended(op), _all_written() (what
+    waited for the queue to empty), _WRITE_ERROR, and may override
+    _send_would_block(op, chunks)."""
+    __slots__ = ()
+
+    MAX_GATHER = 64
+
+    def get_write_buffer_size(self):
+        return self._queued_size + self._in_flight_size
+
+    def _write_queue(self):
+        if self._queue is None:
+            self._queue = collections.deque()
+        return self._queue
+
+    def _send_queued(self):
+        """Send what is queued (up to MAX_GATHER chunks) in one operation."""
+        queue = self._queue
+        if len(queue) == 1:
+            chunks = [queue.popleft()]
+        else:
+            chunks = [queue.popleft() for _ in range(min(len(queue), self.MAX_GATHER))]
+        size = sum(map(len, chunks))
+        self._queued_size -= size
+        self._in_flight_size = size
+        try:
+            op = self._submit_send(chunks)
+        except OSError as exc:
+            op = None
+            self._fatal_error(exc, self._WRITE_ERROR)
+        if op is None:
+            self._in_flight_size = 0
+            return
+        self._send_op = op
+        self._in_flight_chunks = chunks
+
+    def _on_sent(self, op):
+        self._send_op = None
+        self._send_ended(op)
+        sent_size, self._in_flight_size = self._in_flight_size, 0
+        chunks, self._in_flight_chunks = self._in_flight_chunks, None
+        if self._aborting:
+            self._maybe_finish_close()   # the writes were dropped
+            return
+        if op.result < 0:
+            if self._send_would_block(op, chunks):
+                return
+            if not op.cancelled:
+                self._conn_lost += 1
+                self._fatal_error(op.error, self._WRITE_ERROR)
+            self._maybe_finish_close()
+            return
+        if op.result < sent_size:
+            self._requeue_unsent(chunks, op.result)
+        if self._queue:
+            self._send_queued()
+        self._writes_drained()
+
+    def _send_would_block(self, op, chunks) -> bool:
+        return False
+
+    def _requeue_unsent(self, chunks, sent):
+        """Put what was not written back at the front of the queue."""
+        for i, chunk in enumerate(chunks):
+            if sent < len(chunk):
+                break
+            sent -= len(chunk)
+        rest = chunks[i:]
+        if sent:
+            rest[0] = memoryview(rest[0])[sent:]
+        self._write_queue().extendleft(reversed(rest))
+        self._queued_size += sum(map(len, rest))
+
+    def _writes_drained(self):
+        """Writes went out: resume the protocol below the low-water mark;
+        with nothing left to write, what waited for that goes on."""
+        self._maybe_resume_protocol()
+        if self._send_op is None:
+            if not self._queue:
+                self._all_written()
+            self._maybe_finish_close()
 
 
 # Equal local addresses share one tuple (_sharing.py).

@@ -31,7 +31,6 @@ transport:
 """
 from __future__ import annotations
 
-import collections
 import contextvars
 import functools
 import os
@@ -40,7 +39,7 @@ import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
-from .base import PausableReading, TransportBase
+from .base import PausableReading, QueuedWrites, TransportBase
 
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
 
@@ -283,20 +282,21 @@ class _Reading(PausableReading):
         return isinstance(self, _Writing)   # a read-only pipe has nothing left to do
 
 
-class _Writing:
-    """Writes: one in flight, the rest queued; asyncio's flow control."""
+class _Writing(QueuedWrites):
+    """Writes: Linux writes at once when idle; the rest is queued, one write
+    operation in flight (base.QueuedWrites); asyncio's flow control."""
+
+    _WRITE_ERROR = "Fatal write error on pipe transport"
 
     def _init_writing(self):
         self._os_write = functools.partial(os.write, self._handle)
-        self._write_op = None
-        self._in_flight = 0          # bytes of the write in flight not yet written
-        self._queue = collections.deque()
-        self._queued = 0
+        self._send_op = None
+        self._in_flight_chunks = None
+        self._in_flight_size = 0     # bytes of the write in flight
+        self._queue = None
+        self._queued_size = 0
         self._eof_wanted = False
         self._conn_lost = 0
-
-    def get_write_buffer_size(self):
-        return self._in_flight + self._queued
 
     def can_write_eof(self):
         return True
@@ -314,7 +314,7 @@ class _Writing:
             return
         if not data:
             return
-        if self._write_op is None and not IS_WINDOWS:
+        if self._send_op is None and not IS_WINDOWS:
             # Linux: write at once, as asyncio's Unix transport does, so the
             # bytes are in the pipe when write() returns (a queued io_uring
             # write would reach the kernel only at the next wait); the
@@ -329,50 +329,28 @@ class _Writing:
         if type(data) is not bytes and not (type(data) is memoryview
                                             and type(data.obj) is bytes):
             data = bytes(data)
-        if self._write_op is None:
-            self._start_write(data)
-        else:
-            self._queue.append(data)
-            self._queued += len(data)
+        self._write_queue().append(data)
+        self._queued_size += len(data)
+        if self._send_op is None:
+            self._send_queued()
         self._maybe_pause_protocol()
 
     def writelines(self, list_of_data):
         for data in list_of_data:
             self.write(data)
 
-    def _start_write(self, data):
-        self._in_flight = len(data)
-        self._write_op = self._submit(self._port.write, data, self._in_context(self._on_write))
-        if self._write_op is None:
-            self._in_flight = 0
+    # QueuedWrites' hooks (base.py).  A pipe write takes one buffer: the
+    # chunks are joined (a short write still puts back only the rest).
+    def _submit_send(self, chunks):
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return self._submit(self._port.write, data, self._in_context(self._on_sent))
 
-    def _on_write(self, op):
+    def _send_ended(self, op):
         self._done(op)
-        self._write_op = None
-        sent = op.buffer
-        if self._aborting:
-            self._in_flight = 0
-            self._maybe_finish_close()
-            return
-        if op.result < 0:
-            self._in_flight = 0
-            self._conn_lost += 1
-            self._fatal_error(op.error, "Fatal write error on pipe transport")
-            return
-        if op.result < len(sent):    # a short write: the rest goes first (not copied)
-            self._start_write(memoryview(sent)[op.result:])
-            return
-        self._in_flight = 0
-        if self._queue:
-            data = b"".join(self._queue)
-            self._queue.clear()
-            self._queued = 0
-            self._start_write(data)
-            return
-        self._maybe_resume_protocol()
-        if self._eof_wanted or self._closing:
+
+    def _all_written(self):
+        if self._eof_wanted:
             self._closing = True
-            self._maybe_finish_close()
 
     def write_eof(self):
         if self._closing or self._eof_wanted:
@@ -386,11 +364,13 @@ class _Writing:
         self._maybe_finish_close()
 
     def _writes_pending(self):
-        return self._write_op is not None or bool(self._queue)
+        return self._send_op is not None or bool(self._queue)
 
     def _drop_writes(self):
-        self._queue.clear()
-        self._queued = 0
+        if self._queue:
+            self._queue.clear()
+        self._queued_size = 0
+        self._in_flight_size = 0
 
 
 class ReadPipeTransport(_Reading, _PipeBase, transports.ReadTransport):

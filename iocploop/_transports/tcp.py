@@ -27,7 +27,6 @@ States (each independent):
 """
 from __future__ import annotations
 
-import collections
 import contextvars
 import errno
 import functools
@@ -40,7 +39,7 @@ from .._port import c_buffer
 from .._scheduler import (
     ReadyReader, StreamPoll, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
 )
-from .base import PausableReading, SocketTransportBase
+from .base import PausableReading, QueuedWrites, SocketTransportBase
 
 __all__ = ["TCPTransport"]
 
@@ -50,7 +49,6 @@ __all__ = ["TCPTransport"]
 # asyncio's selector transport reads whenever a read fills it.
 _RECV_SIZE_MIN = 16 * 1024
 _RECV_SIZE_MAX = 256 * 1024
-_MAX_GATHER = 64                 # buffers per gathered send
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
 # Linux reads on readiness (see the module's docstring); Windows has no
 # multishot poll, and its receive posted in advance is the IOCP way.
@@ -65,7 +63,8 @@ if _READ_ON_READY:   # (Windows' select module has no poll constants)
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
-class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControlMixin):
+class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
+                   transports._FlowControlMixin):
     # Slots, not a __dict__: a third less memory per connection (10,000 idle
     # connections are a server's ordinary day).
     __slots__ = ("_sock", "_port", "_server", "_protocol", "_buffered", "_closing",
@@ -346,71 +345,36 @@ class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControl
             self._send_queued()
         self._maybe_pause_protocol()
 
-    def _write_queue(self):
-        if self._queue is None:
-            self._queue = collections.deque()
-        return self._queue
+    # QueuedWrites' hooks (base.py)
+    _WRITE_ERROR = "Fatal write error on socket transport"
 
-    def _send_queued(self):
-        """Send everything queued (up to _MAX_GATHER buffers) in one operation."""
-        if len(self._queue) == 1:
-            chunks = [self._queue.popleft()]
+    def _submit_send(self, chunks):
+        on_sent = functools.partial(self._context.run, self._on_sent)
+        if len(chunks) == 1:
+            op = self._port.send(self._sock, chunks[0], on_sent)
         else:
-            chunks = [self._queue.popleft()
-                      for _ in range(min(len(self._queue), _MAX_GATHER))]
-        size = sum(map(len, chunks))
-        self._queued_size -= size
-        self._in_flight_size = size
-        try:
-            if len(chunks) == 1:
-                self._send_op = self._port.send(self._sock, chunks[0],
-                                                functools.partial(self._context.run, self._on_sent))
-            else:
-                self._send_op = self._port.sendv(self._sock, chunks,
-                                                 functools.partial(self._context.run, self._on_sent))
-        except OSError as exc:
-            self._in_flight_size = 0
-            self._fatal_error(exc, "Fatal write error on socket transport")
-            return
-        self._in_flight_chunks = chunks
+            op = self._port.sendv(self._sock, chunks, on_sent)
         self._ops_in_flight += 1
+        return op
 
-    def _on_sent(self, op):
-        self._send_op = None
+    def _send_ended(self, op):
         self._ops_in_flight -= 1
-        sent_size, self._in_flight_size = self._in_flight_size, 0
-        chunks, self._in_flight_chunks = self._in_flight_chunks, None
-        if op.result < 0:
-            if op.result == _SEND_WOULD_BLOCK and not self._aborting:
-                # io_uring ends a send with EAGAIN, instead of waiting for
-                # room, when the peer has shut down its writing side and our
-                # buffer is full: wait for room, then send the same bytes.
-                self._requeue_unsent(chunks, 0)
-                self._wait_for_room()
-                return
-            if not op.cancelled:
-                self._conn_lost += 1
-                self._fatal_error(op.error, "Fatal write error on socket transport")
-            self._maybe_finish_close()
-            return
-        if op.result < sent_size:
-            self._requeue_unsent(chunks, op.result)
-        if self._queue:
-            self._send_queued()
-        self._writes_drained()
 
-    def _writes_drained(self):
-        """A send completed, or held writes went out (flush_writes): resume
-        the protocol below the low-water mark; with nothing left to send,
-        what waited for the writes (sendfile, write_eof, close) goes on."""
-        self._maybe_resume_protocol()
-        if self._send_op is None:
-            if not self._queue:
-                if self._empty_waiter is not None and not self._empty_waiter.done():
-                    self._empty_waiter.set_result(None)
-                if self._want_eof and not self._eof_written:
-                    self._shutdown_write()
-            self._maybe_finish_close()
+    def _send_would_block(self, op, chunks):
+        if op.result != _SEND_WOULD_BLOCK:
+            return False
+        # io_uring ends a send with EAGAIN, instead of waiting for room, when
+        # the peer has shut down its writing side and our buffer is full:
+        # wait for room, then send the same bytes.
+        self._requeue_unsent(chunks, 0)
+        self._wait_for_room()
+        return True
+
+    def _all_written(self):
+        if self._empty_waiter is not None and not self._empty_waiter.done():
+            self._empty_waiter.set_result(None)
+        if self._want_eof and not self._eof_written:
+            self._shutdown_write()
 
     def _wait_for_room(self):
         """Linux: wait for room through the loop's epoll set (add_writer's):
@@ -431,20 +395,6 @@ class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControl
         else:
             self._maybe_finish_close()
 
-    def _requeue_unsent(self, chunks, sent):
-        """After a short send: put what was not sent back at the front of the
-        queue, chunk by chunk (a partly sent chunk as a view of its tail).
-        Joining them would copy the whole backlog again on every short send."""
-        for i, chunk in enumerate(chunks):
-            if sent < len(chunk):
-                break
-            sent -= len(chunk)
-        rest = chunks[i:]
-        if sent:
-            rest[0] = memoryview(rest[0])[sent:]
-        self._write_queue().extendleft(reversed(rest))
-        self._queued_size += sum(map(len, rest))
-
     def _make_empty_waiter(self):
         """For loop.sendfile: a future done once every queued write went out."""
         if self._empty_waiter is not None:
@@ -456,9 +406,6 @@ class TCPTransport(SocketTransportBase, PausableReading, transports._FlowControl
 
     def _reset_empty_waiter(self):
         self._empty_waiter = None
-
-    def get_write_buffer_size(self):
-        return self._queued_size + self._in_flight_size
 
     def can_write_eof(self):
         return True
