@@ -21,7 +21,8 @@ from asyncio import base_events, trsock
 
 from .._sharing import SharedValues
 
-__all__ = ["PausableReading", "QueuedWrites", "SocketTransportBase", "TransportBase"]
+__all__ = ["READ_SIZE_MAX", "READ_SIZE_MIN", "PausableReading", "QueuedWrites",
+           "SocketTransportBase", "TransportBase"]
 
 
 class TransportBase:
@@ -236,6 +237,12 @@ class QueuedWrites:
 # Equal local addresses share one tuple (_sharing.py).
 _LOCAL_ADDRESSES = SharedValues(256)
 _DEFAULT_LOW_WATER = 16 * 1024   # asyncio's default (a quarter of 64 KiB)
+
+# A stream transport's reads: up to what asyncio's transports read at once
+# (256 KiB); TCP's start small, so that idle connections stay cheap, and
+# double while reads fill them.
+READ_SIZE_MIN = 16 * 1024
+READ_SIZE_MAX = 256 * 1024
 
 
 def _shared_address(address):

@@ -39,13 +39,12 @@ import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
-from .base import PausableReading, QueuedWrites, TransportBase
+from .base import READ_SIZE_MAX, PausableReading, QueuedWrites, TransportBase
 
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
 
 IS_WINDOWS = sys.platform == "win32"
 
-_READ_SIZE = 256 * 1024          # what asyncio's Unix pipe transport reads at once
 # Windows errors that mean "the other end is gone" on a pipe read: end of file.
 _WINDOWS_PIPE_EOF = (109, 38, 233)   # BROKEN_PIPE, HANDLE_EOF, PIPE_NOT_CONNECTED
 _POLLIN = 0x1
@@ -207,7 +206,7 @@ class _Reading(PausableReading):
             return
         try:
             # Read straight into a new bytes object: no copy to deliver it.
-            op = self._port.read_bytes(self._handle, _READ_SIZE, self._on_read_in_context)
+            op = self._port.read_bytes(self._handle, READ_SIZE_MAX, self._on_read_in_context)
         except OSError as exc:
             if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
                 # The other end was gone before the read was posted: ReadFile

@@ -2,19 +2,10 @@
 
 States (each independent):
 
-  reading:  Linux: readiness, then a read, as asyncio's selector loop: one
-            multishot io_uring poll stays posted for POLLIN and each wakeup
-            reads what waits with a non-blocking recv (recv_into the
-            protocol's buffer for a BufferedProtocol).  No buffer is lent to
-            the kernel, so an idle connection costs its Python objects only,
-            and the kernel keeps what the protocol has not read: TCP's window
-            tells the peer, as with asyncio.  pause_reading cancels the poll;
-            resume_reading posts it again (it completes at once if data waits).
-            Windows: one receive posted at a time into the transport's
-            buffer; on pause_reading the posted receive is left in place
-            (cancelling a WSARecv could lose bytes already on their way,
-            CPython bpo-33694): if it completes while paused, its data is held
-            and delivered on resume_reading.
+  reading:  one strategy per platform, in its own file: Linux reads on
+            readiness (tcp_linux.py, in compiled code), Windows keeps one
+            receive posted (tcp_windows.py).  Pausing and the delivery of
+            what was read are base.PausableReading's.
   writing:  idle (nothing in flight) -> sending (one send in flight, later
             writes queue up) -> idle; when the send completes, everything
             queued goes out in one gathered send (WSASend with several
@@ -30,40 +21,28 @@ from __future__ import annotations
 import contextvars
 import errno
 import functools
-import select
 import socket
 import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
-from .._port import c_buffer
-from .._scheduler import (
-    ReadyReader, StreamPoll, bind_tcp_transport, hold_write, stream_is_closing, stream_write,
-)
+from .._scheduler import bind_tcp_transport, hold_write, stream_is_closing, stream_write
 from .base import PausableReading, QueuedWrites, SocketTransportBase
+
+# How it reads: one strategy per platform, each in its own file.
+if sys.platform == "win32":
+    from .tcp_windows import CompletionReading as _PlatformReading
+else:
+    from .tcp_linux import ReadinessReading as _PlatformReading
 
 __all__ = ["TCPTransport"]
 
-# Receive buffer of a transport: reused for every read (one read is posted at a
-# time), starting small so idle connections stay cheap (16 KiB: 18 KiB of
-# memory per idle connection, 66 with 64 KiB), doubling up to the 256 KiB
-# asyncio's selector transport reads whenever a read fills it.
-_RECV_SIZE_MIN = 16 * 1024
-_RECV_SIZE_MAX = 256 * 1024
 _SEND_AT_ONCE = sys.platform != "win32"   # see write()
-# Linux reads on readiness (see the module's docstring); Windows has no
-# multishot poll, and its receive posted in advance is the IOCP way.
-_READ_ON_READY = sys.platform != "win32"
 # Linux: what a send reports when io_uring gives up waiting for room (_on_sent).
 _SEND_WOULD_BLOCK = None if sys.platform == "win32" else -errno.EAGAIN
-if _READ_ON_READY:   # (Windows' select module has no poll constants)
-    _READABLE = select.POLLIN | select.POLLRDHUP
-    # A wakeup with these bits: the peer has shut down (or the connection
-    # failed); the end of file waits behind the data and wakes no one again.
-    _PEER_DONE = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 _SERVER_ATTACH_TAKES_TRANSPORT = sys.version_info >= (3, 13)
 
 
-class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
+class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, QueuedWrites,
                    transports._FlowControlMixin):
     # Slots, not a __dict__: a third less memory per connection (10,000 idle
     # connections are a server's ordinary day).
@@ -110,11 +89,8 @@ class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
         # (A partial per operation, not one kept here: that would be a
         # reference cycle keeping closed transports for the collector.)
         self._context = contextvars.copy_context()
-        self._recv_cbuf = None   # (our receive buffer, its cffi view), reused
-        # Linux: reads on readiness, in compiled code (its read size grows
-        # like _recv_buf's); it holds this transport until connection_lost.
-        self._reader = ReadyReader(self, self._context, loop, _RECV_SIZE_MIN, _RECV_SIZE_MAX,
-                                   _PEER_DONE) if _READ_ON_READY else None
+        self._recv_cbuf = None   # Windows: (our receive buffer, its cffi view), reused
+        self._reader = self._make_reader(loop)   # Linux: reads on readiness, compiled
         self._port.associate(sock)   # Windows, once: the lean receive path skips it
         self._init_socket_extra(sock, peername)
         base_events._set_nodelay(sock)
@@ -162,10 +138,6 @@ class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
 
     is_closing = stream_is_closing   # compiled: asked once per request by many servers
 
-    def _reading_paused(self):
-        if type(self._recv_op) is StreamPoll:
-            self._port.cancel(self._recv_op)   # the readiness poll: watch no more
-
     def _reading_resumed(self):
         if self._recv_op is None:
             self._loop.call_soon(self._start_reading)
@@ -181,70 +153,7 @@ class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
     def _start_reading(self):
         if self._closing or self._paused or self._recv_op is not None or self._held:
             return
-        if _READ_ON_READY:
-            self._watch_readable()
-            return
-        try:
-            if self._buffered:
-                buf = self._protocol.get_buffer(-1)
-                if not len(buf):
-                    raise RuntimeError("get_buffer() returned an empty buffer")
-            else:
-                buf = self._recv_buf
-                if buf is None:
-                    buf = self._recv_buf = bytearray(_RECV_SIZE_MIN)
-        except (SystemExit, KeyboardInterrupt):
-            raise
-        except BaseException as exc:
-            self._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
-            return
-        self._recv_for = self._protocol if self._buffered else None
-        on_recv = functools.partial(self._context.run, self._on_recv)
-        try:
-            if buf is self._recv_buf:
-                # The hot path: our own buffer, its cffi view kept between receives.
-                if self._recv_cbuf is None or self._recv_cbuf[0] is not buf:
-                    self._recv_cbuf = (buf, c_buffer(buf, writable=True))
-                fd = self._sock.fileno()
-                if fd < 0:
-                    raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
-                self._recv_op = self._port.recv_prepared(fd, self._recv_cbuf[1], buf, on_recv)
-            else:
-                self._recv_op = self._port.recv(self._sock, buf, on_recv)
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        self._ops_in_flight += 1
-
-    def _watch_readable(self):
-        if self._reader.read_eof:
-            return
-        fd = self._sock.fileno()
-        try:
-            if fd < 0:
-                raise OSError(errno.EBADF, "Bad file descriptor: the socket is closed")
-            self._recv_op = self._reader.watch(fd, _READABLE)
-        except OSError as exc:
-            self._fatal_error(exc, "Fatal read error on socket transport")
-            return
-        self._ops_in_flight += 1
-
-    def _on_poll_ended(self, op):
-        """The readiness poll ended (ReadyReader.on_poll): cancelled by
-        pause_reading, close or end of file, or ended by the kernel with a
-        last wakeup (then it is posted again)."""
-        if self._read_op_ended():
-            return
-        if op.result < 0:
-            if not op.cancelled:
-                self._fatal_error(op.error, "Fatal read error on socket transport")
-                return
-        elif not self._paused:
-            # The kernel ended the poll with a last wakeup (it does when the
-            # completion queue overflows, thousands of connections at once):
-            # a wakeup like the others, read before polling again.
-            self._reader.poll_ended(op.result)
-        self._start_reading()   # unless paused, closing or at end of file
+        self._post_read()   # the platform's (tcp_linux.py, tcp_windows.py)
 
     def _read_op_ended(self) -> bool:
         """The read operation (poll or receive) is over; True if the
@@ -259,32 +168,7 @@ class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
             self._maybe_finish_close()
         return True
 
-    def _read_more(self):
-        """A read filled its buffer, or the peer has shut down: more may wait
-        (the end of file at least), which no wakeup announces."""
-        if not (self._closing or self._paused or self._recv_op is None):
-            self._reader.read_ready()
-
-    def _read_at_eof(self):
-        self._reader.read_eof = True   # the socket stays readable: stop polling it
-        if self._recv_op is not None:
-            self._port.cancel(self._recv_op)
-        self._on_eof()
-
-    def _on_recv(self, op):
-        if self._read_op_ended():
-            return
-        if op.result < 0:
-            if op.cancelled:
-                return
-            self._fatal_error(op.error, "Fatal read error on socket transport")
-            return
-        if self._paused:
-            self._held = (op.buffer, op.result, self._recv_for)
-            return
-        self._deliver(op.buffer, op.result, self._recv_for)
-
-    # _deliver's hooks (base.PausableReading): the Windows receive, first data
+    # _deliver's hooks (base.PausableReading): Windows' receives, first data
     def _received_size(self, buf, nbytes, filled_for):
         return nbytes
 
@@ -295,10 +179,7 @@ class TCPTransport(SocketTransportBase, PausableReading, QueuedWrites,
             protocols._feed_data_to_buffered_proto(self._protocol,
                                                    bytes(memoryview(buf)[:nbytes]))
         else:
-            data = bytes(memoryview(buf)[:nbytes])
-            if buf is self._recv_buf and nbytes == len(buf) and nbytes < _RECV_SIZE_MAX:
-                self._recv_buf = bytearray(2 * nbytes)   # reads fill it: grow
-            self._protocol.data_received(data)
+            self._protocol.data_received(bytes(memoryview(buf)[:nbytes]))
 
     def _read_on(self):
         self._start_reading()
