@@ -1,15 +1,19 @@
 """What iocploop's transports share.
 
 TransportBase (every transport: sockets here, pipes in pipes.py): the
-protocol accessors, abort(), how a fatal error is reported before the
-transport is torn down (_force_close, the transport's own), and what the
+protocol accessors, abort() and the teardown it starts (_force_close: drop
+the writes, cancel what the kernel holds, end when the transport's own
+_maybe_finish_close says so), how a fatal error is reported, and what the
 end of the peer's data does (_on_eof).
 
-SocketTransportBase (TCP in tcp.py, UDP in datagram.py): the
-socket's extra info, the unclosed-transport warning and the teardown.  A
-transport using it keeps these attributes: _sock, _protocol, _loop, _port,
-_closing, _aborting, _sock_closed, _conn_lost, _lost_exc, _queue; and
-provides _forget_writes() (drop what is queued or in flight from the
+PausableReading and QueuedWrites (TCP and pipes): one machine for pausing,
+delivering what was read, and the writes that wait.
+
+SocketTransportBase (TCP in tcp.py, UDP in datagram.py): the socket's
+extra info, the unclosed-transport warning and the teardown's socket side.
+A transport using it keeps these attributes: _sock, _protocol, _loop,
+_port, _closing, _aborting, _sock_closed, _conn_lost, _lost_exc, _queue;
+and provides _forget_writes() (drop what is queued or in flight from the
 write-buffer count), _kernel_ops() (its operations the kernel may still
 hold) and _maybe_finish_close().
 """
@@ -36,6 +40,21 @@ class TransportBase:
 
     def abort(self):
         self._force_close(None)
+
+    def _force_close(self, exc):
+        """Drop the writes and cancel every operation the kernel holds; the
+        transport ends, connection_lost(exc), when its _maybe_finish_close
+        says so.  The transport provides _ended(), _drop_writes() and
+        _kernel_ops()."""
+        if self._aborting or self._ended():
+            return
+        self._aborting = True
+        self._closing = True
+        self._lost_exc = exc
+        self._drop_writes()
+        for op in self._kernel_ops():
+            self._port.cancel(op)
+        self._maybe_finish_close()
 
     def _fatal_error(self, exc, message="Fatal error on transport"):
         if isinstance(exc, OSError):
@@ -321,19 +340,12 @@ class SocketTransportBase(TransportBase):
             _warn(f"unclosed transport {self!r}", ResourceWarning, source=self)
             self._sock.close()
 
-    def _force_close(self, exc):
-        """Drop the writes and cancel every operation; the socket closes and
-        connection_lost(exc) runs when _maybe_finish_close says so."""
-        if self._sock_closed or self._aborting:
-            return
-        self._aborting = True
-        self._closing = True
-        self._lost_exc = exc
+    def _ended(self) -> bool:
+        return self._sock_closed
+
+    def _drop_writes(self):
         if self._queue:   # (a TCP transport that never queued has None)
             self._queue.clear()
         self._forget_writes()
-        for op in self._kernel_ops():
-            self._port.cancel(op)
         if not self._conn_lost:
             self._conn_lost = 1
-        self._maybe_finish_close()

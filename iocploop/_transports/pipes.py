@@ -133,19 +133,15 @@ class _PipeBase(TransportBase):
     def _done(self, op) -> None:
         self._ops.discard(op)
 
-    def _force_close(self, exc):
-        if self._aborting or self._lost_scheduled:
-            return
-        self._aborting = True
-        self._closing = True
-        self._lost_exc = exc
-        self._drop_writes()
-        for op in list(self._ops):
-            self._port.cancel(op)
-        self._maybe_finish_close()
+    # TransportBase._force_close's hooks
+    def _ended(self) -> bool:
+        return self._lost_scheduled
 
     def _drop_writes(self):
-        pass
+        pass   # (_Writing's)
+
+    def _kernel_ops(self):
+        return list(self._ops)
 
     def _writes_pending(self) -> bool:
         return False
@@ -163,7 +159,7 @@ class _PipeBase(TransportBase):
         # goes with its last handle) and the protocol hears in the next
         # turn, as with asyncio.  (An io_uring operation holds its own
         # reference to the file; Windows ends a closed handle's I/O.)
-        for op in list(self._ops):
+        for op in self._kernel_ops():
             self._port.cancel(op)
         self._lost_scheduled = True
         self._close_handle()
