@@ -185,6 +185,15 @@ class QueuedWrites:
             self._queue = collections.deque()
         return self._queue
 
+    def _queue_write(self, chunk):
+        """Queue what a write could not finish at once (bytes, or a view of
+        bytes: nothing may change it), sent now if nothing is in flight."""
+        self._write_queue().append(chunk)
+        self._queued_size += len(chunk)
+        if self._send_op is None:
+            self._send_queued()
+        self._maybe_pause_protocol()
+
     def _send_queued(self):
         """Send what is queued (up to MAX_GATHER chunks) in one operation."""
         queue = self._queue

@@ -324,11 +324,7 @@ class _Writing(QueuedWrites):
         if type(data) is not bytes and not (type(data) is memoryview
                                             and type(data.obj) is bytes):
             data = bytes(data)
-        self._write_queue().append(data)
-        self._queued_size += len(data)
-        if self._send_op is None:
-            self._send_queued()
-        self._maybe_pause_protocol()
+        self._queue_write(data)
 
     def writelines(self, list_of_data):
         for data in list_of_data:

@@ -193,12 +193,7 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
     def _write_queued(self, data):
         """write()'s rest: what was not sent at once is queued."""
         # The caller may reuse a bytearray or memoryview: send a snapshot.
-        chunk = data if isinstance(data, bytes) else bytes(data)
-        self._write_queue().append(chunk)
-        self._queued_size += len(chunk)
-        if self._send_op is None:
-            self._send_queued()
-        self._maybe_pause_protocol()
+        self._queue_write(data if isinstance(data, bytes) else bytes(data))
 
     def writelines(self, list_of_data):
         if self._eof_written or self._want_eof:
