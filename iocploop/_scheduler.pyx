@@ -723,6 +723,10 @@ cdef class CompletionBatch:
     cdef int *size
     cdef int capacity
     cdef int pos
+    # How many batches were taken from the port: every completion of the
+    # current batch was posted before anything that runs after it is taken
+    # (ReadyReader.on_poll skips a wakeup the reader has already read past).
+    cdef unsigned long long taken
     cdef ioc_wait_fn wait_fn
     cdef ioc_wakeup_fn wakeup_fn
     cdef ioc_submit_recv_fn submit_recv_fn
@@ -888,6 +892,7 @@ cdef class CompletionBatch:
             self.retry_cancels()
         self.pos = 0
         self.size[0] = 0
+        self.taken += 1
         if ns == 0:
             n = self.wait_fn(core, 0, self.events, self.capacity, self.size)
         else:

@@ -209,6 +209,8 @@ cdef class ReadyReader:
     cdef public bint read_eof           # end of file seen: poll no more
     cdef public bint peer_done          # the peer shut down: read to the end
     cdef long long peer_done_bits
+    cdef CompletionBatch batch          # the loop's, which delivers the poll
+    cdef unsigned long long read_in     # batch.taken at the last read
 
     def __cinit__(self, transport, context, loop, Py_ssize_t read_size,
                   Py_ssize_t read_size_max, long long peer_done_bits):
@@ -219,6 +221,7 @@ cdef class ReadyReader:
         self.read_size = read_size
         self.read_size_max = read_size_max
         self.peer_done_bits = peer_done_bits
+        self.batch = (<Scheduler?>loop).batch
 
     def __repr__(self):
         return f"<ReadyReader of {self.transport!r}>"
@@ -246,6 +249,12 @@ cdef class ReadyReader:
                     # The end of file, or an error, wakes up once: read on
                     # to it even after a short read.
                     self.peer_done = True
+                elif self.read_in == self.batch.taken:
+                    # Read since this batch was taken, so after this wakeup
+                    # was posted: that read emptied the socket, or filled
+                    # its buffer and _read_more follows.  One read per batch
+                    # as a level-triggered poll gives (asyncio's).
+                    return 0
                 self._read_ready(t)
         finally:
             PyContext_Exit(self.context)
@@ -266,6 +275,7 @@ cdef class ReadyReader:
     cdef int _read_ready(self, t) except -1:
         if self.read_eof:
             return 0   # a wakeup, or a read scheduled, from before the end of file
+        self.read_in = self.batch.taken
         if slot(t, _tcp.buffered):
             return self._read_into_buffer(t)
         cdef Py_ssize_t size = self.read_size
@@ -295,18 +305,19 @@ cdef class ReadyReader:
         if n == 0:
             t._read_at_eof()
             return 0
-        if n == size:
-            if size < self.read_size_max:
-                self.read_size = 2 * size
-            self.loop.call_soon(t._read_more)
-        elif self.peer_done:
-            self.loop.call_soon(t._read_more)
+        if n == size and size < self.read_size_max:
+            self.read_size = 2 * size
         try:
             slot(t, _tcp.protocol).data_received(data)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             t._fatal_error(exc, "Fatal error: protocol.data_received() call failed.")
+        if n == size or self.peer_done:
+            # More may wait, which no wakeup announces.  Read it after what
+            # the protocol scheduled (a reader's task consumes first, as
+            # under asyncio's one read per poll).
+            self.loop.call_soon(t._read_more)
         return 0
 
     cdef int _read_into_buffer(self, t) except -1:
@@ -342,14 +353,14 @@ cdef class ReadyReader:
         if n == 0:
             t._read_at_eof()
             return 0
-        if n == room or self.peer_done:
-            self.loop.call_soon(t._read_more)
         try:
             protocol.buffer_updated(n)
         except (SystemExit, KeyboardInterrupt):
             raise
         except BaseException as exc:
             t._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
+        if n == room or self.peer_done:
+            self.loop.call_soon(t._read_more)   # as in _read_ready
         return 0
 
 

@@ -384,6 +384,40 @@ async def test_data_and_end_of_file_waiting_before_reading_starts():
 
 
 @pytest.mark.asyncio
+async def test_what_data_received_schedules_runs_before_the_next_read():
+    """Several reads' worth waits in the socket: after each data_received,
+    the callbacks it scheduled run before the next read's data_received, as
+    under asyncio's one read per poll.  (A StreamReader's task then takes
+    its lines from one read before the next is appended to its buffer.)
+    Windows: the bytes only (the Proactor's order is not the selector's)."""
+    loop = asyncio.get_running_loop()
+
+    class Marking(Recorder):
+        def data_received(self, data):
+            super().data_received(data)   # records "data"
+            loop.call_soon(self.events.append, "scheduled")
+
+    transport, proto, peer = await _plain_peer(loop, Marking)
+    proto.pause_reading()
+    body = _data(120_000, seed=9)
+    try:
+        peer.sendall(body)
+        await asyncio.sleep(SETTLE)
+        proto.resume_reading()
+        await proto.wait_bytes(len(body))
+        await asyncio.sleep(SETTLE)
+        assert digest(proto.data) == digest(body)
+        reads = [e for e in proto.events if e in ("data", "scheduled")]
+        # asyncio reads 256 KiB at once; iocploop on Linux starts at 16 KiB.
+        assert len(reads) >= (8 if is_iocploop(loop) and IS_LINUX else 2), reads
+        if not IS_WINDOWS:   # the Proactor, asyncio's loop there, reads on regardless
+            assert reads == ["data", "scheduled"] * (len(reads) // 2), reads
+    finally:
+        peer.close()
+    await close_all(None, [transport])
+
+
+@pytest.mark.asyncio
 async def test_end_of_file_is_delivered_once_when_wakeups_pile_up():
     """Data in pieces and the end of file arrive while the loop is busy (one
     callback blocks it), so their wakeups come in one batch: eof_received
