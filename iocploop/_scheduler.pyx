@@ -34,7 +34,7 @@ from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyConte
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport int64_t, intptr_t, uint32_t, uint64_t, uintptr_t
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF, Py_XDECREF
 
 import inspect
@@ -127,6 +127,8 @@ cdef object _Handle_repr_info = _events.Handle._repr_info
 
 # asyncio's constants (base_events): the same numbers, the same rules.
 cdef Py_ssize_t _MIN_SCHEDULED_TIMER_HANDLES = 100
+cdef enum:
+    READ_SCRATCH_SIZE = 16384   # iocploop._transports.base.READ_SIZE_MIN
 cdef double _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 cdef double _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 
@@ -980,6 +982,10 @@ cdef class Scheduler:
     cdef list unflushed
     cdef unsigned long long iterations
     cdef object iteration_mark   # this iteration's number, an int (stream_write)
+    # Linux TCP reads of up to READ_SCRATCH_SIZE land here first
+    # (ReadyReader._read_ready); filled and copied under the GIL, by this
+    # loop's thread alone.
+    cdef char read_scratch[READ_SCRATCH_SIZE]
 
     def __cinit__(self, *args, **kwargs):
         self.ready = ReadyQueue()

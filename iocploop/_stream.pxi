@@ -63,7 +63,27 @@ cdef extern from *:
         return r < 0 ? -(Py_ssize_t)errno : (Py_ssize_t)r;
     }
     #endif
+    /* The descriptor of a socket.socket, as its fileno() returns it (-1
+       once closed) but with no method call: CPython's socket object keeps
+       it right after the object header (Modules/socketmodule.h,
+       PySocketSockObject.sock_fd, int on POSIX).  Windows (a SOCKET there)
+       and other objects: -2, and the caller asks fileno(). */
+    typedef struct { PyObject_HEAD int sock_fd; } ioc_socket_head;
+    static PyTypeObject *ioc_socket_type;
+    static long long ioc_socket_fd(PyObject *sock)
+    {
+    #ifdef _WIN32
+        (void)sock;
+        return -2;
+    #else
+        if (ioc_socket_type == NULL || !PyObject_TypeCheck(sock, ioc_socket_type))
+            return -2;
+        return ((ioc_socket_head *)sock)->sock_fd;
+    #endif
+    }
     """
+    PyTypeObject *ioc_socket_type
+    long long ioc_socket_fd(object sock)
     Py_ssize_t ioc_stream_recv(long long fd, char *buf, Py_ssize_t n) nogil
     Py_ssize_t ioc_stream_send(long long fd, const char *buf, Py_ssize_t n) nogil
     Py_ssize_t ioc_stream_sendv(long long fd, Py_buffer *views, int count) nogil
@@ -126,6 +146,17 @@ def bind_tcp_transport(type cls):
     found.high_water = _slot_offset(cls, "_high_water")
     _tcp = found
     _tcp_class = cls
+
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from _socket import socket as _socket_class
+ioc_socket_type = <PyTypeObject *>_socket_class
+
+
+cdef inline long long _fileno(sock) except? -3:
+    """sock.fileno(), read straight from a socket.socket."""
+    cdef long long fd = ioc_socket_fd(sock)
+    return fd if fd != -2 else sock.fileno()
 
 
 cdef inline int _check_tcp(t) except -1:
@@ -280,19 +311,29 @@ cdef class ReadyReader:
             return self._read_into_buffer(t)
         cdef Py_ssize_t size = self.read_size
         cdef Py_ssize_t n
+        cdef long long fd
         cdef PyObject *raw
+        cdef char *scratch
         try:
-            fd = slot(t, _tcp.sock).fileno()
-            raw = _new_bytes(NULL, size)
-            try:
-                n = _recv(fd, PyBytes_AS_STRING(raw), size)
-                if n > 0 and n < size:
-                    _PyBytes_Resize(&raw, n)   # frees raw on failure
-            except BaseException:
-                Py_XDECREF(raw)
-                raise
-            data = <object>raw
-            Py_DECREF(<object>raw)   # data holds it now
+            fd = _fileno(slot(t, _tcp.sock))
+            if size <= READ_SCRATCH_SIZE:
+                # Reads that never fill 16 KiB (requests, answers): into
+                # the loop's scratch, then bytes of the size read, rather
+                # than a 16 KiB allocation cut down after each read.
+                scratch = (<Scheduler>self.loop).read_scratch
+                n = _recv(fd, scratch, size)
+                data = PyBytes_FromStringAndSize(scratch, n) if n > 0 else None
+            else:
+                raw = _new_bytes(NULL, size)
+                try:
+                    n = _recv(fd, PyBytes_AS_STRING(raw), size)
+                    if n > 0 and n < size:
+                        _PyBytes_Resize(&raw, n)   # frees raw on failure
+                except BaseException:
+                    Py_XDECREF(raw)
+                    raise
+                data = <object>raw
+                Py_DECREF(<object>raw)   # data holds it now
             if n < 0:
                 if n == -EAGAIN or n == -EWOULDBLOCK:
                     return 0   # a wakeup whose data an earlier read took
@@ -323,6 +364,7 @@ cdef class ReadyReader:
     cdef int _read_into_buffer(self, t) except -1:
         cdef Py_buffer view
         cdef Py_ssize_t n, room
+        cdef long long fd
         protocol = slot(t, _tcp.protocol)
         try:
             buf = protocol.get_buffer(-1)
@@ -334,7 +376,7 @@ cdef class ReadyReader:
             t._fatal_error(exc, "Fatal error: protocol.get_buffer() call failed.")
             return 0
         try:
-            fd = slot(t, _tcp.sock).fileno()
+            fd = _fileno(slot(t, _tcp.sock))
             PyObject_GetBuffer(buf, &view, PyBUF_WRITABLE)
             try:
                 room = view.len
@@ -377,6 +419,7 @@ def stream_write(self, data):
     queues for a posted send (_write_queued)."""
     cdef Py_buffer view
     cdef Py_ssize_t n, size
+    cdef long long fd
     _check_tcp(self)
     if not isinstance(data, _BYTES_LIKE):
         raise TypeError(f"data argument must be a bytes-like object, "
@@ -410,7 +453,7 @@ def stream_write(self, data):
     # which holding would copy) is sent now, as asyncio's and uvloop's are.
     set_slot(self, _tcp.write_iteration, loop.iteration_mark)
     try:
-        fd = slot(self, _tcp.sock).fileno()
+        fd = _fileno(slot(self, _tcp.sock))
         PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
         try:
             size = view.len
@@ -476,13 +519,14 @@ cdef int _flush_stream(t) except -1:
     chunks); what the socket has no room for goes to a send operation,
     which completes when it is sent (_send_queued)."""
     cdef Py_ssize_t n, count, size
+    cdef long long fd
     set_slot(t, _tcp.flush_due, False)
     q = slot(t, _tcp.queue)
     if (not q or slot(t, _tcp.send_op) is not None or slot(t, _tcp.room_wait)
             or slot(t, _tcp.sock_closed)):
         return 0
     try:
-        fd = slot(t, _tcp.sock).fileno()
+        fd = _fileno(slot(t, _tcp.sock))
         count = len(q)
         n = _sendv(fd, q, count if count < _MAX_IOV else _MAX_IOV)
         if n < 0:
