@@ -1,16 +1,8 @@
 """The UDP transport on completion operations.
 
-  receiving: Windows keeps several receives (WSARecvFrom / WSARecvMsg)
-             posted, each into a buffer of its own, so a burst finds the
-             kernel ready; IOCP completes them in arrival order, one datagram
-             each.  Linux keeps one io_uring RECVMSG posted (several would
-             all wake for each datagram, the rest failing with EAGAIN) and,
-             when it completes, drains what else is queued with
-             non-blocking receive calls, up to _DRAIN_MAX per completion, so
-             a burst is read in one pass of the loop (compiled for IP
-             sockets: datagram_drain in _datagram.pxi).  Then the receive is
-             posted again.  (Reads on readiness, as uvloop's, measured
-             slower: two receive calls per wakeup.)
+  receiving: one strategy per platform, in its own file: Windows keeps
+             several receives posted (datagram_windows.py); Linux keeps one
+             posted and drains a burst when it completes (datagram_linux.py).
   sending:   sendto is compiled (_datagram.pxi).  Linux sends at once when
              nothing is queued (a UDP send rarely blocks; that saves a
              completion per datagram), up to _SEND_AT_ONCE_MAX per pass of
@@ -39,26 +31,24 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import errno
 import functools
 import socket
 import sys
 from asyncio import futures, transports
 
-from .._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
-from .._scheduler import (
-    SendAddresses, bind_datagram_transport, datagram_drain, datagram_sendto,
-)
+from .._scheduler import SendAddresses, bind_datagram_transport, datagram_sendto
 from .base import SocketTransportBase
 
-_EAGAIN = -errno.EAGAIN   # Linux: a receive that found nothing (not an error to report)
+# How it receives: one strategy per platform, each in its own file.
+if sys.platform == "win32":
+    from .datagram_windows import PostedReceives as _PlatformReceiving
+else:
+    from .datagram_linux import DrainingReceives as _PlatformReceiving
+
 # Errors a receive may report about earlier datagrams (ICMP), not about the socket.
 _DATAGRAM_ERRORS = (ConnectionRefusedError, ConnectionResetError)
 
 __all__ = ["DatagramTransport", "DatagramMethods"]
-
-_RECVS_POSTED = 16 if IS_WINDOWS else 1
-_DRAIN_MAX = 64                     # Linux: datagrams read at once per completion
 
 _RECV_SIZE = 65536                  # the largest UDP payload fits
 _SENDS_IN_FLIGHT = 8
@@ -71,7 +61,7 @@ _SENDS_EMPTY_DATAGRAMS = sys.version_info >= (3, 13)   # asyncio changed in 3.13
 _HEADER_SIZE = 8 if sys.version_info >= (3, 12) else 0
 
 
-class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
+class DatagramTransport(SocketTransportBase, _PlatformReceiving, transports._FlowControlMixin,
                         transports.DatagramTransport):
     # Slots, which the compiled sendto and drain read at their offsets.
     __slots__ = ("_sock", "_port", "_protocol", "_address", "_closing", "_conn_lost",
@@ -81,6 +71,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
                  "_connected", "_send_addresses", "_trsock", "_sockname", "_peername",
                  "__weakref__")
     max_size = _RECV_SIZE
+    _INET_FAMILIES = _INET_FAMILIES
     sendto = datagram_sendto   # compiled; its slow half is _sendto_queued
 
     def __init__(self, loop, sock, protocol, address=None, waiter=None, extra=None):
@@ -99,10 +90,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         context = self._context = contextvars.copy_context()
         self._on_recv_in_context = functools.partial(context.run, self._on_recv)
         self._on_sent_in_context = functools.partial(context.run, self._on_sent)
-        if IS_WINDOWS:
-            # A receive posted on an unbound socket fails (WSAEINVAL); a first
-            # send would bind it to the wildcard address anyway.
-            _bind_if_unbound(sock)
+        self._prepare_socket(sock)
         self._init_socket_extra(sock)
         # Connected: it has a peer (an AF_UNIX peer may be unnamed: '').
         self._connected = self._peername is not None
@@ -120,11 +108,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             self._loop.call_soon(futures._set_result_unless_cancelled, waiter, None)
 
     def _enable_arrival_info(self):
-        if IS_WINDOWS and "WSARecvMsg" not in self._port.extensions(self._sock):
-            raise OSError(
-                "iocploop: this socket's Winsock provider has no WSARecvMsg, so the arrival "
-                "address of datagrams (datagram_received_on) is not available; define only "
-                "datagram_received to use this endpoint")
+        self._check_arrival_info()
         self._port.enable_pktinfo(self._sock)
         self._arrivals = collections.OrderedDict()
 
@@ -146,7 +130,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
     # -- receiving ------------------------------------------------------------
 
     def _start_reading(self):
-        for _ in range(_RECVS_POSTED - len(self._recv_ops)):
+        for _ in range(self._RECVS_POSTED - len(self._recv_ops)):
             if not self._post_recv(bytearray(_RECV_SIZE)):
                 return
 
@@ -176,12 +160,11 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
             return
         try:
             if op.result < 0:
-                if not op.cancelled and op.result != _EAGAIN:
+                if not op.cancelled and op.result != self._NOTHING_RECEIVED:
                     self._receive_failed(op)
             else:
                 self._deliver(op.buffer, op.message())
-                if not IS_WINDOWS:
-                    self._drain(op.buffer)
+                self._after_receive(op.buffer)
         finally:
             # A protocol that raised still gets the next datagram.
             self._post_recv(op.buffer)
@@ -190,9 +173,7 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
         self._report_receive_error(op.result, op.error)
 
     def _report_receive_error(self, code, exc):
-        if IS_WINDOWS and not self._connected and exc.winerror in WINDOWS_PORT_UNREACHABLE:
-            # As asyncio's proactor (CPython gh-91227): an unconnected socket
-            # is not told that one of its earlier datagrams found no listener.
+        if self._unreported(exc):
             return
         # One ICMP error can fail every posted receive at once (Wine does
         # so): report it once per batch of completions, as one receive would.
@@ -205,41 +186,6 @@ class DatagramTransport(SocketTransportBase, transports._FlowControlMixin,
 
     def _end_error_batch(self):
         self._error_in_batch = None
-
-    def _drain(self, buf):
-        if self._arrivals is None:
-            if self._sock.family in _INET_FAMILIES:
-                datagram_drain(self, buf, _DRAIN_MAX)   # compiled
-            else:
-                self._drain_plain()   # AF_UNIX: its addresses are paths
-            return
-        for _ in range(_DRAIN_MAX):
-            if self._closing:
-                return
-            try:
-                message = self._port.recvmsg_now(self._sock, buf, True)
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                continue
-            if message is None:
-                return
-            self._deliver(buf, message)
-
-    def _drain_plain(self):
-        # No control data wanted, not an IP socket: the socket module's own
-        # recvfrom makes the address.
-        recvfrom = self._sock.recvfrom
-        for _ in range(_DRAIN_MAX):
-            if self._closing:
-                return
-            try:
-                data, addr = recvfrom(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._protocol.error_received(exc)
-                continue
-            self._protocol.datagram_received(data, addr)
 
     def _deliver(self, buf, message):
         nbytes, addr, _flags, local = message

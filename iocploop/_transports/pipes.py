@@ -12,19 +12,19 @@ transport:
             eof_received, then the transport closes.
   writing:  Linux writes at once when idle (os.write, as asyncio does) and
             hands the rest, if the pipe is full, to the completion path.
+            Windows posts every write.
             idle -> one write in flight, later writes queue -> the queue
             leaves as one write when the write in flight completes.  A short
             write sends the rest.  Flow control is asyncio's
             (_FlowControlMixin: pause_writing above the high-water mark).
   watching: a write-only pipe watches for its reader going away while it is
-            idle -- Linux: an io_uring poll (POLLERR on the write end of a
-            pipe, readable on a socket);
-            Windows: a read posted on the handle, which completes with
-            ERROR_BROKEN_PIPE (the duplex pipes of windows_utils.pipe and
-            named pipes allow it; a one-way handle refuses and is then not
-            watched).  As asyncio's Unix transport does, the transport then
-            closes: connection_lost(None), or BrokenPipeError if data was
-            waiting to be written.
+            idle (Linux: a poll; Windows: a read posted on the handle).  As
+            asyncio's Unix transport does, the transport then closes:
+            connection_lost(None), or BrokenPipeError if data was waiting to
+            be written.
+
+What differs by platform (the handle's checks, the end of file, writing at
+once, the watch) is in its own file: pipes_linux.py, pipes_windows.py.
   closing:  close() stops reading and flushes the writes; abort() drops
             them.  connection_lost runs, and the pipe is closed, only after
             the kernel has finished every operation of the transport.
@@ -34,20 +34,19 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-import stat
 import sys
 import warnings
 from asyncio import base_events, constants, futures, transports
 
 from .base import READ_SIZE_MAX, PausableReading, QueuedWrites, TransportBase
 
+# The platform's I/O: one strategy per platform, each in its own file.
+if sys.platform == "win32":
+    from .pipes_windows import HandlePipes as _PlatformPipes
+else:
+    from .pipes_linux import FdPipes as _PlatformPipes
+
 __all__ = ["ReadPipeTransport", "WritePipeTransport", "DuplexPipeTransport"]
-
-IS_WINDOWS = sys.platform == "win32"
-
-# Windows errors that mean "the other end is gone" on a pipe read: end of file.
-_WINDOWS_PIPE_EOF = (109, 38, 233)   # BROKEN_PIPE, HANDLE_EOF, PIPE_NOT_CONNECTED
-_POLLIN = 0x1
 
 
 def _pipe_handle(pipe) -> int:
@@ -57,15 +56,10 @@ def _pipe_handle(pipe) -> int:
         raise TypeError(f"pipe.fileno() returned {fd!r}, not an integer")
     if fd < 0:
         raise ValueError(f"Invalid file descriptor: {fd}")
-    if not IS_WINDOWS:
-        mode = os.fstat(fd).st_mode
-        if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISCHR(mode)):
-            raise ValueError("Pipe transport is for pipes/sockets only.")
-        os.set_blocking(fd, False)
-    return fd
+    return _PlatformPipes._checked_handle(fd)
 
 
-class _PipeBase(TransportBase):
+class _PipeBase(_PlatformPipes, TransportBase):
     """What every pipe transport shares: the handle, the operations the
     kernel holds, and a close that waits for them."""
 
@@ -104,7 +98,7 @@ class _PipeBase(TransportBase):
 
     def __repr__(self):
         state = "closed" if self._pipe is None else "closing" if self._closing else "open"
-        return (f"<{type(self).__name__} {'handle' if IS_WINDOWS else 'fd'}={self._handle} "
+        return (f"<{type(self).__name__} {self._HANDLE_WORD}={self._handle} "
                 f"{state}>")
 
     def __del__(self, _warn=warnings.warn):
@@ -204,8 +198,8 @@ class _Reading(PausableReading):
             # Read straight into a new bytes object: no copy to deliver it.
             op = self._port.read_bytes(self._handle, READ_SIZE_MAX, self._on_read_in_context)
         except OSError as exc:
-            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
-                # The other end was gone before the read was posted: ReadFile
+            if self._is_end_of_file(exc):
+                # Windows: the other end was gone before the read was posted: ReadFile
                 # says so at once, and that is end of file too.  With nothing
                 # else in flight the dead handle closes now (a named pipe's
                 # name goes with its last handle); the protocol still hears
@@ -230,7 +224,7 @@ class _Reading(PausableReading):
             return
         if op.result < 0:
             exc = op.error
-            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
+            if self._is_end_of_file(exc):
                 data = b""
             else:
                 self._fatal_error(exc, "Fatal read error on pipe transport")
@@ -284,7 +278,7 @@ class _Writing(QueuedWrites):
     _WRITE_ERROR = "Fatal write error on pipe transport"
 
     def _init_writing(self):
-        self._os_write = functools.partial(os.write, self._handle)
+        self._os_write = functools.partial(os.write, self._handle)   # (Linux's _write_at_once)
         self._send_op = None
         self._in_flight_chunks = None
         self._in_flight_size = 0     # bytes of the write in flight
@@ -309,15 +303,11 @@ class _Writing(QueuedWrites):
             return
         if not data:
             return
-        if self._send_op is None and not IS_WINDOWS:
-            # Linux: write at once, as asyncio's Unix transport does, so the
-            # bytes are in the pipe when write() returns (a queued io_uring
-            # write would reach the kernel only at the next wait); the
-            # completion path takes what the pipe had no room for.
-            n = self._write_now(self._os_write, data, "Fatal write error on pipe transport")
-            if n is None or n == len(data):
-                return
-            data = memoryview(data).cast("B")[n:]
+        # Linux writes what the pipe takes now; the rest goes to the
+        # completion path (the platform's file says why).
+        data = self._write_at_once(data)
+        if data is None:
+            return
         # The rest is kept until written: a bytes object as it is (nothing
         # can change it), anything else copied, since the caller may reuse
         # its buffer while the kernel reads ours.
@@ -402,23 +392,13 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         if self._closing:
             return
         try:
-            if IS_WINDOWS:
-                self._watch_buf = bytearray(16)
-                op = self._port.read(self._handle, self._watch_buf,
-                                    self._in_context(self._on_watch_done))
-            elif stat.S_ISFIFO(os.fstat(self._handle).st_mode) or \
-                    stat.S_ISSOCK(os.fstat(self._handle).st_mode):
-                # As asyncio's Unix transport: the write end of a pipe polls
-                # POLLERR when the reader is gone; a socket polls readable
-                # when its peer closed (and that is taken as the same).
-                op = self._port.poll_ready(self._handle, _POLLIN,
-                                          self._in_context(self._on_watch_done))
-            else:
-                return
+            op = self._submit_watch()
         except OSError as exc:
-            if IS_WINDOWS and exc.winerror in _WINDOWS_PIPE_EOF:
+            if self._is_end_of_file(exc):
                 self._reader_gone()   # gone already
             return   # else a one-way handle: the next write tells instead
+        if op is None:
+            return   # nothing to watch
         self._ops.add(op)
         self._watch_op = op
 
@@ -428,11 +408,8 @@ class WritePipeTransport(_Writing, _PipeBase, transports._FlowControlMixin):
         if self._closing:
             self._maybe_finish_close()
             return
-        if IS_WINDOWS and op.result < 0 and op.error.winerror not in _WINDOWS_PIPE_EOF:
-            return   # the handle cannot be read: nothing to watch
-        if IS_WINDOWS and op.result > 0:
-            return   # data on our write handle is not ours to take: stop watching
-        self._reader_gone()
+        if self._watch_means_reader_gone(op):
+            self._reader_gone()
 
     def _reader_gone(self):
         self._force_close(BrokenPipeError() if self._writes_pending() else None)
