@@ -129,6 +129,10 @@ cdef object _Handle_repr_info = _events.Handle._repr_info
 cdef Py_ssize_t _MIN_SCHEDULED_TIMER_HANDLES = 100
 cdef enum:
     READ_SCRATCH_SIZE = 16384   # iocploop._transports.base.READ_SIZE_MIN
+# The mark of a token that is its operation's address (submit_poll_multishot);
+# the port's counted tokens never reach it, and user-space addresses are
+# below 2**63 on every 64-bit system CPython runs on.
+cdef uint64_t ADDRESS_TOKEN = 1ULL << 63
 cdef double _MIN_CANCELLED_TIMER_HANDLES_FRACTION = 0.5
 cdef double _MAXIMUM_SELECT_TIMEOUT = 24 * 3600
 
@@ -815,12 +819,19 @@ cdef class CompletionBatch:
 
     cdef int submit_poll_multishot(self, OperationBase op, intptr_t fd,
                                    uint32_t events) except -1:
-        """Submit a poll that stays posted (Linux; CompletionPort.poll_multishot's)."""
+        """Submit a poll that stays posted (Linux; CompletionPort.poll_multishot's).
+
+        Its token is op's own address, marked with ADDRESS_TOKEN: each of its
+        wakeups (flagged MORE) finds op without a Python int and a lookup in
+        the table (dispatch).  That is safe because the table keeps op alive
+        until its last completion, which the kernel posts after every wakeup
+        of the same request; a new operation reuses the address only once op
+        is freed, so after that last completion."""
         cdef ioc_op *record = NULL
         cdef ioc_core *core = self.checked_core()
-        self.last_token += 1
-        rc = self.submit_poll_multishot_fn(core, fd, events, self.last_token, &record)
-        return self.track(op, rc, record)
+        cdef uint64_t token = <uint64_t><uintptr_t><PyObject *>op | ADDRESS_TOKEN
+        rc = self.submit_poll_multishot_fn(core, fd, events, token, &record)
+        return self.track_as(op, rc, record, token)
 
     def read_new_bytes(self, intptr_t handle, Py_ssize_t size, callback):
         """Read up to size bytes of a pipe (or another stream that is no
@@ -845,8 +856,12 @@ cdef class CompletionBatch:
             raise RuntimeError(self.detached)
         return self.core
 
-    cdef int track(self, OperationBase op, int rc, ioc_op *record) except -1:
-        token = PyLong_FromUnsignedLongLong(self.last_token)
+    cdef inline int track(self, OperationBase op, int rc, ioc_op *record) except -1:
+        return self.track_as(op, rc, record, self.last_token)
+
+    cdef int track_as(self, OperationBase op, int rc, ioc_op *record,
+                      uint64_t raw_token) except -1:
+        token = PyLong_FromUnsignedLongLong(raw_token)
         if rc < 0:
             if record != NULL:
                 # Windows: the provider started the operation before it failed
@@ -919,16 +934,21 @@ cdef class CompletionBatch:
             ev = &self.events[self.pos]
             self.pos += 1
             flags = ev.flags
-            token = PyLong_FromUnsignedLongLong(ev.token)
-            if not flags & (self.more_flag | self.stray_flag):
-                op = <OperationBase?>ops.pop(token)
-                op.done = True
-                op.record = 0            # recycled by the core: never touched again
-            elif flags & self.more_flag:   # a multishot operation's wakeup: it stays
-                op = <OperationBase?>ops[token]
-            else:   # a stray: the kernel is done with a failed submit's memory
-                self.strays.pop(token, None)
-                continue
+            if flags & self.more_flag and ev.token & ADDRESS_TOKEN:
+                # A wakeup of submit_poll_multishot's poll, which stays
+                # posted: the token is its address (alive in ops till its end).
+                op = <OperationBase><PyObject *><uintptr_t>(ev.token ^ ADDRESS_TOKEN)
+            else:
+                token = PyLong_FromUnsignedLongLong(ev.token)
+                if not flags & (self.more_flag | self.stray_flag):
+                    op = <OperationBase?>ops.pop(token)
+                    op.done = True
+                    op.record = 0        # recycled by the core: never touched again
+                elif flags & self.more_flag:   # a multishot wakeup: it stays
+                    op = <OperationBase?>ops[token]
+                else:   # a stray: the kernel is done with a failed submit's memory
+                    self.strays.pop(token, None)
+                    continue
             op.result = ev.result
             op.flags = flags
             try:
