@@ -27,7 +27,12 @@ from ._errors import BackendUnavailableError
 from ._sharing import SharedValues
 from ._ioc import ffi, lib
 from ._scheduler import CompletionBatch, OperationBase, lendable, set_cancelled_result
-from ._socket_guard import SocketGuard
+
+# What differs between IOCP and io_uring, one module each.
+if sys.platform == "win32":
+    from . import _port_windows as _platform
+else:
+    from . import _port_linux as _platform
 
 BACKEND: str = ffi.string(lib.ioc_backend_name()).decode()
 ERR_CANCELLED: int = lib.ioc_err_cancelled()
@@ -74,23 +79,11 @@ _ABANDONED: list = []
 _LIVE_PORTS: "weakref.WeakSet[CompletionPort]" = weakref.WeakSet()
 
 
-def os_error(code: int) -> OSError:
-    """An OSError for a positive system error code of this backend."""
-    if IS_WINDOWS:
-        import ctypes
+#: An OSError for a positive system error code of this backend.
+os_error = _platform.os_error
 
-        # errno is derived from winerror by OSError itself.
-        return OSError(0, ctypes.FormatError(code).strip(), None, code)
-    return OSError(code, os.strerror(code))
-
-
-#: What ioc_cancel returns when it cannot queue the cancellation yet (Linux:
-#: the submission ring is full and the kernel takes no more); the IOCP core
-#: never refuses one (CancelIoEx needs no queue slot).
-_CANCEL_BUSY = None if IS_WINDOWS else -errno.EBUSY
-
-#: Linux file descriptors are C ints: a larger number must not wrap to a real one.
-_FD_MAX = None if IS_WINDOWS else 0x7FFFFFFF
+_CANCEL_BUSY = _platform.CANCEL_BUSY
+_FD_MAX = _platform.FD_MAX
 
 
 def _fileno(sock) -> int:
@@ -127,7 +120,7 @@ def _unix_sockaddr(address):
 def encode_address(family: int, address):
     """(sockaddr as a cffi char array, its length) for a numeric (host, port[, flowinfo,
     scope_id]) address or an AF_UNIX path; raises like socket.connect would for a bad one."""
-    if family == getattr(socket, "AF_UNIX", None) and not IS_WINDOWS:
+    if _platform.UNIX_PATHS and family == socket.AF_UNIX:
         if not isinstance(address, (str, bytes, bytearray, os.PathLike)):
             raise TypeError(f"a bytes-like object is required, not {type(address).__name__!r}")
         return _unix_sockaddr(address)
@@ -227,17 +220,6 @@ def _message(nbytes, name, control, result):
     return nbytes, sender, result.flags, local
 
 
-def _bind_if_unbound(sock) -> None:
-    """ConnectEx refuses an unbound socket: bind it to the wildcard address,
-    as connect() would implicitly."""
-    try:
-        sock.getsockname()
-        return
-    except OSError:
-        pass
-    sock.bind(("0.0.0.0", 0) if sock.family == socket.AF_INET else ("::", 0))
-
-
 def _reraise(op, exc):
     raise exc
 
@@ -297,11 +279,7 @@ class AcceptOperation(Operation):
         non-blocking; on Windows it got SO_UPDATE_ACCEPT_CONTEXT."""
         listener, accept_sock, first_data = self.buffer
         addrbuf, addrlen = self._cbuf
-        if IS_WINDOWS:
-            conn = accept_sock
-        else:
-            conn = socket.socket(listener.family, listener.type, listener.proto,
-                                 fileno=self.result)
+        conn = _platform.accepted_socket(listener, accept_sock, self.result)
         # The new connection is ours from here: whatever fails (the listener
         # closed while the accept was in the kernel, the port closed), it is
         # closed, never left as a bare fd or to the garbage collector.
@@ -387,15 +365,10 @@ class CompletionPort:
             _address(ffi.addressof(lib, "ioc_submit_read")),
             _MORE, _STRAY, os_error, (events, batch_size))
         self._next_token = self._batch.next_token   # one counter with compiled submits
-        self._associated: "weakref.WeakSet" = weakref.WeakSet()
-        self._associated_handles: set[int] = set()
+        self._attached = _platform.Attachments(self)
         self._forked = False
-        self._guard = None   # Linux: see _socket_guard.py
-        if not IS_WINDOWS:
-            self._guard = SocketGuard(self._core)
-            self._guard_handle = ffi.new_handle(self._guard)
-            lib.ioc_set_publish_hook(self._core, lib.ioc_py_before_publish,
-                                     self._guard_handle, self._guard.armed)
+        # Linux: see _socket_guard.py; the handle keeps it reachable from C.
+        self._guard, self._guard_handle = _platform.install_guard(self._core)
         _LIVE_PORTS.add(self)
 
     backend = BACKEND
@@ -433,19 +406,7 @@ class CompletionPort:
         Windows takes socket objects only: the port remembers them weakly, so
         a handle number reused by a later socket is never mistaken for one
         already attached."""
-        if not IS_WINDOWS or sock in self._associated:
-            return
-        if isinstance(sock, int):
-            raise TypeError("on Windows the completion port needs the socket object, "
-                            "not its handle number")
-        rc = lib.ioc_associate(self._checked_core(), _fileno(sock))
-        if rc < 0:
-            if -rc == 87:  # ERROR_INVALID_PARAMETER
-                raise OSError(0, "the socket is already attached to another completion port; "
-                              "on Windows a socket can belong to one event loop only",
-                              None, 87)
-            raise os_error(-rc)
-        self._associated.add(sock)
+        self._attached.socket(sock)
 
     def extensions(self, sock) -> frozenset[str]:
         """Names of the Winsock extension functions the socket's provider offers."""
@@ -491,14 +452,13 @@ class CompletionPort:
         """(core, fd) for a new operation on sock, attached to the port."""
         core = self._checked_core()
         fd = _fileno(sock)
-        if IS_WINDOWS:
-            self.associate(sock)
+        self._attached.socket(sock)
         return core, fd
 
     def _track(self, rc, token, kind, callback, buffer, keep, op_class=Operation) -> Operation:
         """Record a submitted operation; keep = cffi memory the kernel uses."""
         if rc < 0:
-            if IS_WINDOWS and self._record_out[0] != ffi.NULL:
+            if _platform.REFUSED_SUBMITS_LEAVE_STRAYS and self._record_out[0] != ffi.NULL:
                 # The provider had started the operation before it failed the
                 # call (make_stray in ioc_core_win.c): the kernel may still
                 # use its memory until the core reports it (IOC_COMPLETION_STRAY).
@@ -529,16 +489,12 @@ class CompletionPort:
         to that many bytes arrive with it: `op.first_data()`).  Linux
         ignores both.  Finish with `op.accepted()` once the callback reports
         success."""
-        if IS_WINDOWS and accept_sock is None:
-            raise ValueError("AcceptEx needs a fresh socket to accept into")
-        if not IS_WINDOWS:
-            first_data = 0
+        accept_fd, first_data = _platform.accept_arguments(accept_sock, first_data)
         core, fd = self._prepare(listener)
         addrbuf = ffi.new("char[]", first_data + lib.IOC_ACCEPT_ADDRBUF)
         addrlen = ffi.new("uint32_t *", 128)   # sizeof(struct sockaddr_storage)
         token = self._next_token()
-        rc = lib.ioc_submit_accept(core, fd, accept_sock.fileno() if accept_sock else -1,
-                                   addrbuf, addrlen, first_data, token, self._record_out)
+        rc = lib.ioc_submit_accept(core, fd, accept_fd, addrbuf, addrlen, first_data, token, self._record_out)
         op = self._track(rc, token, "accept", callback, (listener, accept_sock, first_data),
                          (addrbuf, addrlen), AcceptOperation)
         op._port = self
@@ -552,8 +508,7 @@ class CompletionPort:
         the callback reports success."""
         sockaddr, length = encode_address(_socket_attr(sock, "family"), address)
         core, fd = self._prepare(sock)
-        if IS_WINDOWS and sock.type != socket.SOCK_DGRAM:
-            _bind_if_unbound(sock)
+        _platform.before_connect(sock)
         token = self._next_token()
         rc = lib.ioc_submit_connect(core, fd, sockaddr, length, token, self._record_out)
         return self._track(rc, token, "connect", callback, sock, sockaddr)
@@ -635,12 +590,7 @@ class CompletionPort:
     def sendfile(self, sock, file, offset: int, count: int, callback) -> Operation:
         """Windows: TransmitFile count (1..IOC_SENDFILE_MAX) bytes of the open
         file object from offset.  The result is the byte count."""
-        if not IS_WINDOWS:
-            raise OSError(errno.EOPNOTSUPP, "the core's sendfile is TransmitFile (Windows); "
-                          "Linux sends files with sendfile(2) (iocploop/_sendfile.py)")
-        import msvcrt
-
-        handle = msvcrt.get_osfhandle(file.fileno())
+        handle = _platform.transmit_file_handle(file)
         core, fd = self._prepare(sock)
         token = self._next_token()
         rc = lib.ioc_submit_sendfile(core, fd, handle, offset, count, token, self._record_out)
@@ -677,15 +627,10 @@ class CompletionPort:
         """Windows: attach a pipe handle (opened for overlapped I/O) to the
         port; a no-op on Linux.  The caller calls `forget_handle` when it
         closes the handle, so that a reused handle number is attached again."""
-        if not IS_WINDOWS or handle in self._associated_handles:
-            return
-        rc = lib.ioc_associate(self._checked_core(), handle)
-        if rc < 0:
-            raise os_error(-rc)
-        self._associated_handles.add(handle)
+        self._attached.handle(handle)
 
     def forget_handle(self, handle: int) -> None:
-        self._associated_handles.discard(handle)
+        self._attached.forget_handle(handle)
 
     def read(self, handle: int, buffer, callback) -> Operation:
         """Read a pipe (or another stream that is not a socket) into a
@@ -755,8 +700,7 @@ class CompletionPort:
     def adopt(self, old_sock, new_sock) -> None:
         """new_sock wraps the handle old_sock was detached from: it is already
         attached to this port (a handle can be attached only once)."""
-        if IS_WINDOWS and old_sock in self._associated:
-            self._associated.add(new_sock)
+        self._attached.adopt(old_sock, new_sock)
 
     def guard(self, op: Operation, sock) -> None:
         """op runs on sock, a socket its owner may close at any moment: if
@@ -849,10 +793,8 @@ class CompletionPort:
     def watch_sigint(self, enable: bool) -> None:
         """Windows: let SIGINT (console Ctrl+C, signal.raise_signal) end a wait,
         so Python's handler runs.  Linux needs nothing: signals interrupt it."""
-        if IS_WINDOWS and self._core is not None:
-            rc = lib.ioc_watch_sigint(self._core, lib.ioc_py_sigint_event() if enable else 0)
-            if rc < 0:
-                raise os_error(-rc)
+        if self._core is not None:
+            _platform.watch_sigint(self._core, enable)
 
     # -- closing -------------------------------------------------------------
 
@@ -902,8 +844,8 @@ class CompletionPort:
         would be orphaned by close: close them."""
         for token, result, _flags in self._batch.unread:
             op = self._ops.pop(token, None)
-            if isinstance(op, AcceptOperation) and result >= 0 and not IS_WINDOWS:
-                os.close(result)
+            if isinstance(op, AcceptOperation):
+                _platform.discard_unread_accept(result)
 
     def __del__(self):
         # An unclosed loop must not leave a port (and the kernel's view of

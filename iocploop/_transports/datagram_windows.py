@@ -7,7 +7,8 @@ again once its datagram is delivered.
 """
 from __future__ import annotations
 
-from .._port import WINDOWS_PORT_UNREACHABLE, _bind_if_unbound
+from .._port import WINDOWS_PORT_UNREACHABLE
+from .._port_windows import bind_if_unbound
 
 __all__ = ["PostedReceives"]
 
@@ -22,7 +23,7 @@ class PostedReceives:
     def _prepare_socket(self, sock):
         # A receive posted on an unbound socket fails (WSAEINVAL); a first
         # send would bind it to the wildcard address anyway.
-        _bind_if_unbound(sock)
+        bind_if_unbound(sock)
 
     def _check_arrival_info(self):
         if "WSARecvMsg" not in self._port.extensions(self._sock):
