@@ -16,6 +16,22 @@ import socket
 from ._ioc import ffi, lib
 from ._socket_guard import SocketGuard
 
+__all__ = [
+    "FD_MAX",
+    "CANCEL_BUSY",
+    "UNIX_PATHS",
+    "REFUSED_SUBMITS_LEAVE_STRAYS",
+    "os_error",
+    "Attachments",
+    "install_guard",
+    "accept_arguments",
+    "accepted_socket",
+    "discard_unread_accept",
+    "before_connect",
+    "transmit_file_handle",
+    "watch_sigint",
+]
+
 #: Linux file descriptors are C ints: a larger number must not wrap to a real one.
 FD_MAX = 0x7FFFFFFF
 

@@ -15,6 +15,23 @@ import weakref
 
 from ._ioc import lib
 
+__all__ = [
+    "FD_MAX",
+    "CANCEL_BUSY",
+    "UNIX_PATHS",
+    "REFUSED_SUBMITS_LEAVE_STRAYS",
+    "os_error",
+    "Attachments",
+    "install_guard",
+    "accept_arguments",
+    "accepted_socket",
+    "discard_unread_accept",
+    "before_connect",
+    "transmit_file_handle",
+    "watch_sigint",
+    "bind_if_unbound",
+]
+
 #: Handles are not C ints: no range of their own to check.
 FD_MAX = None
 

@@ -3,7 +3,7 @@
 The registrations (one `Watch` per file descriptor: its reader and writer
 handles) are kept here; how readiness is learned is the backend's job:
 
-* Linux (`_EpollBackend`): the descriptors sit in one epoll set per loop,
+* Linux (`EpollBackend`, _readiness_linux.py): the descriptors sit in one epoll set per loop,
   level-triggered, and the completion port polls the epoll fd itself (one
   io_uring POLL_ADD for the whole set).  When it completes, epoll_wait(0)
   says which descriptors are ready and their handles join the ready queue.
@@ -16,7 +16,7 @@ handles) are kept here; how readiness is learned is the backend's job:
   posted io_uring poll holds a reference to its file: a socket closed while
   watched would stay open for its peer.  epoll drops a closed descriptor by
   itself, exactly as the selector loops see it.
-* Windows (`_AfdBackend`): one IOCTL_AFD_POLL per socket sent to the socket
+* Windows (`AfdBackend`, _readiness_windows.py): one IOCTL_AFD_POLL per socket sent to the socket
   driver through the completion port, as libuv, wepoll and trio do
   (sockets only, as select() on Windows).  The ioctl is issued at once, so
   after a completion the next poll is posted with call_soon, after the
@@ -29,16 +29,17 @@ socket closed while watched.
 """
 from __future__ import annotations
 
-import select
 import sys
 
-from ._port import ERR_CANCELLED
-from ._scheduler import EpollPoller, Watch, dispatch_ready
+from ._scheduler import Watch, dispatch_ready
+
+# How readiness is learned: one backend per platform, each in its own file.
+if sys.platform == "win32":
+    from ._readiness_windows import AfdBackend as _PlatformBackend
+else:
+    from ._readiness_linux import EpollBackend as _PlatformBackend
 
 __all__ = ["ReadinessMethods"]
-
-IS_WINDOWS = sys.platform == "win32"
-POLLIN, POLLOUT, POLLERR, POLLHUP, POLLNVAL = 0x1, 0x4, 0x8, 0x10, 0x20
 
 
 def _fileobj_to_fd(fileobj) -> int:
@@ -59,7 +60,7 @@ class ReadinessMethods:
 
     def _init_readiness_methods(self):
         self._watches: dict[int, Watch] = {}
-        self._readiness = (_AfdBackend if IS_WINDOWS else _EpollBackend)(self)
+        self._readiness = _PlatformBackend(self)
 
     # -- public ------------------------------------------------------------------
 
@@ -146,98 +147,3 @@ class ReadinessMethods:
 
     def _close_readiness(self):
         self._readiness.close()
-
-
-class _EpollBackend:
-    """Linux: one level-triggered epoll set, whose fd the completion port polls."""
-
-    def __init__(self, loop):
-        self._loop = loop
-        self._epoll = None
-        self._poller = None      # the io_uring poll on the epoll fd (compiled)
-
-    def update(self, watch, fresh=False):
-        mask = watch.mask()   # EPOLLIN/EPOLLOUT have poll's values
-        if mask == 0 or self._loop._watches.get(watch.fd) is not watch:
-            if watch.registered:
-                watch.registered = False
-                try:
-                    self._epoll.unregister(watch.fd)
-                except OSError:
-                    pass   # closed since: epoll dropped it already
-            return
-        if self._epoll is None:
-            self._epoll = select.epoll()
-            self._poller = EpollPoller(self._loop, self._loop._watches, self._epoll,
-                                       ERR_CANCELLED)
-        if watch.registered:
-            try:
-                self._epoll.modify(watch.fd, mask)
-            except FileNotFoundError:
-                # The descriptor was closed (epoll dropped it) and its number
-                # now names another file: register that one.
-                self._epoll.register(watch.fd, mask)
-        else:
-            try:
-                self._epoll.register(watch.fd, mask)
-            except FileExistsError:
-                self._epoll.modify(watch.fd, mask)
-            watch.registered = True
-        self._arm()
-
-    def _arm(self):
-        self._poller.arm()
-
-    def close(self):
-        if self._poller is not None:
-            self._poller.detach()
-            if self._poller.armed:
-                self._loop._port.cancel(self._poller)
-        if self._epoll is not None:
-            self._epoll.close()   # the poll in flight holds its own reference
-
-
-class _AfdBackend:
-    """Windows: one AFD poll per socket through the completion port."""
-
-    def __init__(self, loop):
-        self._loop = loop
-
-    def update(self, watch, fresh=False):
-        if fresh:
-            watch.dead = False
-        loop = self._loop
-        mask = watch.mask() if loop._watches.get(watch.fd) is watch else 0
-        if watch.op is not None:
-            if not fresh and watch.op_mask == mask:
-                return
-            loop._port.cancel(watch.op)
-            watch.op = None
-        if mask == 0 or watch.dead or loop.is_closed():
-            return
-        watch.op = loop._port.poll_ready(watch.fd, mask, self._on_ready)
-        watch.op_mask = mask
-
-    def _on_ready(self, op):
-        watch = self._loop._watches.get(op.buffer)
-        if watch is None or watch.op is not op:
-            return   # removed, or replaced by a newer poll
-        watch.op = None
-        if op.result < 0 or op.result & POLLNVAL:
-            if not op.cancelled:
-                watch.dead = True   # closed under the poll: stop, as epoll drops it
-            return
-        self._loop._dispatch_ready(watch, op.result)
-        self._loop.call_soon(self._rearm, watch)
-
-    def _rearm(self, watch):
-        if self._loop._watches.get(watch.fd) is not watch or watch.op is not None:
-            return
-        try:
-            self.update(watch)
-        except OSError:
-            watch.dead = True
-
-    def close(self):
-        pass   # the port cancels the polls in flight as it closes
-

@@ -4,10 +4,10 @@ asyncio's BaseEventLoop owns the public methods (argument checks, the
 fallback that copies in 256 KiB chunks, the transport-level protocol swap);
 this mixin supplies the two native hooks it calls:
 
-* Windows: TransmitFile through the completion port, in pieces of at most
-  IOC_SENDFILE_MAX bytes (TransmitFile's per-call limit), so files of any
-  size go out.
-* Linux: sendfile(2) on the non-blocking socket, and an io_uring poll for
+* Windows (_sendfile_windows.py): TransmitFile through the completion
+  port, in pieces of at most IOC_SENDFILE_MAX bytes (TransmitFile's
+  per-call limit), so files of any size go out.
+* Linux (_sendfile_linux.py): sendfile(2) on the non-blocking socket, and an io_uring poll for
   writability whenever the socket buffer is full.  Chosen over io_uring
   splice (file -> pipe -> socket): splice needs a pipe pair per transfer and
   two linked operations per piece, and a splice into a non-blocking socket
@@ -20,24 +20,19 @@ ones (CPython's 3.13 maintenance releases on, 3.14) set it to the offset.
 """
 from __future__ import annotations
 
-import errno
 import inspect
 import os
-import select
 import stat
 import sys
 from asyncio import base_events, constants, exceptions
 
-from ._port import IS_WINDOWS, lib
+# How the bytes go out: one module per platform (send_pieces, rewind, PIECE).
+if sys.platform == "win32":
+    from . import _sendfile_windows as _platform
+else:
+    from . import _sendfile_linux as _platform
 
-__all__ = ["SendfileMethods", "TRANSMIT_MAX"]
-
-#: Bytes per TransmitFile call (its limit is 2**31 - 2).  Tests lower it to
-#: check the splitting without sending gigabytes through Wine.
-TRANSMIT_MAX = lib.IOC_SENDFILE_MAX
-
-# sendfile(2) moves at most 0x7ffff000 bytes per call anyway.
-_LINUX_PIECE = 0x7FFFF000
+__all__ = ["SendfileMethods"]
 
 
 def _sets_position_when_nothing_sent() -> bool:
@@ -56,16 +51,25 @@ _SETS_POSITION_WHEN_NOTHING_SENT = _sets_position_when_nothing_sent()
 
 
 def _position_after(file, fileno, offset, sent):
-    """The file position after a transfer from offset, as asyncio leaves it
-    (the native path on Linux moves the descriptor's offset; Windows' and
-    every transfer that sent something, the file object's)."""
+    """The file position after a transfer from offset, as asyncio leaves it."""
     if sent:
         file.seek(offset + sent)
     elif _SETS_POSITION_WHEN_NOTHING_SENT:
-        if IS_WINDOWS:
-            file.seek(offset)
-        else:
-            os.lseek(fileno, offset, os.SEEK_SET)
+        _platform.rewind(file, fileno, offset)
+
+
+class Transfer:
+    """One native transfer of [offset, end) of a file: `pos` is how far
+    it got, which the platform's send_pieces advances as pieces go out."""
+
+    __slots__ = ("file", "fileno", "offset", "pos", "end")
+
+    def __init__(self, file, fileno: int, offset: int, end: int) -> None:
+        self.file = file
+        self.fileno = fileno
+        self.offset = offset
+        self.pos = offset
+        self.end = end
 
 
 def _regular_file(file):
@@ -93,49 +97,12 @@ class SendfileMethods:
             if count or size:   # (asyncio returns before anything for an empty file)
                 _position_after(file, fileno, offset, 0)
             return 0
-        if IS_WINDOWS:
-            return await self._transmit_file(sock, file, fileno, offset, end)
-        return await self._sendfile_linux(sock, file, fileno, offset, end)
-
-    async def _transmit_file(self, sock, file, fileno, offset, end):
-        if "TransmitFile" not in self._port.extensions(sock):
-            raise exceptions.SendfileNotAvailableError(
-                "the socket's provider has no TransmitFile")
-        pos = offset
+        transfer = Transfer(file, fileno, offset, end)
         try:
-            while pos < end:
-                piece = min(end - pos, TRANSMIT_MAX)
-                await self._run_op(self._port.sendfile, sock, file, pos, piece)
-                pos += piece
+            await _platform.send_pieces(self, sock, transfer)
         finally:
-            _position_after(file, fileno, offset, pos - offset)
-        return pos - offset
-
-    async def _sendfile_linux(self, sock, file, fileno, offset, end):
-        fd = sock.fileno()
-        pos = offset
-        try:
-            while pos < end:
-                try:
-                    sent = os.sendfile(fd, fileno, pos, min(end - pos, _LINUX_PIECE))
-                except (BlockingIOError, InterruptedError):
-                    await self._run_op(self._port.poll_ready, sock, select.POLLOUT)
-                    continue
-                except OSError as exc:
-                    if pos == offset:
-                        # As asyncio: nothing sent yet, so let the caller fall
-                        # back to plain sends (which report a real socket error).
-                        raise exceptions.SendfileNotAvailableError(
-                            "os.sendfile call failed") from exc
-                    if exc.errno == errno.ENOTCONN and type(exc) is not ConnectionError:
-                        raise ConnectionError("socket is not connected", errno.ENOTCONN) from exc
-                    raise
-                if sent == 0:
-                    break   # the file ended early (truncated meanwhile)
-                pos += sent
-        finally:
-            _position_after(file, fileno, offset, pos - offset)
-        return pos - offset
+            _position_after(file, fileno, offset, transfer.pos - offset)
+        return transfer.pos - offset
 
     async def _sendfile_native(self, transp, file, offset, count):
         if getattr(transp, "_sendfile_compatible", None) is not constants._SendfileMode.TRY_NATIVE:

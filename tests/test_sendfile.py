@@ -22,8 +22,8 @@ the reference behaviour.  Covered:
 * A peer that resets mid-file (a clean ConnectionError, no hang, the loop
   keeps working) and a sock_sendfile cancelled mid-file (the task ends
   cancelled, file position within the file, nothing left in flight).
-* iocploop only: the piece splitting (``iocploop._sendfile.TRANSMIT_MAX`` on
-  Windows, ``_LINUX_PIECE`` on Linux, both lowered to 100 000 bytes) and, on
+* iocploop only: the piece splitting (``PIECE`` of iocploop's
+  ``_sendfile_windows`` / ``_sendfile_linux``, lowered to 100 000 bytes) and, on
   Linux, one transfer of more than 2**31 bytes.
 
 Every wait is bounded, so a lost byte fails a test, never hangs it.
@@ -782,7 +782,7 @@ async def test_cancelled_sock_sendfile_mid_file(small_pair, big_file, tmp_path):
     pytest.param(54_321, None, id="offset-to-eof"),
 ])
 async def test_pieces_split_at_the_piece_limit(pair, tmp_path, monkeypatch, offset, count):
-    """TRANSMIT_MAX (Windows) / _LINUX_PIECE (Linux) lowered to 100 000: a
+    """The platform's PIECE (TransmitFile's, sendfile(2)'s) lowered to 100 000: a
     transfer goes out in pieces no larger, covering the range exactly."""
     loop = asyncio.get_running_loop()
     _forbid_fallback(loop, monkeypatch)
@@ -790,8 +790,7 @@ async def test_pieces_split_at_the_piece_limit(pair, tmp_path, monkeypatch, offs
     piece = 100_000
     data = payload(1_000_003, seed=9)
     path = _write_file(tmp_path / "pieces.bin", data)
-    monkeypatch.setattr(sendfile_impl, "TRANSMIT_MAX", piece)
-    monkeypatch.setattr(sendfile_impl, "_LINUX_PIECE", piece)
+    monkeypatch.setattr(sendfile_impl._platform, "PIECE", piece)
     calls = []   # (offset, count asked, count done)
     if IS_WINDOWS:
         port = loop._port
