@@ -1,10 +1,10 @@
 """Each layer that differs between IOCP and io_uring keeps its platform
 parts in a pair of modules, one per system, that the layer picks once at
-import (the port: _port_linux / _port_windows; sendfile and add_reader's
-readiness likewise; the transports: _transports/*_linux / *_windows).  Only one of each pair runs on a given
-machine, so a name added to one side alone would show only as an
-AttributeError on the other system.  These tests import both sides here and
-compare what they offer."""
+import (the port: _port_linux / _port_windows; sendfile, subprocesses and
+add_reader's readiness likewise; the transports: _transports/*_linux /
+*_windows).  Only one of each pair runs on a given machine, so a name
+added to one side alone would show only as an AttributeError on the other
+system.  These tests import both sides here and compare what they offer."""
 from __future__ import annotations
 
 import importlib
@@ -18,6 +18,7 @@ import pytest
 PAIRS = [
     ("iocploop._port_linux", "iocploop._port_windows", {}),
     ("iocploop._sendfile_linux", "iocploop._sendfile_windows", {}),
+    ("iocploop._subprocess_linux", "iocploop._subprocess_windows", {}),
     ("iocploop._readiness_linux", "iocploop._readiness_windows",
      {"EpollBackend": "Backend", "AfdBackend": "Backend"}),
 ]
