@@ -275,9 +275,7 @@ cdef class ReadyReader:
         try:
             if op.done:
                 t._on_poll_ended(op)
-            elif slot(t, _tcp.paused) and not slot(t, _tcp.closing):
-                t._poll_woke_while_paused()   # pause_reading left it posted
-            elif not slot(t, _tcp.closing):
+            elif not (slot(t, _tcp.closing) or slot(t, _tcp.paused)):
                 if <long long>op.result & self.peer_done_bits:
                     # The end of file, or an error, wakes up once: read on
                     # to it even after a short read.

@@ -141,8 +141,6 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
     def _reading_resumed(self):
         if self._recv_op is None:
             self._loop.call_soon(self._start_reading)
-        else:
-            self._resumed_while_posted()   # the platform's
 
     def _on_first_data(self, data):
         if self._closing:

@@ -36,21 +36,8 @@ class ReadinessReading:
         return ReadyReader(self, self._context, loop, READ_SIZE_MIN, READ_SIZE_MAX, _PEER_DONE)
 
     def _reading_paused(self):
-        """The poll stays posted: a short pause (asyncio's sendfile pauses
-        around every file) then costs no cancellation and no new poll.  A
-        wakeup while paused stops it (_poll_woke_while_paused)."""
-
-    def _poll_woke_while_paused(self):
-        """Data came while paused (ReadyReader.on_poll): stop watching, so a
-        long pause is not woken by every segment; resume_reading polls again."""
         if type(self._recv_op) is StreamPoll:
-            self._port.cancel(self._recv_op)
-
-    def _resumed_while_posted(self):
-        """resume_reading found the poll still posted (or its cancellation
-        not yet done): data that came before or during the pause wakes no
-        one, so read once, as a new poll would at once."""
-        self._loop.call_soon(self._read_more)
+            self._port.cancel(self._recv_op)   # the readiness poll: watch no more
 
     def _post_read(self):
         if self._reader.read_eof:
