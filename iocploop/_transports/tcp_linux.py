@@ -7,9 +7,8 @@ for POLLIN, and each wakeup reads what waits with a non-blocking recv
 READ_SIZE_MAX while reads fill it.  No buffer is lent to the kernel, so an
 idle connection costs its Python objects only, and the kernel keeps what
 the protocol has not read: TCP's window tells the peer, as with asyncio.
-pause_reading only stops deliveries; the first wakeup while paused
-cancels the poll, and resume_reading then posts it again (it completes at
-once if data waits), or reads once if the poll was never stopped.
+pause_reading cancels the poll; resume_reading posts it again (it
+completes at once if data waits).
 """
 from __future__ import annotations
 
@@ -53,8 +52,8 @@ class ReadinessReading:
         self._ops_in_flight += 1
 
     def _on_poll_ended(self, op):
-        """The readiness poll ended (ReadyReader.on_poll): cancelled by a
-        wakeup while paused, close or end of file, or ended by the kernel with a
+        """The readiness poll ended (ReadyReader.on_poll): cancelled by
+        pause_reading, close or end of file, or ended by the kernel with a
         last wakeup (then it is posted again)."""
         if self._read_op_ended():
             return
