@@ -275,7 +275,9 @@ cdef class ReadyReader:
         try:
             if op.done:
                 t._on_poll_ended(op)
-            elif not (slot(t, _tcp.closing) or slot(t, _tcp.paused)):
+            elif slot(t, _tcp.paused) and not slot(t, _tcp.closing):
+                t._poll_woke_while_paused()   # pause_reading left it posted
+            elif not slot(t, _tcp.closing):
                 if <long long>op.result & self.peer_done_bits:
                     # The end of file, or an error, wakes up once: read on
                     # to it even after a short read.
@@ -358,7 +360,7 @@ cdef class ReadyReader:
             # More may wait, which no wakeup announces.  Read it after what
             # the protocol scheduled (a reader's task consumes first, as
             # under asyncio's one read per poll).
-            self.loop.call_soon(t._read_more)
+            self.loop.call_soon(t._read_more, context=self.context)
         return 0
 
     cdef int _read_into_buffer(self, t) except -1:
@@ -402,7 +404,7 @@ cdef class ReadyReader:
         except BaseException as exc:
             t._fatal_error(exc, "Fatal error: protocol.buffer_updated() call failed.")
         if n == room or self.peer_done:
-            self.loop.call_soon(t._read_more)   # as in _read_ready
+            self.loop.call_soon(t._read_more, context=self.context)   # as in _read_ready
         return 0
 
 

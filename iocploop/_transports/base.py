@@ -130,7 +130,7 @@ class PausableReading:
             return
         self._paused = False
         if self._held is not None:
-            self._loop.call_soon(self._deliver_held)
+            self._loop.call_soon(self._deliver_held, context=self._context)
         else:
             self._reading_resumed()
         if self._loop.get_debug():

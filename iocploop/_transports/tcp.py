@@ -102,7 +102,7 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
                 server._attach()
         self._loop.call_soon(self._protocol.connection_made, self)
         if first_data:   # a first-data accept brought the connection's first bytes
-            self._loop.call_soon(self._on_first_data, first_data)
+            self._loop.call_soon(self._on_first_data, first_data, context=self._context)
         else:
             self._loop.call_soon(self._start_reading)
         if waiter is not None:
@@ -141,6 +141,8 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
     def _reading_resumed(self):
         if self._recv_op is None:
             self._loop.call_soon(self._start_reading)
+        else:
+            self._resumed_while_posted()   # the platform's
 
     def _on_first_data(self, data):
         if self._closing:
@@ -340,7 +342,7 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
         # submits the cancellation before that turn; an io_uring receive holds
         # its own reference to the socket.)
         self._sock_closed = True
-        self._loop.call_soon(self._call_connection_lost, self._lost_exc)
+        self._loop.call_soon(self._call_connection_lost, self._lost_exc, context=self._context)
 
     def _recycles(self) -> bool:
         """Whether the socket goes to socket reuse after the end rather than

@@ -7,8 +7,10 @@ for POLLIN, and each wakeup reads what waits with a non-blocking recv
 READ_SIZE_MAX while reads fill it.  No buffer is lent to the kernel, so an
 idle connection costs its Python objects only, and the kernel keeps what
 the protocol has not read: TCP's window tells the peer, as with asyncio.
-pause_reading cancels the poll; resume_reading posts it again (it
-completes at once if data waits).
+pause_reading only stops deliveries, so a short pause (asyncio's sendfile
+pauses around each file) costs no kernel work; the first wakeup while
+paused cancels the poll, and resume_reading posts it again, or reads once
+if it was never stopped.  Every delivery runs in the transport's context.
 """
 from __future__ import annotations
 
@@ -35,8 +37,23 @@ class ReadinessReading:
         return ReadyReader(self, self._context, loop, READ_SIZE_MIN, READ_SIZE_MAX, _PEER_DONE)
 
     def _reading_paused(self):
+        """The poll stays posted: a short pause (asyncio's sendfile pauses
+        around every file) then costs no cancellation and no new poll.  A
+        wakeup while paused stops it (_poll_woke_while_paused)."""
+
+    def _poll_woke_while_paused(self):
+        """Data came while paused (ReadyReader.on_poll): stop watching, so a
+        long pause is not woken by every segment; resume_reading polls again."""
         if type(self._recv_op) is StreamPoll:
-            self._port.cancel(self._recv_op)   # the readiness poll: watch no more
+            self._port.cancel(self._recv_op)
+
+    def _resumed_while_posted(self):
+        """resume_reading found the poll still posted (or its cancellation
+        not yet done): data that came before or during the pause wakes no
+        one, so read once, as a new poll would at once.  The read runs in
+        the transport's context, as every delivery does, not in the
+        caller's (start_tls resumes from the caller's task)."""
+        self._loop.call_soon(self._read_more, context=self._context)
 
     def _post_read(self):
         if self._reader.read_eof:

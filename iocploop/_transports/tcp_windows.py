@@ -29,6 +29,9 @@ class CompletionReading:
     def _reading_paused(self):
         pass   # the posted receive stays (see the module's docstring)
 
+    def _resumed_while_posted(self):
+        pass   # the posted receive delivers when it completes
+
     def _post_read(self):
         try:
             if self._buffered:
