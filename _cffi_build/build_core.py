@@ -129,6 +129,7 @@ int ioc_void_queued(ioc_core *core, ioc_op *op, uint64_t token);
 int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
              int *stored);
 int ioc_flush(ioc_core *core);
+int ioc_ring_thread(ioc_core *core);
 int ioc_wakeup(ioc_core *core);
 int ioc_watch_sigint(ioc_core *core, intptr_t event);
 intptr_t ioc_py_sigint_event(void);

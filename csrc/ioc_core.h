@@ -293,6 +293,12 @@ int ioc_wait(ioc_core *core, int64_t timeout_ns, ioc_completion *out, int max,
  * closed listening socket frees its address at once.  Windows: a no-op. */
 int ioc_flush(ioc_core *core);
 
+/* Linux: 1 when only the calling thread may enter the core's ring (it made
+ * it, and it defers the kernel's completion work to ioc_wait), -1 when
+ * another thread made it, 0 when any thread may (a ring set up anew for a
+ * second thread, or an older kernel).  Windows: 0. */
+int ioc_ring_thread(ioc_core *core);
+
 /* Wake a core blocked in ioc_wait.  Safe from any thread.  Bursts of
  * wakeups cost at most one kernel call per sleep of the waiting thread, and
  * none while it is not sleeping. */

@@ -1469,6 +1469,12 @@ int ioc_flush(ioc_core *c)
     return 0;
 }
 
+int ioc_ring_thread(ioc_core *c)
+{
+    (void)c;   /* any thread may use a completion port */
+    return 0;
+}
+
 int ioc_wakeup(ioc_core *c)
 {
     if (ioc_wake_request(&c->wake) &&

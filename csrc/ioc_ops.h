@@ -32,6 +32,8 @@ struct ioc_op {
     int kind;              /* enum ioc_op_kind */
     int cancel_requested;
     int voided;            /* Linux: its SQE became a NOP (ioc_void_queued) */
+    int cancels_out;       /* Linux: its cancellations the kernel has not completed */
+    int finished;          /* Linux: completed, the record kept for cancels_out */
     struct ioc_op *prev;   /* in-flight list, or free list (next only) */
     struct ioc_op *next;
 };

@@ -813,6 +813,8 @@ class CompletionPort:
             self._detach_guard()
             return
         self._close_unread_accepts()
+        # Linux: a ring another thread made takes no cancellation from here.
+        elsewhere = lib.ioc_ring_thread(core) < 0
         left = lib.ioc_core_close(core, _DRAIN_MS)   # publishes: the guard still runs
         self._detach_guard()
         # The compiled batch holds these tables: emptied, never replaced.
@@ -825,9 +827,13 @@ class CompletionPort:
             # Operations and strays the kernel may still write into.
             _ABANDONED.extend(ops.values())
             _ABANDONED.extend(strays.values())
-            warnings.warn(f"{left} kernel operations did not finish within {_DRAIN_MS} ms of "
-                          "closing the event loop; their buffers are kept alive for good",
-                          ResourceWarning, stacklevel=2)
+            if elsewhere:
+                why = ("were in flight when the event loop was closed from a thread other "
+                       "than the one that created it, which alone can cancel them")
+            else:
+                why = f"did not finish within {_DRAIN_MS} ms of closing the event loop"
+            warnings.warn(f"{left} kernel operations {why}; their buffers are kept alive "
+                          "for good", ResourceWarning, stacklevel=2)
         for op in ops.values():
             op.done = True
             op.result = ERR_CANCELLED

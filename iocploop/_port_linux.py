@@ -46,8 +46,19 @@ UNIX_PATHS = True
 REFUSED_SUBMITS_LEAVE_STRAYS = False
 
 
-def os_error(code: int) -> OSError:
-    """An OSError for a positive errno."""
+#: Why the core refused with EEXIST (no operation it makes fails so).
+RING_OF_ANOTHER_THREAD = (
+    "this event loop's io_uring ring belongs to the thread that created the loop, "
+    "and it has operations in flight: a ring moves to another thread only while "
+    "nothing is in flight.  Create the loop in the thread that runs it, or close "
+    "its connections and servers before running it in another thread.")
+
+
+def os_error(code: int) -> Exception:
+    """An OSError for a positive errno; RuntimeError for the core's EEXIST,
+    a loop used from a thread its ring refuses (ioc_ring_thread)."""
+    if code == errno.EEXIST:
+        return RuntimeError(RING_OF_ANOTHER_THREAD)
     return OSError(code, os.strerror(code))
 
 
