@@ -43,6 +43,7 @@ import time as _time
 from asyncio import base_events as _base_events
 from asyncio import events as _events
 from asyncio import format_helpers as _format_helpers
+from asyncio.futures import Future as _Future
 from asyncio.log import logger as _logger
 
 cdef extern from "Python.h":
@@ -1087,6 +1088,15 @@ cdef class Scheduler:
             # The caller's stack: no frame of ours is in it.
             handle._source_traceback = _extract_stack(_getframe())
         return handle
+
+    # BaseEventLoop's two one-liners that every Future and Task costs a Python
+    # frame for (the C Future asks its loop's get_debug when it is made).
+    def get_debug(self):
+        return self._debug
+
+    def create_future(self):
+        """Create a Future attached to the loop."""
+        return _Future(loop=self)
 
     def call_soon(self, callback, *args, context=None):
         cdef Handle handle = self._new_handle(callback, args, context, "call_soon", True)

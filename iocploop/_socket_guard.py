@@ -25,23 +25,20 @@ the port keeps no guard.
 from __future__ import annotations
 
 from ._ioc import ffi, lib
+from ._scheduler import GuardQueue
 
 
-class SocketGuard:
-    """The watched operations of one completion core, until its next publish."""
+class SocketGuard(GuardQueue):
+    """The watched operations of one completion core, until its next publish.
+    watch(op, sock) is GuardQueue's, compiled: the sock_* methods call it
+    once per submission."""
 
-    __slots__ = ("_core", "_queued", "armed")
+    __slots__ = ("_core", "armed")
 
     def __init__(self, core):
         self._core = core
-        self._queued: list = []         # (operation, socket) since the last publish
         self.armed = ffi.new("int *")   # read and cleared by the core
-
-    def watch(self, op, sock) -> None:
-        queued = self._queued
-        if not queued:
-            self.armed[0] = 1
-        queued.append((op, sock))
+        self._use_flag(int(ffi.cast("uintptr_t", self.armed)))
 
     def before_publish(self) -> None:
         queued, self._queued = self._queued, []

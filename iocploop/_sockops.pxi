@@ -21,7 +21,10 @@ from cpython.ref cimport Py_REFCNT
 from asyncio import exceptions as _asyncio_exceptions
 import weakref as _weakref
 
-cdef object _check_ssl_socket = _base_events._check_ssl_socket
+try:
+    from ssl import SSLSocket as _ssl_socket_type
+except ImportError:   # Python built without ssl: no socket can be one
+    _ssl_socket_type = None
 cdef object _weak_ref = _weakref.ref
 cdef object _BlockingIOError = BlockingIOError
 cdef object _InterruptedError = InterruptedError
@@ -34,6 +37,30 @@ cdef Py_ssize_t _MAX_TRANSFER = 0x7FFFF000
 cdef Py_ssize_t _RECV_INTO_LIMIT = 256 * 1024
 
 
+@cython.auto_pickle(False)
+cdef class GuardQueue:
+    """The compiled half of _socket_guard.SocketGuard (Linux): the operations
+    watched since the ring was last published, and the flag the core reads
+    to know a publish must ask the guard first.  watch() runs once per
+    sock_* submission, so it is compiled; the rest (before_publish, detach)
+    runs once per publish and stays Python, in the subclass."""
+    cdef public list _queued         # (operation, socket) since the last publish
+    cdef int *armed_flag             # the core's int, owned by the subclass
+
+    def __cinit__(self, *args, **kwargs):
+        self._queued = []
+
+    def _use_flag(self, uintptr_t address):
+        """address: the int (cffi memory the subclass keeps) set on a watch."""
+        self.armed_flag = <int *>address
+
+    cpdef watch(self, op, sock):
+        """op runs on sock: check sock before the ring is published."""
+        if not self._queued and self.armed_flag != NULL:
+            self.armed_flag[0] = 1
+        self._queued.append((op, sock))
+
+
 @cython.final
 @cython.auto_pickle(False)
 cdef class SocketEngine:
@@ -42,7 +69,7 @@ cdef class SocketEngine:
     cdef object loop
     cdef object port
     cdef CompletionBatch batch
-    cdef object guard            # Linux: the port's SocketGuard
+    cdef GuardQueue guard        # Linux: the port's SocketGuard (_socket_guard.py)
     cdef object associate        # Windows: port.associate
     cdef object os_error
     cdef readonly object stashes   # WeakKeyDictionary: socket -> _Stash
@@ -55,7 +82,7 @@ cdef class SocketEngine:
         self.loop = loop
         self.port = port
         self.batch = <CompletionBatch?>port._batch
-        self.guard = port._guard
+        self.guard = <GuardQueue?>port._guard if port._guard is not None else None
         self.associate = port.associate if windows else None
         self.os_error = self.batch.os_error
         self.stashes = _weakref.WeakKeyDictionary()
@@ -81,7 +108,9 @@ cdef class SocketEngine:
     cdef intptr_t checked_fd(self, sock) except? -1:
         """sock's descriptor, after asyncio's checks (an SSL socket, debug
         mode's blocking socket) and EBADF for a closed socket."""
-        _check_ssl_socket(sock)
+        # asyncio's _check_ssl_socket, inline: a Python call less per call.
+        if _ssl_socket_type is not None and isinstance(sock, _ssl_socket_type):
+            raise TypeError("Socket cannot be of type SSLSocket")
         if (<Scheduler>self.loop)._debug and sock.gettimeout() != 0:
             raise ValueError("the socket must be non-blocking")
         fd = sock.fileno()
