@@ -25,6 +25,7 @@ import weakref
 
 from ._errors import BackendUnavailableError
 from ._sharing import SharedValues
+from ._socket_kind import family_of
 from ._ioc import ffi, lib
 from ._scheduler import CompletionBatch, OperationBase, lendable, set_cancelled_result
 
@@ -506,7 +507,8 @@ class CompletionPort:
         datagram socket is connected with connect() at once (its operation
         completes without the kernel).  Finish with `connected(sock)` once
         the callback reports success."""
-        sockaddr, length = encode_address(_socket_attr(sock, "family"), address)
+        family = family_of(sock) if isinstance(sock, socket.socket) else _socket_attr(sock, "family")
+        sockaddr, length = encode_address(family, address)
         core, fd = self._prepare(sock)
         _platform.before_connect(sock)
         token = self._next_token()

@@ -36,6 +36,7 @@ import weakref
 
 from ._port import IS_WINDOWS
 from ._reuse_probe import server_reuse_verdict
+from ._socket_kind import family_of, kind_of, type_of
 
 __all__ = ["SocketRecycler", "SparePool"]
 
@@ -47,12 +48,6 @@ _DEFAULT_MAX_DISCONNECTING = 256
 # Linux: how long a closed client socket may wait for the peer to finish the
 # TCP close before it is dissolved for reuse (else it is closed).
 _LINUX_CLOSE_WAIT = 1.0
-
-
-def _kind(sock):
-    # Not the protocol number: Windows reports 0 or 6 for the same TCP socket
-    # depending on how the object was made.
-    return (sock.family, sock.type)
 
 
 class SparePool:
@@ -110,10 +105,10 @@ class SocketRecycler:
     def can_reuse(self, sock, role: str) -> bool:
         """Whether a socket of this kind, on this provider, can be recycled
         for `role` ("server": AcceptEx, "client": ConnectEx / connect)."""
-        if not self.enabled or (role, *_kind(sock)) in self._refused_kinds:
+        if not self.enabled or (role, *kind_of(sock)) in self._refused_kinds:
             return False
-        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET,
-                                                                  socket.AF_INET6):
+        if type_of(sock) != socket.SOCK_STREAM or family_of(sock) not in (socket.AF_INET,
+                                                                          socket.AF_INET6):
             return False
         if not IS_WINDOWS:
             return role == "client"
@@ -130,7 +125,7 @@ class SocketRecycler:
     def refuse(self, sock, exc: OSError, role: str) -> None:
         """The provider refused a recycled socket for `role`: close it and
         stop reusing sockets of its kind for that role on this loop."""
-        kind = _kind(sock)
+        kind = kind_of(sock)
         sock.close()
         self._mark_refused(role, kind)
 
@@ -164,9 +159,9 @@ class SocketRecycler:
     def client_home(self, sock):
         if sock not in self._own_clients or not self.can_reuse(sock, "client"):
             return None
-        pool = self._client_spares.get(_kind(sock))
+        pool = self._client_spares.get(kind_of(sock))
         if pool is None:
-            pool = self._client_spares[_kind(sock)] = SparePool(self.max_spares, "client")
+            pool = self._client_spares[kind_of(sock)] = SparePool(self.max_spares, "client")
         return pool
 
     def take_client_spare(self, family, type_):
@@ -181,7 +176,7 @@ class SocketRecycler:
         """A new socket object for sock's handle, sock left detached: whoever
         kept the old object (get_extra_info('socket')) sees a closed socket,
         not the next user's connection."""
-        fresh = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+        fresh = socket.socket(*kind_of(sock), sock.proto, fileno=sock.detach())
         fresh.setblocking(False)   # the new object must know the handle is non-blocking
         self._port.adopt(sock, fresh)
         return fresh
@@ -189,7 +184,7 @@ class SocketRecycler:
     def recycle(self, sock, home: SparePool) -> None:
         """Instead of closing a socket whose connection ended cleanly: give it
         back to `home` once it is disconnected, or close it."""
-        if (home is None or not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds
+        if (home is None or not self.enabled or (home.role, *kind_of(sock)) in self._refused_kinds
                 or not home.has_room() or sock.fileno() < 0
                 or len(self._disconnecting) + len(self._dissolving) >= self.max_disconnecting):
             sock.close()
@@ -228,7 +223,7 @@ class SocketRecycler:
                 return
             sock.close()   # still open at the TCP level: close as usual
             return
-        if not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds:
+        if not self.enabled or (home.role, *kind_of(sock)) in self._refused_kinds:
             sock.close()
         else:
             home.give(sock)
@@ -238,7 +233,7 @@ class SocketRecycler:
         recycled socket works on this provider (_reuse_probe.py)?"""
         verdict = server_reuse_verdict(sock.family, self._verdict_from_thread)
         if verdict is False:
-            self._mark_refused("server", _kind(sock))
+            self._mark_refused("server", kind_of(sock))
         return bool(verdict)
 
     def _verdict_from_thread(self, family, ok) -> None:
@@ -252,7 +247,7 @@ class SocketRecycler:
 
     def _on_disconnected(self, op) -> None:
         sock, home = self._disconnecting.pop(op)
-        if op.result < 0 or not self.enabled or (home.role, *_kind(sock)) in self._refused_kinds:
+        if op.result < 0 or not self.enabled or (home.role, *kind_of(sock)) in self._refused_kinds:
             sock.close()
         else:
             home.give(sock)

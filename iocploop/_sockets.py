@@ -23,6 +23,7 @@ from asyncio import base_events, exceptions
 
 from . import _scheduler
 from ._port import IS_WINDOWS, WINDOWS_PORT_UNREACHABLE
+from ._socket_kind import kind_of
 
 __all__ = ["SocketMethods"]
 
@@ -269,11 +270,12 @@ class SocketMethods:
     async def sock_connect(self, sock, address):
         """Connect sock to a remote address (asyncio.loop.sock_connect)."""
         self._check_sock(sock)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        family, type_ = kind_of(sock)   # ints: no enum member made per read
+        if family in (socket.AF_INET, socket.AF_INET6):
             resolved = await self._ensure_resolved(
-                address, family=sock.family, type=sock.type, proto=sock.proto, loop=self)
+                address, family=family, type=type_, proto=sock.proto, loop=self)
             _, _, _, _, address = resolved[0]
-        if sock.type == socket.SOCK_DGRAM:
+        if type_ == socket.SOCK_DGRAM:
             # A datagram socket's connect() only names its default peer: it
             # never waits.  asyncio's loops do it at once (the selector's
             # connect(), the proactor's WSAConnect), and ConnectEx is for

@@ -44,7 +44,8 @@ import pytest
 
 import iocploop
 from iocploop._port import AcceptOperation
-from iocploop._reuse import SparePool, _kind
+from iocploop._reuse import SparePool
+from iocploop._socket_kind import kind_of as _kind
 from _helpers import IS_LINUX, IS_WINDOWS, TIMEOUT, run
 from _tcp_helpers import UNDER_WINE, bounded, fd_count, is_iocploop, until
 

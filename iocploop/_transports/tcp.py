@@ -26,6 +26,7 @@ import sys
 from asyncio import base_events, constants, futures, protocols, transports
 
 from .._scheduler import bind_tcp_transport, hold_write, stream_is_closing, stream_write
+from .._socket_kind import set_nodelay
 from .base import PausableReading, QueuedWrites, SocketTransportBase
 
 # How it reads: one strategy per platform, each in its own file.
@@ -93,7 +94,7 @@ class TCPTransport(SocketTransportBase, _PlatformReading, PausableReading, Queue
         self._reader = self._make_reader(loop)   # Linux: reads on readiness, compiled
         self._port.associate(sock)   # Windows, once: the lean receive path skips it
         self._init_socket_extra(sock, peername)
-        base_events._set_nodelay(sock)
+        set_nodelay(sock)
         self.set_protocol(protocol)
         if server is not None:
             if _SERVER_ATTACH_TAKES_TRANSPORT:
